@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine with Python 3.11 and pip:
+#   make demo   create .venv, install, train the demo model on the embedded synthetic data
+#   make test   create .venv, install, run the whole test suite (slow tests included)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export KERAS_BACKEND ?= jax
+
+.PHONY: demo test install clean bench
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python recipes/efficientnet_gender.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

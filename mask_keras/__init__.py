@@ -1,0 +1,18 @@
+"""mask_keras: mask x gender x age face classification on Keras 3 (JAX backend first).
+
+Importing the package selects the JAX backend unless ``KERAS_BACKEND`` is already
+set, and keeps TensorFlow (used only for tf.data) off any GPU so that JAX owns it.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"
+
+from . import labels  # noqa: E402  (light: numpy only)
+from .data.layout import LayoutError, read_eval, read_train  # noqa: E402
+
+__all__ = ["labels", "read_train", "read_eval", "LayoutError", "__version__"]

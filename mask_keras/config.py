@@ -1,0 +1,279 @@
+"""Configs: plain dataclasses, resolved and validated before any training starts.
+
+A run is described by one :class:`Config` (data, preprocessing, augmentation,
+sampling, model, loss, training). ``Config.from_dict`` rejects unknown keys with a
+suggestion, ``Config.validate`` checks names and sizes against the registries, and
+``save``/``load`` round-trip the JSON written next to every artifact
+(``config.json``). Recipes build a Config with ``dataclasses.replace`` or
+``Config.from_dict`` and call :func:`mask_keras.train.train`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import labels as L
+
+#: the baseline's normalisation (dataset statistics of the real train set)
+DATASET_MEAN = (0.548, 0.504, 0.479)
+DATASET_STD = (0.237, 0.247, 0.246)
+CROPS = ("none", "center", "face")
+
+
+class ConfigError(ValueError):
+    """A config value is unknown or inconsistent; raised before any work starts."""
+
+
+def _unknown(name: str, value, choices) -> ConfigError:
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ConfigError(f"unknown {name} {value!r}{hint}; choose one of: {', '.join(map(str, choices))}")
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = "data/default"
+    relabel: Any = False  # False | True/"certain" | "all"
+    age_upper: int = 60  # training age threshold (teams: 58/59); evaluation always uses 60
+    val_ratio: float = 0.2  # hold-out by person; ignored when folds > 1
+    folds: int = 0  # K for K-fold (0/1 = hold-out)
+    fold: int = 0  # which fold is validation
+    mask_states: tuple | None = None  # e.g. (0,) = train age/gender on masked images only
+    max_people: int | None = None  # cap people (demo/test scale), chosen stratified by seed
+    on_error: str = "raise"  # or "skip" (counted and reported)
+
+
+@dataclass
+class PreprocessConfig:
+    """The deterministic part; saved with the artifact and re-applied at inference."""
+
+    image_size: tuple = (128, 96)  # (height, width) fed to the model
+    crop: str = "center"  # none | center | face
+    crop_size: tuple = (400, 200)  # (h, w) of the centre crop (teams: 400x200, 320x256)
+    face_margins: tuple = (30, 60, 30, 30)  # (left, top, right, bottom) px around the detected box
+    face_fallback: tuple = (340, 256)  # centre crop (h, w) when no face / low confidence
+    face_min_confidence: float = 0.9
+    mean: tuple = DATASET_MEAN
+    std: tuple = DATASET_STD
+
+
+@dataclass
+class AugmentConfig:
+    preset: str = "base"  # see mask_keras.augment.PRESETS
+    mixup: float = 0.0  # probability a batch is mixed with MixUp
+    cutmix: float = 0.0  # probability a batch is mixed with CutMix
+    mix_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing ratio
+    mix_old_only: bool = False  # team 004: mix only pairs that involve a >=60 face
+
+
+@dataclass
+class SamplingConfig:
+    old_factor: float = 1.0  # repeat >=60 people this many times per epoch (team 000)
+    balance: str = "none"  # none | class (class-balanced sampling of the task's classes)
+    class_weights: bool = False  # weight the loss by inverse class frequency instead
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "efficientnet_b0"  # see mask_keras.models.backbones
+    weights: str | None = "imagenet"  # "imagenet" | keras-hub preset | local path | None
+    head: str = "linear"  # linear | shallow
+    head_units: int = 128  # hidden width of the shallow head
+    dropout: float = 0.2
+    freeze_epochs: int = 0  # "melting": train the head on a frozen backbone first
+    head_loss_weights: tuple = (1.0, 1.0, 1.0)  # multihead: mask, gender, age
+
+
+@dataclass
+class LossConfig:
+    name: str = "ce"  # ce | focal | f1 | class_balanced | f1_focal ...; see mask_keras.losses
+    terms: tuple | None = None  # weighted sum, e.g. (("f1", 0.4), ("focal", 0.6))
+    gamma: float = 2.0
+    label_smoothing: float = 0.0
+    cb_beta: float = 0.999
+
+
+@dataclass
+class TrainConfig:
+    task: str = "multi"  # mask | gender | age | multi | multihead
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "cosine"  # constant | cosine | step
+    warmup_epochs: float = 0.0
+    step_epochs: int = 20
+    step_gamma: float = 0.5
+    grad_accum: int = 1
+    mixed_precision: bool = False  # mixed_bfloat16
+    early_stopping: int = 0  # patience in epochs on val macro F1 (0 = off)
+    steps_per_epoch: int | None = None  # cap (demo/test scale)
+    seed: int = 42
+    out_dir: str = "runs/default"
+    wandb: bool = False
+    wandb_project: str = "mask_keras"
+    wandb_mode: str = "offline"  # offline | online
+    devices: str = "auto"  # auto (one device) | all (DataParallel over local devices)
+    cache: str = "memory"  # memory | none | <path> for tf.data cache
+    verbose: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict:
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        return _from_dict(cls, d, "config")
+
+    def save(self, path) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "Config":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(d)
+
+    def override(self, **dotted) -> "Config":
+        """Copy with dotted overrides: ``cfg.override(**{"train.epochs": 3})``."""
+        d = self.to_dict()
+        for key, value in dotted.items():
+            section, _, name = key.partition(".")
+            if section not in d or not name:
+                raise _unknown("config section", section, list(d))
+            if name not in d[section]:
+                raise _unknown(f"{section} option", name, list(d[section]))
+            d[section][name] = value
+        return Config.from_dict(d)
+
+    # ---- validation ---------------------------------------------------------
+    def validate(self) -> "Config":
+        """Check every name and size; raise ConfigError naming the option and the fix."""
+        from . import augment, losses
+        from .models import backbones
+
+        t, p = self.train, self.preprocess
+        if t.task not in L.TASKS:
+            raise _unknown("task", t.task, L.TASKS)
+        if self.model.backbone not in backbones.BACKBONES:
+            raise _unknown("backbone", self.model.backbone, sorted(backbones.BACKBONES))
+        if self.model.head not in ("linear", "shallow"):
+            raise _unknown("head", self.model.head, ("linear", "shallow"))
+        if self.augment.preset not in augment.PRESETS:
+            raise _unknown("augmentation preset", self.augment.preset, sorted(augment.PRESETS))
+        for name, _w in (self.loss.terms or ((self.loss.name, 1.0),)):
+            if name not in losses.LOSSES:
+                raise _unknown("loss", name, sorted(losses.LOSSES))
+        if t.optimizer not in ("adam", "adamw", "sgd"):
+            raise _unknown("optimizer", t.optimizer, ("adam", "adamw", "sgd"))
+        if t.schedule not in ("constant", "cosine", "step"):
+            raise _unknown("schedule", t.schedule, ("constant", "cosine", "step"))
+        if p.crop not in CROPS:
+            raise _unknown("crop", p.crop, CROPS)
+        if self.sampling.balance not in ("none", "class"):
+            raise _unknown("sampling.balance", self.sampling.balance, ("none", "class"))
+        if self.data.on_error not in ("raise", "skip"):
+            raise _unknown("data.on_error", self.data.on_error, ("raise", "skip"))
+        if self.data.relabel not in (False, True, "certain", "all"):
+            raise _unknown("data.relabel", self.data.relabel, (False, True, "certain", "all"))
+        _check_hw("preprocess.image_size", p.image_size)
+        _check_hw("preprocess.crop_size", p.crop_size)
+        _check_hw("preprocess.face_fallback", p.face_fallback)
+        if p.crop == "center" and (p.image_size[0] > p.crop_size[0] or p.image_size[1] > p.crop_size[1]):
+            raise ConfigError(f"preprocess.image_size {tuple(p.image_size)} does not fit the centre crop "
+                              f"{tuple(p.crop_size)}: the model would see upsampled pixels; "
+                              f"use an image size no larger than the crop, or a larger crop_size")
+        if len(p.mean) != 3 or len(p.std) != 3 or min(p.std) <= 0:
+            raise ConfigError("preprocess.mean/std need 3 values each, std > 0")
+        if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
+            raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
+        if not 0 < t.lr < 1:
+            raise ConfigError(f"train.lr {t.lr} out of range (0, 1)")
+        if not 0 <= self.augment.mixup <= 1 or not 0 <= self.augment.cutmix <= 1:
+            raise ConfigError("augment.mixup and augment.cutmix are probabilities in [0, 1]")
+        if self.sampling.old_factor < 1:
+            raise ConfigError("sampling.old_factor must be >= 1 (1 = no oversampling)")
+        if self.data.folds > 1 and not 0 <= self.data.fold < self.data.folds:
+            raise ConfigError(f"data.fold {self.data.fold} not in 0..{self.data.folds - 1}")
+        if self.data.folds <= 1 and not 0 < self.data.val_ratio < 1:
+            raise ConfigError("data.val_ratio must be in (0, 1)")
+        if not 2 <= self.data.age_upper <= 100 or self.data.age_upper <= L.AGE_LOWER:
+            raise ConfigError(f"data.age_upper {self.data.age_upper} must be > {L.AGE_LOWER}")
+        if t.task == "multihead" and len(self.model.head_loss_weights) != 3:
+            raise ConfigError("model.head_loss_weights needs 3 weights (mask, gender, age)")
+        return self
+
+
+def _check_hw(name, hw):
+    if len(hw) != 2 or any(int(v) != v or v < 8 for v in hw):
+        raise ConfigError(f"{name} must be (height, width) integers >= 8, got {hw!r}")
+
+
+def _to_jsonable(x):
+    if isinstance(x, dict):
+        return {k: _to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_jsonable(v) for v in x]
+    return x
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _from_dict(cls, d: dict, where: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in d.items():
+        if k not in fields:
+            raise _unknown(f"option in {where}", k, list(fields))
+        sub = fields[k].default_factory if fields[k].default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            kwargs[k] = _from_dict(sub, v, f"{where}.{k}")
+        else:
+            kwargs[k] = _tuplify(v)
+    return cls(**kwargs)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write via a temp file in the same folder, then rename: no partial file is ever left."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

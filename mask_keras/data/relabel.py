@@ -1,0 +1,70 @@
+"""Known mislabeled people (``data/relabel.csv``), applied on request.
+
+The CSV has columns ``id,change,value,certain,note``; ``change`` is one of
+``swap_incorrect_normal`` (the incorrect_mask and normal images are swapped),
+``gender`` (value: male|female) or ``age`` (value: the true age). ``certain`` is 1
+for the fixes every team agreed on, 0 for those only some teams applied.
+"""
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .. import labels as L
+
+log = logging.getLogger(__name__)
+
+RELABEL_COLUMNS = ("id", "change", "value", "certain")
+CHANGES = ("swap_incorrect_normal", "gender", "age")
+MODES = ("certain", "all")
+
+
+def default_relabel_path() -> Path:
+    return Path(str(resources.files("mask_keras.data").joinpath("relabel.csv")))
+
+
+def load_relabel(path=None, mode: str = "certain") -> pd.DataFrame:
+    """The relabel table; ``mode="certain"`` keeps only the rows everyone agreed on."""
+    if mode not in MODES:
+        raise ValueError(f"relabel mode must be one of {MODES} (or True for 'certain'), got {mode!r}")
+    path = Path(path) if path else default_relabel_path()
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in RELABEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: relabel CSV lacks column(s) {missing}; expected {list(RELABEL_COLUMNS)}")
+    bad = sorted(set(df["change"]) - set(CHANGES))
+    if bad:
+        raise ValueError(f"{path}: unknown change(s) {bad}; use one of {CHANGES}")
+    if mode == "certain":
+        df = df[df["certain"] == "1"]
+    return df.reset_index(drop=True)
+
+
+def apply_relabel(table: pd.DataFrame, mode: str = "certain", path=None) -> pd.DataFrame:
+    """Apply the fixes to an image table (before ``with_labels``); ids not present are ignored.
+
+    Returns a copy; ``attrs["relabeled"]`` lists the ids that were changed.
+    """
+    fixes = load_relabel(path, mode)
+    out = table.copy()
+    changed = []
+    for _, fx in fixes.iterrows():
+        sel = out["id"] == fx["id"]
+        if not sel.any():
+            continue
+        changed.append(fx["id"])
+        if fx["change"] == "swap_incorrect_normal":
+            inc = sel & (out["mask"] == L.Mask.INCORRECT)
+            nor = sel & (out["mask"] == L.Mask.NOT_WEAR)
+            out.loc[inc, "mask"] = int(L.Mask.NOT_WEAR)
+            out.loc[nor, "mask"] = int(L.Mask.INCORRECT)
+        elif fx["change"] == "gender":
+            out.loc[sel, "gender"] = int(L.GENDER_NAMES[fx["value"]])
+        elif fx["change"] == "age":
+            out.loc[sel, "age"] = int(fx["value"])
+    log.info("relabel (%s): changed %d people: %s", mode, len(changed), changed)
+    out.attrs["relabeled"] = changed
+    return out
