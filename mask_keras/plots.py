@@ -1,0 +1,117 @@
+"""Every PNG the package draws. Matplotlib with the Agg backend; files written atomically."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    """Save ``fig`` as PNG via a temp file + rename; closes the figure."""
+    plt = _plt()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def class_balance(counts: dict[str, dict[str, int]], path, title: str = "class balance") -> Path:
+    """Bar charts side by side, one per entry: ``{"label": {"0": n, ...}, "gender": {...}}``."""
+    plt = _plt()
+    n = len(counts)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    for ax, (name, c) in zip(axes[0], counts.items()):
+        keys, vals = list(map(str, c.keys())), list(c.values())
+        bars = ax.bar(range(len(keys)), vals, color="#4C72B0")
+        ax.set_xticks(range(len(keys)), keys, rotation=60 if len(keys) > 6 else 0, fontsize=8)
+        ax.set_title(name)
+        for b, v in zip(bars, vals):
+            ax.annotate(str(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def confusion_matrix(cm, class_names, path, title: str = "confusion matrix", normalize: bool = True) -> Path:
+    """Confusion matrix (rows = truth, columns = prediction); counts annotated, colour row-normalised."""
+    plt = _plt()
+    cm = np.asarray(cm)
+    k = cm.shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = cm / cm.sum(axis=1, keepdims=True) if normalize else cm
+    norm = np.nan_to_num(norm)
+    size = max(4.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(k), class_names, rotation=90 if k > 4 else 0, fontsize=7 if k > 6 else 9)
+    ax.set_yticks(range(k), class_names, fontsize=7 if k > 6 else 9)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=6 if k > 6 else 9,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def image_grid(images, captions, path, cols: int = 8, title: str | None = None) -> Path:
+    """A contact sheet: uint8/float HxWx3 images (any sizes) with a caption each."""
+    plt = _plt()
+    images = list(images)
+    n = max(1, len(images))
+    cols = min(cols, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.4 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, cap in zip(axes.ravel(), images, captions):
+        img = np.asarray(img)
+        if img.dtype != np.uint8:
+            lo, hi = float(img.min()), float(img.max())
+            img = ((img - lo) / (hi - lo + 1e-8) * 255).astype(np.uint8)
+        ax.imshow(img)
+        ax.set_title(str(cap), fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def history(hist: dict[str, list[float]], path, title: str = "training history") -> Path:
+    """Loss and metric curves from a Keras history dict (train vs val side by side)."""
+    plt = _plt()
+    keys = [k for k in hist if not k.startswith("val_") and k != "learning_rate"]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        ax.plot(hist[k], label=k)
+        if f"val_{k}" in hist:
+            ax.plot(hist[f"val_{k}"], label=f"val_{k}")
+        ax.set_xlabel("epoch")
+        ax.set_title(k)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
