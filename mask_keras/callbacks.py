@@ -1,0 +1,123 @@
+"""Keras callbacks of the training loop: atomic best checkpoint, 18-class F1 for
+multi-head models, and a wandb logger that is safe on JAX with LR schedules."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Save the model when ``monitor`` improves (mode max), via temp file + rename.
+
+    Keras' ModelCheckpoint writes in place; an interrupted save would leave a broken
+    ``model.keras`` behind. This one never leaves a partial artifact.
+    """
+
+    def __init__(self, path, monitor: str = "val_macro_f1"):
+        super().__init__()
+        self.path = Path(path)
+        self.monitor = monitor
+        self.best = -math.inf
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"checkpoint monitor {self.monitor!r} not in logs {sorted(logs)}")
+        value = float(logs[self.monitor])
+        if value > self.best or self.best_epoch is None:
+            self.best, self.best_epoch = value, epoch
+            save_model_atomic(self.model, self.path)
+            log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, self.path)
+
+
+def save_model_atomic(model, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class CombinedMacroF1(keras.callbacks.Callback):
+    """For multi-head models: macro F1 on the 18 combined classes, as ``logs["val_macro_f1"]``."""
+
+    def __init__(self, val_ds, y_true=None, name: str = "val_macro_f1"):
+        super().__init__()
+        self.val_ds = val_ds
+        self.name = name
+        self._y = y_true
+
+    def _labels(self):
+        if self._y is None:
+            from .labels import encode
+
+            ys, ws = [], []
+            for _, y, w in self.val_ds.as_numpy_iterator():
+                ys.append(encode(y["mask"].argmax(1), y["gender"].argmax(1), y["age"].argmax(1)))
+                ws.append(w)
+            y, w = np.concatenate(ys), np.concatenate(ws)
+            self._y = y[w > 0]
+        return self._y
+
+    def on_epoch_end(self, epoch, logs=None):
+        from sklearn.metrics import f1_score
+
+        from .ensemble import combine_tasks, from_multihead
+
+        y = self._labels()
+        probs = self.model.predict(self.val_ds.map(lambda x, y, w: x), verbose=0)
+        pm, pg, pa = from_multihead(probs)
+        pred = combine_tasks(pm, pg, pa)[: len(y)].argmax(1)
+        if logs is not None:
+            logs[self.name] = float(f1_score(y, pred, average="macro"))
+
+
+class WandbLogger(keras.callbacks.Callback):
+    """Log epoch metrics and the current learning rate to wandb.
+
+    The stock ``WandbMetricsLogger`` reads ``optimizer.learning_rate`` in a way that
+    crashes with LR schedules on the JAX backend; this one evaluates the schedule at
+    the optimizer's iteration count itself. ``mode="offline"`` needs no network
+    (``wandb sync`` uploads later).
+    """
+
+    def __init__(self, cfg, out_dir):
+        super().__init__()
+        import wandb
+
+        self._wandb = wandb
+        t = cfg.train
+        self.run = wandb.init(project=t.wandb_project, mode=t.wandb_mode, dir=str(out_dir),
+                              config=cfg.to_dict(), name=Path(out_dir).name, reinit="finish_previous")
+
+    def _lr(self) -> float:
+        opt = self.model.optimizer
+        lr = opt._learning_rate if hasattr(opt, "_learning_rate") else opt.learning_rate
+        if callable(lr):
+            lr = lr(opt.iterations)
+        return float(keras.ops.convert_to_numpy(lr))
+
+    def on_epoch_end(self, epoch, logs=None):
+        data = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}
+        data["learning_rate"] = self._lr()
+        data["epoch"] = epoch + 1
+        self.run.log(data, step=epoch + 1)
+
+    def close(self):
+        """Finish the run (called once by ``train`` after every fit phase)."""
+        self.run.finish()

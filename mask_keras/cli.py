@@ -1,0 +1,171 @@
+"""``mask-keras``: thin command line over the library (parse, call, print)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH like 128x96, got {text!r}") from None
+    return h, w
+
+
+def _kv(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected section.option=value, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        return k, json.loads(v)
+    except json.JSONDecodeError:
+        return k, v
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``mask-keras train`` and the recipes."""
+    p.add_argument("--config", help="a config.json to start from (e.g. a previous run's)")
+    p.add_argument("--data-dir", help="directory holding train/ (and eval/)")
+    p.add_argument("--out-dir", help="run directory for the artifact")
+    p.add_argument("--task", choices=["mask", "gender", "age", "multi", "multihead"])
+    p.add_argument("--backbone")
+    p.add_argument("--weights", help="imagenet | a keras-hub preset | a local path | none")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--image-size", type=_hw, help="HEIGHTxWIDTH fed to the model, e.g. 224x224")
+    p.add_argument("--max-people", type=int, help="use only this many people (stratified)")
+    p.add_argument("--folds", type=int, help="train K models on person-level stratified folds")
+    p.add_argument("--devices", choices=["auto", "all"], help="all = data parallel over every local device")
+    p.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_bfloat16")
+    p.add_argument("--wandb", action="store_true", default=None, help="log to wandb (offline unless --set train.wandb_mode=online)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", type=_kv, action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                   help="override any config option, e.g. --set loss.name=focal --set augment.mixup=0.5")
+
+
+def config_from_args(args, base=None):
+    """Apply command-line flags on top of ``base`` (a Config)."""
+    from .config import Config
+
+    cfg = Config.load(args.config) if getattr(args, "config", None) else (base or Config())
+    o = {}
+    flags = {"data_dir": "data.data_dir", "out_dir": "train.out_dir", "task": "train.task",
+             "backbone": "model.backbone", "weights": "model.weights", "epochs": "train.epochs",
+             "batch_size": "train.batch_size", "lr": "train.lr", "image_size": "preprocess.image_size",
+             "max_people": "data.max_people", "folds": "data.folds", "devices": "train.devices",
+             "mixed_precision": "train.mixed_precision", "wandb": "train.wandb", "seed": "train.seed"}
+    for attr, key in flags.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            o[key] = v
+    if o.get("model.weights") in ("none", "None", ""):
+        o["model.weights"] = None
+    for k, v in args.set:
+        o[k] = v
+    return cfg.override(**o) if o else cfg
+
+
+def _cmd_synth(a):
+    from .data.synth import generate
+
+    s = generate(a.out_dir, people=a.people, eval_people=a.eval_people, seed=a.seed,
+                 image_size=a.image_size, workers=a.workers)
+    print(json.dumps(s, indent=2, default=str))
+
+
+def _cmd_inspect(a):
+    from .data.inspect import format_report, inspect
+
+    d = inspect(a.data_dir, out_png=a.png, relabel=a.relabel)
+    print(format_report(d))
+
+
+def _cmd_train(a):
+    from .train import train
+
+    cfg = config_from_args(a)
+    if cfg.data.folds and cfg.data.folds > 1:
+        from .kfold import train_kfold
+
+        res = train_kfold(cfg)
+        print(json.dumps(res.summary, indent=2))
+    else:
+        res = train(cfg)
+        print(json.dumps({"out_dir": str(res.out_dir), **res.metrics}, indent=2))
+
+
+def _cmd_evaluate(a):
+    from .evaluate import cli_json, evaluate, format_report
+
+    d = evaluate(a.gt, a.pred, out_dir=a.out)
+    print(cli_json(d) if a.json else format_report(d))
+
+
+def _cmd_detect(a):
+    from .detect import detect_dir
+
+    s = detect_dir(a.data_dir, batch_size=a.batch_size, limit=a.limit)
+    print(json.dumps(s, indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mask-keras", description=__doc__.split("\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="generate a synthetic data set in the competition layout")
+    s.add_argument("out_dir")
+    s.add_argument("--people", type=int, default=100, help="train people (7 images each)")
+    s.add_argument("--eval-people", type=int, default=20, help="eval people (7 images each)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--image-size", type=_hw, default=(512, 384), help="HEIGHTxWIDTH (real set: 512x384)")
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("inspect", help="counts per class/gender/age group and a class-balance PNG")
+    s.add_argument("data_dir")
+    s.add_argument("--png", help="where to write the class-balance PNG (default DATA_DIR/class_balance.png)")
+    s.add_argument("--relabel", choices=["certain", "all"], default=False)
+    s.set_defaults(func=_cmd_inspect)
+
+    s = sub.add_parser("train", help="train a model (or K fold models) from a config and flags")
+    add_train_args(s)
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("evaluate", help="score a submission CSV against ground truth")
+    s.add_argument("--gt", required=True, help="CSV ImageID,ans with the true classes")
+    s.add_argument("--pred", required=True, help="submission CSV ImageID,ans")
+    s.add_argument("--out", help="directory for report.txt, metrics.json and confusion-matrix PNGs")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("detect", help="detect faces in train/ and eval/ and cache the boxes")
+    s.add_argument("data_dir")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--limit", type=int, default=None, help="process at most this many new images")
+    s.set_defaults(func=_cmd_detect)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .config import ConfigError
+    from .data.layout import LayoutError
+
+    try:
+        args.func(args)
+    except (ConfigError, LayoutError, FileNotFoundError, ValueError) as e:
+        print(f"mask-keras {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

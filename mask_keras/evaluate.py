@@ -1,0 +1,233 @@
+"""Score a submission against the truth: macro F1 (the competition metric), accuracy,
+per-task F1, per-class F1 and confusion matrices; optionally a report and PNGs.
+
+Both inputs are ``ImageID,ans`` tables (a CSV path or a DataFrame), ``ans`` in 0..17.
+Rows are matched by ``ImageID``, never by position, so the prediction may come in any
+order. ``macro_f1`` is exactly ``sklearn.metrics.f1_score(y_true, y_pred,
+average="macro")``: the mean over the classes present in the truth or the prediction
+(sklearn's default label set), so it can differ from the mean of ``per_class_f1``, which
+always lists all 18 classes (0.0 for a class that is neither true nor predicted).
+
+Per-task F1 (``f1_mask``, ``f1_gender``, ``f1_age``) is the macro F1 within each task,
+the task labels recovered from the 18 classes with :func:`mask_keras.labels.decode`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import labels as L
+
+COLUMNS = ("ImageID", "ans")
+#: the keys ``mask-keras evaluate --json`` prints, in this order
+CLI_KEYS = ("macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age")
+TASK_NAMES = ("mask", "gender", "age")
+#: files written by ``evaluate(..., out_dir=...)``
+OUTPUT_FILES = ("metrics.json", "report.txt", "confusion_matrix.png",
+                "confusion_mask.png", "confusion_gender.png", "confusion_age.png")
+_SHOW = 5  # how many offending ids/rows an error message lists
+
+
+class EvaluationError(ValueError):
+    """The truth or the prediction table cannot be scored (names the file and the fix)."""
+
+
+# ---- reading and checking ---------------------------------------------------------
+def _load(x, role: str) -> tuple[pd.DataFrame, str, bool]:
+    """(table, name for messages, came from a file)."""
+    if isinstance(x, pd.DataFrame):
+        return x.reset_index(drop=True), f"<{role} DataFrame>", False
+    path = Path(x)
+    if not path.is_file():
+        raise EvaluationError(f"{path}: {role} file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except Exception as e:  # pandas raises several types for broken/empty CSVs
+        raise EvaluationError(f"{path}: cannot read the {role} file as CSV ({e}); "
+                              f"expected a header line 'ImageID,ans'") from e
+    df.columns = [str(c).strip() for c in df.columns]
+    return df, str(path), True
+
+
+def _where(i: int, from_file: bool) -> str:
+    return f"row {i} (line {i + 2} of the file)" if from_file else f"row {i}"
+
+
+def _check(df: pd.DataFrame, name: str, from_file: bool) -> pd.DataFrame:
+    """-> DataFrame with str ImageID and int64 ans, or EvaluationError naming file and row."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        found = ",".join(map(str, df.columns)) or "(none)"
+        lower = {str(c).lower(): c for c in df.columns}
+        hint = [f"{lower[c.lower()]!r} -> {c!r}" for c in missing if c.lower() in lower]
+        raise EvaluationError(f"{name}: missing column(s) {','.join(missing)}; expected columns "
+                              f"'ImageID,ans', found: {found}"
+                              + (f" (rename {', '.join(hint)})" if hint else ""))
+    ids = df["ImageID"]
+    bad = [i for i, v in enumerate(ids) if v is None or (isinstance(v, float) and math.isnan(v))
+           or str(v).strip() == ""]
+    if bad:
+        raise EvaluationError(f"{name}: empty ImageID at {_where(bad[0], from_file)}"
+                              + (f" and {len(bad) - 1} more row(s)" if len(bad) > 1 else ""))
+    ids = ids.map(lambda v: str(v).strip())
+    ans = np.empty(len(df), dtype=np.int64)
+    for i, v in enumerate(df["ans"]):
+        try:
+            f = float(str(v).strip())
+            ok = math.isfinite(f) and f == int(f)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok or not 0 <= int(f) < L.NUM_CLASSES:
+            raise EvaluationError(f"{name}: ans must be an integer class in 0..{L.NUM_CLASSES - 1}, "
+                                  f"got {v!r} at {_where(i, from_file)} (ImageID {ids.iloc[i]!r})")
+        ans[i] = int(f)
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        first = dup.drop_duplicates()
+        rows = [int(j) for j in np.flatnonzero(ids.to_numpy() == first.iloc[0])]
+        raise EvaluationError(f"{name}: duplicate ImageID(s) {first.iloc[:_SHOW].tolist()}"
+                              + (f" and {len(first) - _SHOW} more" if len(first) > _SHOW else "")
+                              + f"; e.g. {first.iloc[0]!r} at rows {rows}. Each image must appear once")
+    return pd.DataFrame({"ImageID": ids.to_numpy(dtype=object), "ans": ans})
+
+
+def _few(values) -> str:
+    values = sorted(values)
+    more = f" and {len(values) - _SHOW} more" if len(values) > _SHOW else ""
+    return f"{values[:_SHOW]}{more}"
+
+
+def read_pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
+    """Load and check both tables -> (y_true, y_pred) in the truth's row order."""
+    g, gname, gfile = _load(gt, "gt")
+    p, pname, pfile = _load(pred, "pred")
+    g = _check(g, gname, gfile)
+    p = _check(p, pname, pfile)
+    gids, pids = set(g["ImageID"]), set(p["ImageID"])
+    missing, extra = gids - pids, pids - gids
+    if len(g) != len(p) or missing or extra:
+        msg = [f"{pname} does not match {gname}"]
+        if len(g) != len(p):
+            msg.append(f"row counts differ: gt has {len(g)}, pred has {len(p)}")
+        if missing:
+            msg.append(f"{len(missing)} ImageID(s) of gt missing from pred: {_few(missing)}")
+        if extra:
+            msg.append(f"{len(extra)} ImageID(s) in pred not in gt: {_few(extra)}")
+        raise EvaluationError("; ".join(msg) + ". The prediction needs exactly one row per gt image")
+    y_pred = p.set_index("ImageID")["ans"].reindex(g["ImageID"]).to_numpy(dtype=np.int64)
+    return g["ans"].to_numpy(dtype=np.int64), y_pred
+
+
+# ---- metrics ----------------------------------------------------------------------
+def metrics_from_labels(y_true, y_pred) -> dict:
+    """All metrics of two (N,) arrays of classes 0..17 (already aligned), JSON-ready."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    yt = np.asarray(y_true, dtype=np.int64)
+    yp = np.asarray(y_pred, dtype=np.int64)
+    if yt.shape != yp.shape or yt.ndim != 1:
+        raise EvaluationError(f"y_true and y_pred must be 1-D of equal length, got {yt.shape} and {yp.shape}")
+    if yt.size == 0:
+        raise EvaluationError("nothing to score: the tables have no rows")
+    for name, y in (("y_true", yt), ("y_pred", yp)):
+        if y.min() < 0 or y.max() >= L.NUM_CLASSES:
+            raise EvaluationError(f"{name}: classes must be in 0..{L.NUM_CLASSES - 1}")
+    # zero_division=0 is what sklearn's default "warn" computes, without the warning
+    d = {
+        "macro_f1": float(f1_score(yt, yp, average="macro", zero_division=0)),
+        "accuracy": float(accuracy_score(yt, yp)),
+    }
+    tt, tp = L.decode(yt), L.decode(yp)
+    task_cm = {}
+    for task, t, p in zip(TASK_NAMES, tt, tp):
+        d[f"f1_{task}"] = float(f1_score(t, p, average="macro", zero_division=0))
+        k = L.TASK_CLASSES[task]
+        task_cm[task] = confusion_matrix(t, p, labels=list(range(k))).tolist()
+    all18 = list(range(L.NUM_CLASSES))
+    d["per_class_f1"] = [float(v) for v in f1_score(yt, yp, labels=all18, average=None, zero_division=0)]
+    d["support"] = np.bincount(yt, minlength=L.NUM_CLASSES).tolist()
+    d["n"] = int(yt.size)
+    d["confusion_matrix"] = confusion_matrix(yt, yp, labels=all18).tolist()
+    d["task_confusion_matrices"] = task_cm
+    return d
+
+
+def evaluate(gt, pred, out_dir=None) -> dict:
+    """Score ``pred`` against ``gt`` (CSV paths or DataFrames with columns ``ImageID,ans``).
+
+    Returns a JSON-ready dict: ``macro_f1``, ``accuracy``, ``f1_mask``, ``f1_gender``,
+    ``f1_age``, ``per_class_f1`` (18), ``support`` (18 true counts), ``n``,
+    ``confusion_matrix`` (18x18, rows = truth), ``task_confusion_matrices``
+    ({task: KxK}), ``gt`` and ``pred`` (where the tables came from).
+
+    With ``out_dir`` also writes :data:`OUTPUT_FILES` there: ``metrics.json`` (atomically),
+    ``report.txt`` (:func:`format_report`), ``confusion_matrix.png`` (18 classes) and
+    ``confusion_{mask,gender,age}.png``.
+
+    Raises :class:`EvaluationError` for missing columns, ``ans`` not an integer in 0..17
+    (naming file and row), duplicate ImageIDs, different row counts or ImageID sets.
+    """
+    y_true, y_pred = read_pair(gt, pred)
+    d = metrics_from_labels(y_true, y_pred)
+    d["gt"] = "<DataFrame>" if isinstance(gt, pd.DataFrame) else str(gt)
+    d["pred"] = "<DataFrame>" if isinstance(pred, pd.DataFrame) else str(pred)
+    if out_dir is not None:
+        write_outputs(d, out_dir)
+    return d
+
+
+def write_outputs(d: dict, out_dir) -> dict[str, Path]:
+    """Write metrics.json, report.txt and the confusion PNGs of a metrics dict -> paths."""
+    from . import plots
+    from .config import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics.json": atomic_write_text(out / "metrics.json", json.dumps(d, indent=2) + "\n"),
+        "report.txt": atomic_write_text(out / "report.txt", format_report(d)),
+        "confusion_matrix.png": plots.confusion_matrix(
+            d["confusion_matrix"], [L.class_name(c) for c in range(L.NUM_CLASSES)],
+            out / "confusion_matrix.png",
+            title=f"confusion matrix (macro F1 {d['macro_f1']:.4f}, acc {d['accuracy']:.4f})"),
+    }
+    for task in TASK_NAMES:
+        name = f"confusion_{task}.png"
+        paths[name] = plots.confusion_matrix(
+            d["task_confusion_matrices"][task], L.CLASS_NAMES[task], out / name,
+            title=f"{task} (macro F1 {d[f'f1_{task}']:.4f})")
+    return paths
+
+
+# ---- text -------------------------------------------------------------------------
+def format_report(d: dict) -> str:
+    """A short plain-text report of a metrics dict (from :func:`evaluate`)."""
+    lines = [
+        f"images:    {d.get('n', '?')}",
+        f"macro F1:  {d['macro_f1']:.4f}",
+        f"accuracy:  {d['accuracy']:.4f}",
+        f"F1 mask:   {d['f1_mask']:.4f}",
+        f"F1 gender: {d['f1_gender']:.4f}",
+        f"F1 age:    {d['f1_age']:.4f}",
+        "",
+    ]
+    per = d.get("per_class_f1")
+    if per is not None:
+        cm = np.asarray(d["confusion_matrix"]) if "confusion_matrix" in d else None
+        support = d.get("support") or (cm.sum(axis=1).tolist() if cm is not None else None)
+        predicted = cm.sum(axis=0).tolist() if cm is not None else None
+        lines.append(f"{'class':>5}  {'name':<26}{'support':>8}{'predicted':>10}{'F1':>8}")
+        for c, f in enumerate(per):
+            s = f"{support[c]:>8}" if support is not None else f"{'':>8}"
+            p = f"{predicted[c]:>10}" if predicted is not None else f"{'':>10}"
+            lines.append(f"{c:>5}  {L.class_name(c):<26}{s}{p}{f:>8.4f}")
+    return "\n".join(lines) + "\n"
+
+
+def cli_json(d: dict) -> str:
+    """The one-line JSON object ``mask-keras evaluate --json`` prints (keys :data:`CLI_KEYS`)."""
+    return json.dumps({k: float(d[k]) for k in CLI_KEYS})

@@ -1,0 +1,284 @@
+"""One training entry point: ``train(config) -> TrainResult``.
+
+The run directory (``config.train.out_dir``) becomes the artifact::
+
+    config.json      the resolved config (written before training starts)
+    model.keras      the best epoch by validation macro F1 (not accuracy)
+    history.csv      per-epoch logs;  history.png
+    metrics.json     final validation numbers (macro F1, accuracy, per-class F1)
+    confusion_matrix.png, per_class_f1.csv
+    split.csv        which person was train / validation
+
+Age groups: the training targets use ``data.age_upper`` (teams trained with 58/59),
+the validation targets always use the competition threshold 60, so the reported
+F1 is the one the leaderboard would compute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import labels as L
+from .config import Config, ConfigError, atomic_write_text
+
+log = logging.getLogger(__name__)
+MONITOR = "val_macro_f1"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_path: Path
+    metrics: dict
+    history: dict
+
+
+# --------------------------------------------------------------------------- data
+def prepare_tables(cfg: Config):
+    """Read, (sub)sample and split the data of ``cfg``: returns ``(train_table, val_table)``."""
+    from .data import layout, splits
+
+    d = cfg.data
+    table = layout.read_train(d.data_dir, relabel=d.relabel, age_upper=d.age_upper, on_error=d.on_error)
+    if d.max_people:
+        table = splits.subsample_people(table, d.max_people, seed=cfg.train.seed)
+    if d.folds and d.folds > 1:
+        table = splits.add_folds(table, d.folds, seed=cfg.train.seed)
+        train_t, val_t = splits.select_fold(table, d.fold)
+    else:
+        table = splits.add_holdout(table, d.val_ratio, seed=cfg.train.seed)
+        train_t, val_t = splits.select_fold(table, 1)
+    # validation is scored with the competition's age rule, whatever the training threshold
+    val_t = layout.with_labels(val_t, L.EVAL_AGE_UPPER)
+    if d.mask_states is not None:
+        keep = train_t["mask"].isin(list(d.mask_states))
+        log.info("training on mask states %s only: %d of %d images", d.mask_states, keep.sum(), len(train_t))
+        train_t = train_t[keep]
+    train_t = train_t.reset_index(drop=True)
+    val_t = val_t.reset_index(drop=True)
+    if train_t.empty or val_t.empty:
+        raise ConfigError(f"empty split: {len(train_t)} train / {len(val_t)} validation images; "
+                          f"use more people or another val_ratio")
+    return train_t, val_t
+
+
+def num_classes(task: str) -> int:
+    return L.TASK_CLASSES[task]
+
+
+# --------------------------------------------------------------------------- model parts
+def _build_optimizer(cfg: Config, steps_per_epoch: int):
+    import keras
+
+    t = cfg.train
+    total = max(1, steps_per_epoch * t.epochs // t.grad_accum)
+    warmup = int(round(t.warmup_epochs * steps_per_epoch / t.grad_accum))
+    if t.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=t.lr if warmup == 0 else 0.0, decay_steps=max(1, total - warmup),
+            alpha=0.01, warmup_target=t.lr if warmup else None, warmup_steps=warmup)
+    elif t.schedule == "step":
+        step = max(1, t.step_epochs * steps_per_epoch // t.grad_accum)
+        bounds = [step * i for i in range(1, max(2, t.epochs // max(1, t.step_epochs) + 1))]
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            bounds, [t.lr * t.step_gamma ** i for i in range(len(bounds) + 1)])
+    else:
+        lr = t.lr
+    accum = t.grad_accum if t.grad_accum > 1 else None
+    if t.optimizer == "adam":
+        return keras.optimizers.Adam(lr, gradient_accumulation_steps=accum)
+    if t.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 0.01, gradient_accumulation_steps=accum)
+    return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=True, gradient_accumulation_steps=accum)
+
+
+def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
+    from . import losses, metrics, sampling
+
+    task = cfg.train.task
+    optimizer = _build_optimizer(cfg, steps_per_epoch)
+    if task == "multihead":
+        loss, mets = {}, {}
+        for head in ("mask", "gender", "age"):
+            cw = sampling.class_weights(train_t, head) if cfg.sampling.class_weights else None
+            counts = np.bincount(L.task_target(head, train_t["mask"], train_t["gender"], train_t["age_group"]),
+                                 minlength=num_classes(head))
+            loss[head] = losses.build_loss(cfg.loss, num_classes(head), class_counts=counts, class_weights=cw)
+            mets[head] = [metrics.MacroF1(num_classes(head), name="macro_f1"), "categorical_accuracy"]
+        weights = dict(zip(("mask", "gender", "age"), cfg.model.head_loss_weights))
+        model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=mets)
+    else:
+        y = L.task_target(task, train_t["mask"], train_t["gender"], train_t["age_group"])
+        counts = np.bincount(np.asarray(y), minlength=num_classes(task))
+        cw = sampling.class_weights(train_t, task) if cfg.sampling.class_weights else None
+        model.compile(optimizer=optimizer,
+                      loss=losses.build_loss(cfg.loss, num_classes(task), class_counts=counts, class_weights=cw),
+                      metrics=[metrics.MacroF1(num_classes(task), name="macro_f1"), "categorical_accuracy"])
+    return model
+
+
+# --------------------------------------------------------------------------- callbacks
+def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool):
+    import keras
+
+    from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, WandbLogger
+
+    cbs = []
+    if multihead:
+        cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
+    cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR))
+    cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv")))
+    if cfg.train.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.train.early_stopping,
+                                                 restore_best_weights=False))
+    if cfg.train.wandb:
+        cbs.append(WandbLogger(cfg, out))
+    return cbs
+
+
+# --------------------------------------------------------------------------- main
+def train(cfg: Config) -> TrainResult:
+    """Train one model as ``cfg`` says and return where its artifact is."""
+    cfg.validate()
+    import keras
+
+    from . import distribute, pipeline
+    from .models import build as model_build
+
+    t = cfg.train
+    out = Path(t.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.json")
+    keras.utils.set_random_seed(t.seed)
+    distribute.enable_compilation_cache()
+    distribute.setup_distribution(t.devices)
+    prev_policy = keras.mixed_precision.global_policy().name
+    if t.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        train_t, val_t = prepare_tables(cfg)
+        _write_split(out, train_t, val_t)
+        log.info("train: %d images (%d people), validation: %d images (%d people)",
+                 len(train_t), train_t["profile"].nunique(), len(val_t), val_t["profile"].nunique())
+        if len(train_t) < t.batch_size:
+            raise ConfigError(f"train.batch_size {t.batch_size} exceeds the {len(train_t)} training images "
+                              f"(batches are static and drop the remainder); lower it")
+        train_ds = pipeline.make_dataset(train_t, cfg, training=True)
+        val_ds = pipeline.make_dataset(val_t, cfg, training=False)
+        steps = t.steps_per_epoch or _steps(train_ds)
+        model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size))
+        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead")
+        started = time.time()
+        history: dict[str, list] = {}
+        epoch0 = 0
+        if cfg.model.freeze_epochs and cfg.model.weights is not None:
+            # "melting": head first on a frozen backbone, then everything (recompile to apply)
+            model_build.set_backbone_trainable(model, False)
+            _compile(model, cfg, train_t, steps)
+            n = min(cfg.model.freeze_epochs, t.epochs)
+            h = model.fit(train_ds, validation_data=val_ds, epochs=n, steps_per_epoch=t.steps_per_epoch,
+                          callbacks=cbs, verbose=t.verbose)
+            _merge(history, h.history)
+            epoch0 = n
+            model_build.set_backbone_trainable(model, True)
+        elif cfg.model.freeze_epochs:
+            log.warning("model.freeze_epochs ignored: freezing a randomly initialised backbone (weights=None) "
+                        "would train only the head on random features")
+        if epoch0 < t.epochs:
+            _compile(model, cfg, train_t, steps)
+            h = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=epoch0,
+                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose)
+            _merge(history, h.history)
+        seconds = time.time() - started
+        for cb in cbs:
+            if hasattr(cb, "close"):
+                cb.close()
+        best = keras.saving.load_model(out / "model.keras")
+        metrics = _final_report(best, val_ds, val_t, cfg, out)
+        metrics.update(train_seconds=round(seconds, 2), epochs_run=len(next(iter(history.values()), [])),
+                       train_images=len(train_t), val_images=len(val_t))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        from . import plots
+
+        plots.history({k: v for k, v in history.items()}, out / "history.png", title=f"{t.task} history")
+        log.info("validation macro F1 %.4f (accuracy %.4f) -> %s", metrics["macro_f1"], metrics["accuracy"], out)
+        return TrainResult(out, out / "model.keras", metrics, history)
+    finally:
+        keras.mixed_precision.set_global_policy(prev_policy)
+        if t.devices == "all":
+            keras.distribution.set_distribution(None)
+
+
+def _steps(ds) -> int:
+    n = int(ds.cardinality())
+    if n <= 0:
+        raise ConfigError("the training dataset is empty or infinite; set train.steps_per_epoch")
+    return n
+
+
+def _merge(history: dict, new: dict) -> None:
+    for k, v in new.items():
+        history.setdefault(k, []).extend(float(x) for x in v)
+
+
+def _write_split(out: Path, train_t, val_t) -> None:
+    people = pd.concat([train_t[["profile"]].drop_duplicates().assign(split="train"),
+                        val_t[["profile"]].drop_duplicates().assign(split="val")])
+    atomic_write_text(out / "split.csv", people.to_csv(index=False))
+
+
+def predict_table_probs(model, ds, n: int):
+    """Run ``model`` over an evaluation dataset of (x, y, w) batches; first ``n`` rows."""
+    out = model.predict(ds.map(lambda x, y, w: x), verbose=0)
+    if isinstance(out, dict):
+        return {k: np.asarray(v)[:n] for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return [np.asarray(v)[:n] for v in out]
+    return np.asarray(out)[:n]
+
+
+def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path) -> dict:
+    """Per-class F1, confusion matrix PNG and metrics of the best model on validation."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from . import plots
+    from .metrics import confusion_matrix
+
+    task = cfg.train.task
+    probs = predict_table_probs(model, val_ds, len(val_t))
+    if task == "multihead":
+        from .ensemble import combine_tasks, from_multihead
+
+        pm, pg, pa = from_multihead(probs)
+        probs = combine_tasks(pm, pg, pa)
+        eval_task = "multi"
+    else:
+        eval_task = task
+    y_true = np.asarray(L.task_target(eval_task, val_t["mask"], val_t["gender"], val_t["age_group"]))
+    y_pred = probs.argmax(axis=1)
+    k = num_classes(eval_task)
+    names = ([L.class_name(c) for c in range(k)] if eval_task == "multi" else L.CLASS_NAMES[eval_task])
+    per_class = f1_score(y_true, y_pred, labels=list(range(k)), average=None, zero_division=0)
+    res = {"task": task, "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+           "accuracy": float(accuracy_score(y_true, y_pred)),
+           "per_class_f1": {n: float(v) for n, v in zip(names, per_class)}}
+    if eval_task == "multi":
+        for i, sub in enumerate(("mask", "gender", "age")):
+            tt, pp = L.decode(y_true)[i], L.decode(y_pred)[i]
+            res[f"f1_{sub}"] = float(f1_score(tt, pp, average="macro"))
+    cm = confusion_matrix(y_true, y_pred, k)
+    plots.confusion_matrix(cm, names, out / "confusion_matrix.png",
+                           title=f"{task} validation (macro F1 {res['macro_f1']:.3f})")
+    sup = np.bincount(y_true, minlength=k)
+    atomic_write_text(out / "per_class_f1.csv",
+                      pd.DataFrame({"class": names, "f1": per_class, "support": sup}).to_csv(index=False))
+    return res
