@@ -233,7 +233,7 @@ class F1Loss(keras.losses.Loss):
         return self._f1_loss(y_true, y_pred)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        with ops.name_scope(self.name):
+        with keras.name_scope(self.name):
             return self._f1_loss(y_true, y_pred, sample_weight)
 
     def get_config(self):
@@ -311,7 +311,7 @@ class WeightedSum(keras.losses.Loss):
         return self(y_true, y_pred)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        with ops.name_scope(self.name):
+        with keras.name_scope(self.name):
             total = None
             for loss, weight in self.terms:
                 value = ops.cast(loss(y_true, y_pred, sample_weight=sample_weight), "float32") * weight

@@ -275,6 +275,10 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path) ->
         for i, sub in enumerate(("mask", "gender", "age")):
             tt, pp = L.decode(y_true)[i], L.decode(y_pred)[i]
             res[f"f1_{sub}"] = float(f1_score(tt, pp, average="macro"))
+    pred_cols = {f"p{c}": probs[:, c] for c in range(k)}
+    preds = pd.DataFrame({"path": val_t["path"], "profile": val_t["profile"], "y_true": y_true, "y_pred": y_pred,
+                          **pred_cols})
+    atomic_write_text(out / "val_predictions.csv", preds.to_csv(index=False))
     cm = confusion_matrix(y_true, y_pred, k)
     plots.confusion_matrix(cm, names, out / "confusion_matrix.png",
                            title=f"{task} validation (macro F1 {res['macro_f1']:.3f})")

@@ -1,0 +1,212 @@
+"""Train/validation splits by person, stratified on gender x age group.
+
+The unit is the person (``profile``), never the image: all 7 images of a person land
+on the same side, so validation never sees a face it trained on (the official
+baseline's image-level split leaked people). Strata are the person-level
+``gender x age_group`` cells (6 of them), so the rare >=60 group is spread evenly.
+
+Everything is deterministic for a seed and independent of the table's row order:
+people are sorted by ``profile`` first and shuffled with a seeded
+``numpy.random.RandomState`` (whose stream NumPy keeps stable across versions).
+Allocation is exact: a hold-out takes ``round(val_ratio * n_people)`` people, shared
+between strata by largest remainder; K folds deal each stratum's shuffled people
+round-robin (continuing the count from one stratum to the next), so every stratum
+and every fold differ by at most one person from their fair share.
+
+Typical use (``DataConfig.folds``/``fold``/``val_ratio`` map onto ``train_val_split``)::
+
+    table = read_train(root)
+    train, val = train_val_split(table, val_ratio=0.2, seed=42)          # hold-out
+    train, val = train_val_split(table, folds=5, fold=2, seed=42)        # K-fold, fold 2 is val
+    table = add_folds(table, k=5, seed=42)                               # or keep the column
+    train, val = select_fold(table, 2)
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+#: the person-level columns the strata are built from
+STRATA = ("gender", "age_group")
+_PERSON_COLUMNS = ("profile", "id", "gender", "age", "age_group")
+
+
+class SplitWarning(UserWarning):
+    """A split could not be fully stratified (a stratum is smaller than the number of folds)."""
+
+
+def _check_table(table: pd.DataFrame, by) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"expected the image table (pandas DataFrame from read_train), got {type(table).__name__}")
+    need = list(dict.fromkeys(["profile", *by]))
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise ValueError(f"image table lacks column(s) {missing} needed to split by person; it has "
+                         f"{list(table.columns)} (use the table from mask_keras.data.read_train)")
+    if table.empty:
+        raise ValueError("image table is empty: nothing to split")
+
+
+def person_table(table: pd.DataFrame, by=STRATA) -> pd.DataFrame:
+    """One row per person (sorted by ``profile``): person columns, ``n_images`` and ``strat``.
+
+    ``strat`` is the stratum key, e.g. ``"1_2"`` for female / >=60 with the default ``by``.
+    Raises ``ValueError`` when a person's rows disagree on a stratum column.
+    """
+    by = tuple(by)
+    _check_table(table, by)
+    cols = [c for c in dict.fromkeys([*_PERSON_COLUMNS, *by]) if c in table.columns]
+    g = table.groupby("profile", sort=True)
+    nunique = g[list(by)].nunique()
+    bad = nunique[(nunique > 1).any(axis=1)]
+    if len(bad):
+        raise ValueError(f"people with rows that disagree on {list(by)}: {bad.index.tolist()[:10]}; "
+                         f"a person has one gender and one age group")
+    people = g[[c for c in cols if c != "profile"]].first()
+    people["n_images"] = g.size()
+    people = people.reset_index()
+    people["strat"] = people[list(by)].astype(str).agg("_".join, axis=1)
+    return people.sort_values("profile", kind="stable").reset_index(drop=True)
+
+
+def _strata(people: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions of each stratum (strata in sorted key order, people in profile order)."""
+    return [np.flatnonzero(people["strat"].to_numpy() == s) for s in sorted(people["strat"].unique())]
+
+
+def _largest_remainder(sizes: np.ndarray, total: int) -> np.ndarray:
+    """Integer counts per stratum summing to ``total``, proportional to ``sizes``."""
+    quota = sizes * total / sizes.sum()
+    counts = np.floor(quota).astype(int)
+    rest = total - counts.sum()
+    order = np.argsort(-(quota - counts), kind="stable")  # ties: first stratum in key order
+    counts[order[:rest]] += 1
+    return counts
+
+
+def _stratified_pick(people: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """Boolean mask over ``people``: ``n`` of them, stratified, chosen by ``seed``."""
+    rng = np.random.RandomState(seed)
+    strata = _strata(people)
+    counts = _largest_remainder(np.array([len(s) for s in strata], dtype=float), n)
+    pick = np.zeros(len(people), dtype=bool)
+    for idx, c in zip(strata, counts):
+        pick[rng.permutation(idx)[:c]] = True
+    return pick
+
+
+def _map_back(table: pd.DataFrame, people: pd.DataFrame, col: str, values) -> pd.DataFrame:
+    out = table.copy()
+    out[col] = out["profile"].map(dict(zip(people["profile"], values))).astype(np.int64)
+    return out
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
+    return int(seed)
+
+
+def add_holdout(table: pd.DataFrame, val_ratio: float = 0.2, seed: int = 0, by=STRATA) -> pd.DataFrame:
+    """Copy of ``table`` with ``fold``: 0 = train, 1 = validation, chosen by person, stratified.
+
+    ``round(val_ratio * n_people)`` people go to validation (at least 1, at most n-1).
+    """
+    if isinstance(val_ratio, bool) or not isinstance(val_ratio, (int, float)) or not 0 < val_ratio < 1:
+        raise ValueError(f"val_ratio must be a number strictly between 0 and 1, got {val_ratio!r}")
+    seed = _check_seed(seed)
+    people = person_table(table, by)
+    n = len(people)
+    if n < 2:
+        raise ValueError(f"need at least 2 people for a train/validation split, the table has {n}")
+    n_val = int(min(n - 1, max(1, round(val_ratio * n))))
+    return _map_back(table, people, "fold", _stratified_pick(people, n_val, seed).astype(np.int64))
+
+
+def add_folds(table: pd.DataFrame, k: int = 5, seed: int = 0, by=STRATA) -> pd.DataFrame:
+    """Copy of ``table`` with ``fold`` in 0..k-1 (person-level, stratified K-fold).
+
+    Each stratum's people are shuffled and dealt to the folds round-robin, the deal
+    continuing from one stratum to the next, so folds differ in size by at most one
+    person and in each stratum by at most one person. A stratum with fewer than ``k``
+    people cannot reach every fold: that is allowed (a :class:`SplitWarning` says so).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ValueError(f"k (number of folds) must be an integer >= 2, got {k!r}; use add_holdout for one split")
+    seed = _check_seed(seed)
+    people = person_table(table, by)
+    if k > len(people):
+        raise ValueError(f"k={k} folds need at least {k} people, the table has {len(people)}")
+    rng = np.random.RandomState(seed)
+    fold = np.empty(len(people), dtype=np.int64)
+    small = []
+    pos = 0
+    for idx in _strata(people):
+        if len(idx) < k:
+            small.append(f"{people['strat'].iloc[idx[0]]} ({len(idx)} people)")
+        fold[rng.permutation(idx)] = (pos + np.arange(len(idx))) % k
+        pos += len(idx)
+    if small:
+        warnings.warn(f"stratified {k}-fold: stratum {', '.join(small)} of {list(by)} has fewer people than "
+                      f"folds; some validation folds will have none of them", SplitWarning, stacklevel=2)
+    return _map_back(table, people, "fold", fold)
+
+
+def select_fold(table: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, val)``: validation is the rows with ``fold == fold``, training the rest.
+
+    For :func:`add_holdout` tables the validation fold is 1.
+    """
+    if "fold" not in table.columns:
+        raise ValueError("table has no 'fold' column; call add_holdout or add_folds first")
+    folds = sorted(int(f) for f in table["fold"].unique())
+    if fold not in folds:
+        raise ValueError(f"fold {fold!r} not in the table's folds {folds}")
+    is_val = (table["fold"] == fold).to_numpy()
+    train = table[~is_val].reset_index(drop=True)
+    val = table[is_val].reset_index(drop=True)
+    if train.empty:
+        raise ValueError(f"fold {fold} holds every row: no training data left")
+    return train, val
+
+
+def train_val_split(table: pd.DataFrame, val_ratio: float = 0.2, folds: int = 0, fold: int = 0,
+                    seed: int = 0, by=STRATA) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, val)`` from the DataConfig knobs: hold-out when ``folds`` is 0/1, else K-fold.
+
+    Both returned tables carry the ``fold`` column.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 0:
+        raise ValueError(f"folds must be 0/1 (hold-out) or K >= 2, got {folds!r}")
+    if folds <= 1:
+        return select_fold(add_holdout(table, val_ratio, seed, by), 1)
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1} for folds={folds}, got {fold!r}")
+    return select_fold(add_folds(table, folds, seed, by), int(fold))
+
+
+def subsample_people(table: pd.DataFrame, max_people: int | None, seed: int = 0, by=STRATA) -> pd.DataFrame:
+    """Keep at most ``max_people`` people (all their images), stratified; row order kept.
+
+    ``None`` or a cap >= the number of people returns the table unchanged (a copy).
+    """
+    if max_people is None:
+        return table.copy()
+    if isinstance(max_people, bool) or not isinstance(max_people, (int, np.integer)) or max_people < 1:
+        raise ValueError(f"max_people must be a positive integer or None, got {max_people!r}")
+    seed = _check_seed(seed)
+    people = person_table(table, by)
+    if max_people >= len(people):
+        return table.copy()
+    keep = set(people["profile"][_stratified_pick(people, int(max_people), seed)])
+    return table[table["profile"].isin(keep)].reset_index(drop=True)
+
+
+def fold_summary(table: pd.DataFrame, by=STRATA) -> pd.DataFrame:
+    """People per fold x stratum (rows: folds, columns: strata), for reports and checks."""
+    if "fold" not in table.columns:
+        raise ValueError("table has no 'fold' column; call add_holdout or add_folds first")
+    people = person_table(table, by).merge(table.groupby("profile")["fold"].first().reset_index(), on="profile")
+    return pd.crosstab(people["fold"], people["strat"])

@@ -1,0 +1,56 @@
+import json
+
+import pytest
+
+from mask_keras.config import Config, ConfigError
+
+
+def test_roundtrip(tmp_path):
+    cfg = Config().override(**{"train.task": "age", "preprocess.image_size": [64, 48],
+                               "loss.terms": [["f1", 0.4], ["focal", 0.6]]})
+    cfg.save(tmp_path / "config.json")
+    back = Config.load(tmp_path)
+    assert back == cfg
+    assert back.preprocess.image_size == (64, 48)
+    assert back.loss.terms == (("f1", 0.4), ("focal", 0.6))
+    assert json.loads((tmp_path / "config.json").read_text())["train"]["task"] == "age"
+
+
+def test_default_validates():
+    Config().validate()
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("train.task", "ages", "unknown task 'ages'.*did you mean 'age'"),
+    ("model.backbone", "efficientnet_b9", "unknown backbone"),
+    ("loss.name", "focall", "unknown loss 'focall'.*did you mean 'focal'"),
+    ("loss.terms", [["f1", 0.4], ["dice", 0.6]], "unknown loss 'dice'"),
+    ("augment.preset", "heavy", "unknown augmentation preset"),
+    ("train.optimizer", "lion", "unknown optimizer"),
+    ("preprocess.crop", "face_crop", "unknown crop"),
+    ("preprocess.image_size", [512, 256], "does not fit the centre crop"),
+    ("preprocess.image_size", [64], "height, width"),
+    ("augment.mixup", 1.5, "probabilities"),
+    ("sampling.old_factor", 0.5, "old_factor"),
+    ("data.relabel", "some", "unknown data.relabel"),
+])
+def test_bad_values_fail_before_training(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        Config().override(**{key: value}).validate()
+
+
+def test_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown option in config.train 'epoch'.*did you mean 'epochs'"):
+        Config.from_dict({"train": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="unknown train option 'epoch'"):
+        Config().override(**{"train.epoch": 3})
+    with pytest.raises(ConfigError, match="unknown config section"):
+        Config().override(**{"trian.epochs": 3})
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Config.load(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        Config.load(tmp_path / "bad.json")
