@@ -38,6 +38,7 @@ views are made by the predict module).
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -104,9 +105,12 @@ def _softmax(x, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _as_list(preds, what: str) -> list:
-    if isinstance(preds, np.ndarray) and preds.ndim == 3:  # stacked (M, N, C)
-        return list(preds)
+def _as_list(preds, what: str, labels_ok: bool = False) -> list:
+    if isinstance(preds, np.ndarray) and (preds.ndim == 3 or (labels_ok and preds.ndim == 2)):
+        return list(preds)  # stacked (M, N, C), or (M, N) labels
+    if isinstance(preds, np.ndarray):
+        raise ValueError(f"{what}: expected a list of (N, C) arrays or a stacked (M, N, C) array, "
+                         f"got one array of shape {preds.shape}")
     if isinstance(preds, (str, bytes)) or not isinstance(preds, Sequence | np.ndarray):
         raise ValueError(f"{what}: expected a list of arrays, got {type(preds).__name__}")
     preds = list(preds)
@@ -175,8 +179,6 @@ def split_multi(p18) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _head_key(keys: list, task: str):
     if task in keys:
         return task
-    import re
-
     hits = [k for k in keys if task in re.split(r"[^0-9a-zA-Z]+", str(k))]
     if len(hits) != 1:
         raise ValueError(f"from_multihead: cannot find the {task!r} output among keys {keys}; "
@@ -184,14 +186,15 @@ def _head_key(keys: list, task: str):
     return hits[0]
 
 
-def from_multihead(outputs, from_logits: bool = False, combine: bool = True):
-    """The outputs of a multi-head model -> (N, 18) probabilities (or the 3 task arrays).
+def from_multihead(outputs, from_logits: bool = False, combine: bool = False):
+    """The outputs of a multi-head model -> ``(p_mask, p_gender, p_age)`` (or their (N, 18) product).
 
     ``outputs`` is a dict keyed by task (``mask``, ``gender``, ``age``, or names holding
     those words as a ``_``-separated part such as ``mask_output``) or a list/tuple of three
     arrays in the order mask, gender, age, with shapes (N, 3), (N, 2), (N, 3).
-    ``from_logits=True`` applies a softmax per head first. With ``combine=False`` returns
-    the tuple ``(p_mask, p_gender, p_age)`` instead of their :func:`combine_tasks` product.
+    ``from_logits=True`` applies a softmax per head first. Returns the checked float64
+    arrays ``(p_mask, p_gender, p_age)``; with ``combine=True`` their :func:`combine_tasks`
+    product (N, 18) instead.
     """
     if isinstance(outputs, Mapping):
         keys = list(outputs.keys())
@@ -249,7 +252,7 @@ def hard_vote(preds, weights=None, tie: str = "mean_prob", num_classes: int | No
     """
     if tie not in TIE_RULES:
         raise ValueError(f"hard_vote: unknown tie rule {tie!r}; choose one of {', '.join(TIE_RULES)}")
-    items = _as_list(preds, "hard_vote")
+    items = _as_list(preds, "hard_vote", labels_ok=True)
     votes, probs = [], []
     for i, p in enumerate(items):
         a = np.asarray(p)

@@ -80,13 +80,17 @@ def test_18way_argmax_can_differ_from_marginal_argmax():
 def test_from_multihead():
     pm, pg, pa = [[0.1, 0.7, 0.2]], [[0.4, 0.6]], [[0.2, 0.3, 0.5]]
     want = E.combine_tasks(pm, pg, pa)
-    np.testing.assert_allclose(E.from_multihead([pm, pg, pa]), want)
-    np.testing.assert_allclose(E.from_multihead({"age": pa, "mask": pm, "gender": pg}), want)
-    np.testing.assert_allclose(E.from_multihead({"age_out": pa, "mask_out": pm, "gender_out": pg}), want)
+    np.testing.assert_allclose(E.from_multihead([pm, pg, pa], combine=True), want)
+    np.testing.assert_allclose(E.from_multihead({"age": pa, "mask": pm, "gender": pg}, combine=True), want)
+    np.testing.assert_allclose(
+        E.from_multihead({"age_out": pa, "mask_out": pm, "gender_out": pg}, combine=True), want)
     logits = [np.log(pm), np.log(pg) + 3.0, np.log(pa)]
-    np.testing.assert_allclose(E.from_multihead(logits, from_logits=True), want)
-    tasks = E.from_multihead((pm, pg, pa), combine=False)
+    np.testing.assert_allclose(E.from_multihead(logits, from_logits=True, combine=True), want)
+    # default: the three task arrays, in the order mask, gender, age (what callers unpack)
+    tasks = E.from_multihead({"age": pa, "mask": pm, "gender": pg})
     assert [t.shape for t in tasks] == [(1, 3), (1, 2), (1, 3)]
+    for got, exp in zip(tasks, (pm, pg, pa)):
+        np.testing.assert_allclose(got, exp)
     with pytest.raises(ValueError, match="'gender' output"):
         E.from_multihead({"mask": pm, "age": pa, "x": pg})
     with pytest.raises(ValueError, match="list of 3"):
@@ -171,3 +175,10 @@ def test_hard_vote_errors():
         E.hard_vote([np.full((1, 3), 1 / 3), np.array([5])])
     with pytest.raises(ValueError, match="integers"):
         E.hard_vote([np.array([0.5])])
+
+
+def test_stacked_inputs():
+    a = np.array([[0.8, 0.2], [0.1, 0.9]])
+    with pytest.raises(ValueError, match="stacked"):
+        E.soft_vote(a)  # one (N, C) array is not a list of models
+    assert E.hard_vote(np.array([[0, 1], [0, 1], [1, 1]])).tolist() == [0, 1]
