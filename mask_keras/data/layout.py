@@ -54,7 +54,7 @@ def _read_csv(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
         raise LayoutError(f"{path}: {what} not found; expected the competition layout "
                           f"(see data/README.md), or generate one with `mask-keras synth DIR`")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except Exception as e:  # pandas raises several types for broken CSVs
         raise LayoutError(f"{path}: cannot parse {what} as CSV ({e})") from e
     missing = [c for c in columns if c not in df.columns]

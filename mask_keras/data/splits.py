@@ -23,6 +23,7 @@ Typical use (``DataConfig.folds``/``fold``/``val_ratio`` map onto ``train_val_sp
 """
 from __future__ import annotations
 
+import numbers
 import warnings
 
 import numpy as np
@@ -104,7 +105,7 @@ def _map_back(table: pd.DataFrame, people: pd.DataFrame, col: str, values) -> pd
 
 
 def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer in 0..2**32-1, got {seed!r}")
     return int(seed)
 
@@ -114,7 +115,7 @@ def add_holdout(table: pd.DataFrame, val_ratio: float = 0.2, seed: int = 0, by=S
 
     ``round(val_ratio * n_people)`` people go to validation (at least 1, at most n-1).
     """
-    if isinstance(val_ratio, bool) or not isinstance(val_ratio, (int, float)) or not 0 < val_ratio < 1:
+    if isinstance(val_ratio, bool) or not isinstance(val_ratio, numbers.Real) or not 0 < val_ratio < 1:
         raise ValueError(f"val_ratio must be a number strictly between 0 and 1, got {val_ratio!r}")
     seed = _check_seed(seed)
     people = person_table(table, by)
@@ -133,7 +134,7 @@ def add_folds(table: pd.DataFrame, k: int = 5, seed: int = 0, by=STRATA) -> pd.D
     person and in each stratum by at most one person. A stratum with fewer than ``k``
     people cannot reach every fold: that is allowed (a :class:`SplitWarning` says so).
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
         raise ValueError(f"k (number of folds) must be an integer >= 2, got {k!r}; use add_holdout for one split")
     seed = _check_seed(seed)
     people = person_table(table, by)
@@ -178,11 +179,11 @@ def train_val_split(table: pd.DataFrame, val_ratio: float = 0.2, folds: int = 0,
 
     Both returned tables carry the ``fold`` column.
     """
-    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 0:
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 0:
         raise ValueError(f"folds must be 0/1 (hold-out) or K >= 2, got {folds!r}")
     if folds <= 1:
         return select_fold(add_holdout(table, val_ratio, seed, by), 1)
-    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < folds:
+    if isinstance(fold, bool) or not isinstance(fold, numbers.Integral) or not 0 <= fold < folds:
         raise ValueError(f"fold must be in 0..{folds - 1} for folds={folds}, got {fold!r}")
     return select_fold(add_folds(table, folds, seed, by), int(fold))
 
@@ -194,7 +195,7 @@ def subsample_people(table: pd.DataFrame, max_people: int | None, seed: int = 0,
     """
     if max_people is None:
         return table.copy()
-    if isinstance(max_people, bool) or not isinstance(max_people, (int, np.integer)) or max_people < 1:
+    if isinstance(max_people, bool) or not isinstance(max_people, numbers.Integral) or max_people < 1:
         raise ValueError(f"max_people must be a positive integer or None, got {max_people!r}")
     seed = _check_seed(seed)
     people = person_table(table, by)
