@@ -14,6 +14,10 @@ weight-0 row (the padding the evaluation pipeline adds to the last batch) counts
 nowhere, not even to decide which classes are present. So the result equals sklearn on
 the rows with positive weight.
 
+Keras 3 hands ``sample_weight`` only to the metrics given to ``compile`` as
+``weighted_metrics``; those in ``metrics`` see every row, padding included. Pass
+``MacroF1`` (and accuracy) as ``weighted_metrics`` when batches are padded.
+
 Accuracy needs nothing here: ``keras.metrics.CategoricalAccuracy`` honours
 ``sample_weight``.
 """

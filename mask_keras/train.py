@@ -115,14 +115,15 @@ def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
             loss[head] = losses.build_loss(cfg.loss, num_classes(head), class_counts=counts, class_weights=cw)
             mets[head] = [metrics.MacroF1(num_classes(head), name="macro_f1"), "categorical_accuracy"]
         weights = dict(zip(("mask", "gender", "age"), cfg.model.head_loss_weights))
-        model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, metrics=mets)
+        # weighted_metrics: only those receive sample_weight, so padded eval rows (weight 0) don't count
+        model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, weighted_metrics=mets)
     else:
         y = L.task_target(task, train_t["mask"], train_t["gender"], train_t["age_group"])
         counts = np.bincount(np.asarray(y), minlength=num_classes(task))
         cw = sampling.class_weights(train_t, task) if cfg.sampling.class_weights else None
         model.compile(optimizer=optimizer,
                       loss=losses.build_loss(cfg.loss, num_classes(task), class_counts=counts, class_weights=cw),
-                      metrics=[metrics.MacroF1(num_classes(task), name="macro_f1"), "categorical_accuracy"])
+                      weighted_metrics=[metrics.MacroF1(num_classes(task), name="macro_f1"), "categorical_accuracy"])
     return model
 
 
@@ -146,8 +147,12 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool):
 
 
 # --------------------------------------------------------------------------- main
-def train(cfg: Config) -> TrainResult:
-    """Train one model as ``cfg`` says and return where its artifact is."""
+def train(cfg: Config, callbacks=None) -> TrainResult:
+    """Train one model as ``cfg`` says and return where its artifact is.
+
+    ``callbacks``: extra Keras callbacks (e.g. a tuner's pruning callback), run after
+    the package's own, so they see ``val_macro_f1`` in the epoch logs.
+    """
     cfg.validate()
     import keras
 
@@ -176,7 +181,7 @@ def train(cfg: Config) -> TrainResult:
         val_ds = pipeline.make_dataset(val_t, cfg, training=False)
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size))
-        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead")
+        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead") + list(callbacks or [])
         started = time.time()
         history: dict[str, list] = {}
         epoch0 = 0
