@@ -1,0 +1,121 @@
+"""Crop geometry, pure vectorised numpy (no I/O, no detector).
+
+Conventions used everywhere in :mod:`mask_keras.detect`:
+
+* A detector box is ``(x0, y0, x1, y1)`` in pixels of the original image, floats.
+* A crop is ``(y0, x0, y1, x1)`` integers with the *end exclusive*, so the crop of a
+  decoded ``HxWx3`` image is ``image[y0:y1, x0:x1]``; it always lies inside the image
+  (``0 <= y0 < y1 <= H``, ``0 <= x0 < x1 <= W``) when it is valid.
+* Margins are ``(left, top, right, bottom)`` in pixels (``PreprocessConfig.face_margins``);
+  the fallback is a centre crop of ``(h, w)`` (``PreprocessConfig.face_fallback``),
+  shrunk to the image where the image is smaller.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: order of the 15 numbers describing one detected face (worker output and cache columns)
+FACE_FIELDS = ("x0", "y0", "x1", "y1", "confidence",
+               "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y", "nose_x", "nose_y",
+               "mouth_left_x", "mouth_left_y", "mouth_right_x", "mouth_right_y")
+
+
+def _arr(x, dtype=np.float64) -> np.ndarray:
+    return np.asarray(x, dtype=dtype)
+
+
+def center_crop_boxes(height, width, crop_size) -> np.ndarray:
+    """Centre crops of ``crop_size = (h, w)`` clipped to each image: int array ``(n, 4)`` of (y0, x0, y1, x1).
+
+    ``height``/``width`` are scalars or arrays (one per image). Where the image is smaller
+    than the crop along an axis, the crop spans that whole axis.
+    """
+    h = np.atleast_1d(_arr(height, np.int64))
+    w = np.atleast_1d(_arr(width, np.int64))
+    h, w = np.broadcast_arrays(h, w)
+    ch, cw = int(crop_size[0]), int(crop_size[1])
+    if ch <= 0 or cw <= 0:
+        raise ValueError(f"crop size must be positive (h, w), got {tuple(crop_size)}")
+    ch = np.minimum(ch, h)
+    cw = np.minimum(cw, w)
+    y0 = (h - ch) // 2
+    x0 = (w - cw) // 2
+    return np.stack([y0, x0, y0 + ch, x0 + cw], axis=-1).astype(np.int64)
+
+
+def widen_boxes(boxes, margins, height, width) -> tuple[np.ndarray, np.ndarray]:
+    """Widen detector boxes by ``margins`` and clip them to the image.
+
+    boxes: ``(n, 4)`` floats ``(x0, y0, x1, y1)`` (NaN rows allowed: they come back invalid).
+    margins: ``(left, top, right, bottom)`` pixels.
+    height, width: image sizes, scalars or ``(n,)``.
+
+    Returns ``(crops, valid)``: int ``(n, 4)`` ``(y0, x0, y1, x1)`` (start floored, end
+    ceiled, then clipped to ``[0, H]``/``[0, W]``) and a bool ``(n,)`` saying the crop has
+    a positive area (a box wholly outside the image, or a zero-size box with zero margins,
+    is invalid; invalid rows are all zeros).
+    """
+    boxes = _arr(boxes).reshape(-1, 4)
+    n = boxes.shape[0]
+    left, top, right, bottom = (float(m) for m in margins)
+    h = np.broadcast_to(_arr(height), (n,))
+    w = np.broadcast_to(_arr(width), (n,))
+    finite = np.isfinite(boxes).all(axis=1) & np.isfinite(h) & np.isfinite(w)
+    b = np.where(finite[:, None], boxes, 0.0)
+    # a box given with its corners swapped is still the same box
+    bx0, bx1 = np.minimum(b[:, 0], b[:, 2]), np.maximum(b[:, 0], b[:, 2])
+    by0, by1 = np.minimum(b[:, 1], b[:, 3]), np.maximum(b[:, 1], b[:, 3])
+    hh = np.where(finite, h, 0.0)
+    ww = np.where(finite, w, 0.0)
+    x0 = np.clip(np.floor(bx0 - left), 0, ww)
+    y0 = np.clip(np.floor(by0 - top), 0, hh)
+    x1 = np.clip(np.ceil(bx1 + right), 0, ww)
+    y1 = np.clip(np.ceil(by1 + bottom), 0, hh)
+    valid = finite & (x1 > x0) & (y1 > y0)
+    crops = np.stack([y0, x0, y1, x1], axis=-1).astype(np.int64)
+    crops[~valid] = 0
+    return crops, valid
+
+
+def face_crops(boxes, use_face, margins, fallback, height, width) -> tuple[np.ndarray, np.ndarray]:
+    """The crop of every image: widened face box where ``use_face`` and valid, else the centre fallback.
+
+    Returns ``(crops (n, 4) int (y0, x0, y1, x1), fallback (n,) bool)``.
+    """
+    widened, valid = widen_boxes(boxes, margins, height, width)
+    n = widened.shape[0]
+    use = np.broadcast_to(np.asarray(use_face, dtype=bool), (n,)) & valid
+    center = center_crop_boxes(np.broadcast_to(_arr(height, np.int64), (n,)),
+                               np.broadcast_to(_arr(width, np.int64), (n,)), fallback)
+    crops = np.where(use[:, None], widened, center)
+    return crops.astype(np.int64), ~use
+
+
+def pick_face(faces, min_confidence: float = 0.9) -> int:
+    """Index of the face to keep among ``faces`` (``(k, >=5)``: x0, y0, x1, y1, confidence, ...), or -1.
+
+    The largest box (by area) among those with ``confidence >= min_confidence``; if none is
+    that confident, the most confident one. The photos show one person close to the camera,
+    so a second, smaller face is someone in the background (or a false hit on a mask print).
+    """
+    faces = np.asarray(faces, dtype=np.float64)
+    if faces.size == 0:
+        return -1
+    faces = faces.reshape(-1, faces.shape[-1])
+    area = np.clip(faces[:, 2] - faces[:, 0], 0, None) * np.clip(faces[:, 3] - faces[:, 1], 0, None)
+    conf = faces[:, 4]
+    sure = conf >= min_confidence
+    if sure.any():
+        return int(np.argmax(np.where(sure, area, -1.0)))
+    return int(np.argmax(conf))
+
+
+def box_iou(a, b) -> np.ndarray:
+    """IoU of boxes ``(x0, y0, x1, y1)``, broadcast over leading dimensions."""
+    a, b = _arr(a), _arr(b)
+    ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = ix * iy
+    area = lambda z: np.clip(z[..., 2] - z[..., 0], 0, None) * np.clip(z[..., 3] - z[..., 1], 0, None)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
