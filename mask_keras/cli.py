@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_args(s)
     s.set_defaults(func=_cmd_train)
 
+    from .tune import add_tune_parser
+
+    add_tune_parser(sub)
+
     s = sub.add_parser("evaluate", help="score a submission CSV against ground truth")
     s.add_argument("--gt", required=True, help="CSV ImageID,ans with the true classes")
     s.add_argument("--pred", required=True, help="submission CSV ImageID,ans")
@@ -162,6 +166,8 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except (ConfigError, LayoutError, FileNotFoundError, ValueError) as e:
+        if args.verbose:
+            raise
         print(f"mask-keras {args.cmd}: error: {e}", file=sys.stderr)
         return 2
     return 0

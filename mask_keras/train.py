@@ -167,6 +167,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
     distribute.enable_compilation_cache()
     distribute.setup_distribution(t.devices)
     prev_policy = keras.mixed_precision.global_policy().name
+    closers = []  # callbacks holding resources (wandb run): closed however training ends
     if t.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -182,6 +183,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size))
         cbs = _callbacks(cfg, out, val_ds, t.task == "multihead") + list(callbacks or [])
+        closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
         history: dict[str, list] = {}
         epoch0 = 0
@@ -204,9 +206,6 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
                           steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose)
             _merge(history, h.history)
         seconds = time.time() - started
-        for cb in cbs:
-            if hasattr(cb, "close"):
-                cb.close()
         best = keras.saving.load_model(out / "model.keras")
         metrics = _final_report(best, val_ds, val_t, cfg, out)
         metrics.update(train_seconds=round(seconds, 2), epochs_run=len(next(iter(history.values()), [])),
@@ -218,6 +217,8 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         log.info("validation macro F1 %.4f (accuracy %.4f) -> %s", metrics["macro_f1"], metrics["accuracy"], out)
         return TrainResult(out, out / "model.keras", metrics, history)
     finally:
+        for cb in closers:
+            cb.close()
         keras.mixed_precision.set_global_policy(prev_policy)
         if t.devices == "all":
             keras.distribution.set_distribution(None)
