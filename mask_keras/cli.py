@@ -165,7 +165,7 @@ def main(argv=None) -> int:
 
     try:
         args.func(args)
-    except (ConfigError, LayoutError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, LayoutError, FileNotFoundError, FileExistsError, ValueError) as e:
         if args.verbose:
             raise
         print(f"mask-keras {args.cmd}: error: {e}", file=sys.stderr)

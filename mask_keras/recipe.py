@@ -23,9 +23,7 @@ DEFAULT_DATA_DIR = REPO_DATA / "default"
 DEFAULT_SYNTH = dict(people=150, eval_people=40, seed=0, image_size=(512, 384))
 #: demo scale: small images, few people and epochs, no downloads
 DEMO = {"preprocess.image_size": (96, 64), "data.max_people": 150, "train.epochs": 3,
-        "train.batch_size": 32, "model.weights": None, "train.lr": 1e-3,
-        # data/relabel.csv names people of the real set; synthetic ids carry no such errors
-        "data.relabel": False}
+        "train.batch_size": 32, "model.weights": None, "train.lr": 1e-3}
 
 
 def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:

@@ -1,0 +1,1057 @@
+"""Synthetic stand-in for the private competition set: same layout, size, statistics, quirks.
+
+``generate(out_dir, people=2700, eval_people=1800)`` writes::
+
+    OUT/train/train.csv                       id,gender,race,age,path (one row per person)
+    OUT/train/images/<id>_<gender>_Asian_<age>/{mask1..mask5,incorrect_mask,normal}.<ext>
+    OUT/eval/info.csv                         ImageID,ans (ans all 0, shuffled order)
+    OUT/eval/gt.csv                           ImageID,ans (the true class 0..17)
+    OUT/eval/images/<40-hex-hash>.jpg
+    OUT/relabel.csv                           the planted mislabels, in data/relabel.csv format
+    OUT/synth_meta.json                       seed, sizes, planted mislabels and quirks
+
+What it imitates (see ``data/README.md``):
+
+* people per (gender, age group) cell follow the real train table, scaled to ``people`` by
+  largest-remainder rounding (every cell kept once ``people >= 12``); ages 18..60 with the
+  >=60 group recorded as exactly 60 (their *drawn* age is 60..80, like the real set where
+  older people were recorded as 60), mass at 29/30/31 and 55..59 so the group borders are hard;
+* quirks scaled from the real counts (at least one each once ``people >= 20``): ``.png``
+  folders (73/2700), ``.jpeg`` folders (51/2700) of which some (3/2700) hold ``mask5.jpg``,
+  ids with a ``-1``/``-2`` suffix that reuse another person's number (41/2700), and macOS
+  ``._<name>`` resource-fork files beside the images of some folders (5%);
+* planted mislabels (15/2700, at least one once ``people >= 20``): the folder/CSV gender is the
+  opposite of the drawn one, or the ``incorrect_mask`` and ``normal`` images are swapped, or the
+  age is recorded 59 for a person drawn as 60+. They take the ids of the *certain* rows of the
+  package's ``relabel.csv`` (so ``read_train(root, relabel=True)`` undoes exactly them; no other
+  synthetic person uses an id listed there) and are listed in ``OUT/relabel.csv`` and
+  ``synth_meta.json``;
+* faces drawn procedurally with PIL: head and shoulders on random backgrounds, a mask over nose
+  and mouth (surgical, KF94, cloth with patterns, bandana triangle) for ``mask1..5``, a lowered
+  mask (under the nose or on the chin) for ``incorrect_mask``, none for ``normal``; gender from
+  overlapping cues (hair length, face width, jaw, brows, shoulders, lips...), age from continuous
+  cues tied to the age number (wrinkles, grey hair, skin tone, eye bags, hairline). A person's 7
+  images share everything but the mask and a small pose/lighting jitter.
+
+Output is byte-identical for a seed, whatever ``workers`` is: every person draws from its own
+RNG seeded by ``(seed, split, index)``, the plan (demographics, ids, quirks) from one seeded by
+``seed``. The set is built in ``OUT.tmp-*`` beside ``OUT`` and renamed into place at the end, so
+an interrupted run never leaves a complete-looking ``OUT``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .. import labels as L
+
+log = logging.getLogger(__name__)
+
+GENERATOR = "mask_keras.data.synth"
+FORMAT_VERSION = 1
+STEMS = tuple(L.MASK_STEMS)  # mask1..mask5, incorrect_mask, normal
+REAL_TRAIN_PEOPLE = 2700
+#: people per (gender, age group) in the real train set (mission table)
+DEMOGRAPHICS = {
+    ("male", 0): 549, ("male", 1): 410, ("male", 2): 83,
+    ("female", 0): 732, ("female", 1): 817, ("female", 2): 109,
+}
+#: folder counts of the real set's quirks (out of 2700 people)
+QUIRK_COUNTS = {"png": 73, "jpeg": 51, "jpeg_mask5_jpg": 3, "suffixed": 41}
+HIDDEN_RATE = 0.05  # share of folders with macOS "._" files beside their images
+MISLABEL_COUNT = 15  # certain rows of relabel.csv (the real set's known mislabels), out of 2700 people
+MIN_PEOPLE_FOR_QUIRKS = 20
+MIN_PEOPLE_PER_CELL = 12
+MAX_PEOPLE = 300_000  # ids stay six digits
+JPEG_QUALITY = 90
+META_NAME = "synth_meta.json"
+
+# age weights inside each group: students (18..25) and late twenties in <30; mass at the
+# borders (30, 31, 55..59) in 30-59 so that 29/30 and 59/60 are hard calls
+_YOUNG_W = {18: 10, 19: 11, 20: 12, 21: 10, 22: 9, 23: 8, 24: 7, 25: 6, 26: 5, 27: 5, 28: 6, 29: 8}
+_MIDDLE_W = {30: 6, 31: 5, **{a: 1.6 for a in range(32, 40)}, **{a: 2.4 for a in range(40, 50)},
+             **{a: 3.6 for a in range(50, 55)}, **{a: 5.5 for a in range(55, 60)}}
+
+
+# --------------------------------------------------------------------------------------------
+# the plan: who is in the set, with which recorded labels, ids and quirks
+# --------------------------------------------------------------------------------------------
+
+def scale_counts(counts, n: int, min_each: bool | None = None) -> dict:
+    """Scale ``{key: count}`` to sum to ``n`` by largest-remainder rounding.
+
+    With ``min_each`` (default: ``n >= 12``) every key gets at least 1, taken from the largest.
+    """
+    keys = list(counts)
+    w = np.array([counts[k] for k in keys], dtype=float)
+    exact = w / w.sum() * n
+    out = np.floor(exact).astype(int)
+    rest = n - out.sum()
+    order = sorted(range(len(keys)), key=lambda i: (-(exact[i] - out[i]), -w[i], i))
+    for i in order[:rest]:
+        out[i] += 1
+    if min_each is None:
+        min_each = n >= MIN_PEOPLE_PER_CELL
+    if min_each and n >= len(keys):
+        for i in range(len(keys)):
+            if out[i] == 0:
+                out[int(np.argmax(out))] -= 1
+                out[i] = 1
+    return {k: int(v) for k, v in zip(keys, out)}
+
+
+def sample_ages(rng: np.random.Generator, group: int, n: int) -> np.ndarray:
+    """Recorded ages of ``n`` people of an age group (0: 18..29, 1: 30..59, 2: exactly 60)."""
+    if group == 2:
+        return np.full(n, 60, dtype=np.int64)
+    table = _YOUNG_W if group == 0 else _MIDDLE_W
+    ages = np.array(list(table), dtype=np.int64)
+    p = np.array(list(table.values()), dtype=float)
+    return rng.choice(ages, size=n, p=p / p.sum())
+
+
+def sample_demographics(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(gender codes, recorded ages) of ``n`` people, cells scaled from the real table, shuffled."""
+    cells = scale_counts(DEMOGRAPHICS, n)
+    genders, ages = [], []
+    for (g, grp), k in cells.items():
+        genders += [int(L.GENDER_NAMES[g])] * k
+        ages.append(sample_ages(rng, grp, k))
+    genders = np.array(genders, dtype=np.int64)
+    ages = np.concatenate(ages) if ages else np.zeros(0, np.int64)
+    perm = rng.permutation(n)
+    return genders[perm], ages[perm]
+
+
+def _drawn_age(rng: np.random.Generator, recorded: int) -> int:
+    """The age the pixels show: the recorded one, or 60..80 for people recorded as 60."""
+    if recorded < 60:
+        return int(recorded)
+    return int(min(80, 60 + np.floor(rng.exponential(5.0))))
+
+
+def _quirk_count(name_or_count, n: int) -> int:
+    real = QUIRK_COUNTS[name_or_count] if isinstance(name_or_count, str) else name_or_count
+    k = int(round(n * real / REAL_TRAIN_PEOPLE))
+    return max(k, 1) if n >= MIN_PEOPLE_FOR_QUIRKS else k
+
+
+def _certain_relabels() -> list[dict]:
+    from .relabel import load_relabel
+
+    return load_relabel(mode="certain").to_dict("records")
+
+
+def _all_relabel_ids() -> set[str]:
+    from .relabel import load_relabel
+
+    return set(load_relabel(mode="all")["id"])
+
+
+def make_plan(people: int, eval_people: int, seed: int) -> dict:
+    """Everything but the pixels: people, recorded labels, ids, file names, quirks."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
+    genders, ages = sample_demographics(people, rng)
+    drawn_age = np.array([_drawn_age(rng, a) for a in ages], dtype=np.int64)
+    rec_gender = genders.copy()
+    rec_age = ages.copy()
+    swap = np.zeros(people, bool)
+
+    # ids: sorted distinct numbers; relabel.csv's ids are kept free for the planted mislabels
+    reserved = _all_relabel_ids()
+    reserved_nums = {int(r.split("-")[0]) for r in reserved}
+    space = max(int(people * 2.6), people + 64)
+    nums = np.setdiff1d(np.arange(1, space + len(reserved_nums) + 1), sorted(reserved_nums))
+    ids = [f"{x:06d}" for x in np.sort(rng.choice(nums, size=people, replace=False))]
+
+    # planted mislabels, taking the ids of relabel.csv's certain rows
+    n_mis = _quirk_count(MISLABEL_COUNT, people) if people >= MIN_PEOPLE_FOR_QUIRKS else 0
+    pool = _certain_relabels()
+    by_kind: dict[str, list[dict]] = {}
+    for r in pool:
+        by_kind.setdefault(r["change"], []).append(r)
+    for k in by_kind:
+        by_kind[k] = [by_kind[k][i] for i in rng.permutation(len(by_kind[k]))]
+    kinds = [k for k in ("gender", "swap_incorrect_normal", "age") if k in by_kind]
+    order = []
+    while any(by_kind[k] for k in kinds):
+        for k in kinds:
+            if by_kind[k]:
+                order.append(by_kind[k].pop(0))
+    cell = [(int(g), int(L.age_group(a))) for g, a in zip(genders, ages)]
+    cell_n = {c: cell.count(c) for c in set(cell)}
+    taken: set[int] = set()
+
+    def pick(cond):
+        """A random person not yet taken that satisfies ``cond`` (None if there is none)."""
+        for _ in range(200):
+            i = int(rng.integers(people))
+            if i not in taken and cond(i):
+                return i
+        ok = [i for i in range(people) if i not in taken and cond(i)]
+        return int(ok[rng.integers(len(ok))]) if ok else None
+
+    mislabeled = []
+    extra = 0
+    for j in range(n_mis):
+        if j < len(order):
+            fx = dict(order[j])
+        else:  # beyond the real rows: fresh ids (still listed in OUT/relabel.csv)
+            fx = {"id": None, "change": ("gender", "swap_incorrect_normal")[extra % 2], "value": ""}
+            extra += 1
+        if fx["change"] == "gender":
+            if not fx["value"]:
+                fx["value"] = "female" if rng.random() < 0.5 else "male"
+            true_g = int(L.GENDER_NAMES[fx["value"]])
+            i = pick(lambda i: genders[i] == true_g and cell_n[cell[i]] >= 2)
+        elif fx["change"] == "age":
+            i = pick(lambda i: ages[i] == 60 and cell_n[cell[i]] >= 3)
+        else:
+            i = pick(lambda i: True)
+        if i is None:
+            continue
+        taken.add(i)
+        cell_n[cell[i]] -= 1
+        if fx["change"] == "gender":
+            rec_gender[i] = 1 - genders[i]
+            note = f"recorded {'male' if rec_gender[i] == 0 else 'female'}, drawn {fx['value']}"
+        elif fx["change"] == "age":
+            rec_age[i] = int(fx["value"]) - 1
+            fx["value"] = str(int(ages[i]))
+            note = f"recorded {rec_age[i]}, drawn as {ages[i]}+ (apparent {drawn_age[i]})"
+        else:
+            swap[i] = True
+            note = "incorrect_mask and normal images swapped"
+        if fx["id"]:
+            ids[i] = fx["id"]
+        mislabeled.append({"index": i, "change": fx["change"], "value": fx["value"], "note": note})
+
+    # suffixed ids: reuse another person's number with -1 / -2
+    used = set(ids)
+    n_suf = _quirk_count("suffixed", people)
+    n_suf -= sum("-" in ids[m["index"]] for m in mislabeled)
+    cand = [int(i) for i in rng.permutation(people) if int(i) not in taken]
+    suffixed = [int(i) for i in cand[:max(0, n_suf)]]
+    bases = [i for i in cand[max(0, n_suf):]] or [i for i in range(people) if i not in suffixed]
+    last = None
+    for i in suffixed:
+        base = last if (last is not None and rng.random() < 0.25) else ids[int(bases[rng.integers(len(bases))])]
+        base = base.split("-")[0]
+        k = 1
+        while f"{base}-{k}" in used:
+            k += 1
+        ids[i] = f"{base}-{k}"
+        used.add(ids[i])
+        last = base
+    suffixed += [m["index"] for m in mislabeled if "-" in ids[m["index"]]]
+
+    # extensions (png and jpeg folders disjoint) and hidden files
+    perm = [int(i) for i in rng.permutation(people)]
+    n_png, n_jpeg = _quirk_count("png", people), _quirk_count("jpeg", people)
+    n_png = min(n_png, people)
+    n_jpeg = min(n_jpeg, people - n_png)
+    png, jpeg = set(perm[:n_png]), set(perm[n_png:n_png + n_jpeg])
+    n_m5 = min(_quirk_count("jpeg_mask5_jpg", people), len(jpeg))
+    jpeg_m5 = set(perm[n_png:n_png + n_m5])
+    n_hidden = int(round(people * HIDDEN_RATE))
+    n_hidden = max(n_hidden, 1) if people >= MIN_PEOPLE_FOR_QUIRKS else n_hidden
+    hidden = {int(i) for i in rng.choice(people, size=min(n_hidden, people), replace=False)}
+
+    train = []
+    for i in range(people):
+        g = "male" if rec_gender[i] == 0 else "female"
+        folder = f"{ids[i]}_{g}_Asian_{int(rec_age[i])}"
+        ext = ".png" if i in png else ".jpeg" if i in jpeg else ".jpg"
+        exts = {s: ext for s in STEMS}
+        if i in jpeg_m5:
+            exts["mask5"] = ".jpg"
+        train.append({"index": i, "id": ids[i], "gender": g, "age": int(rec_age[i]), "folder": folder,
+                      "true_gender": int(genders[i]), "drawn_age": int(drawn_age[i]), "swap": bool(swap[i]),
+                      "exts": exts, "hidden": i in hidden})
+    for m in mislabeled:
+        m["id"] = ids[m["index"]]
+        m["profile"] = train[m["index"]]["folder"]
+
+    # eval: other people (own RNG stream), 7 images each under hashed names, shuffled listing
+    eg, ea = sample_demographics(eval_people, rng)
+    evals = []
+    for i in range(eval_people):
+        names = {s: hashlib.sha1(f"{GENERATOR}:{seed}:eval:{i}:{s}".encode()).hexdigest() + ".jpg"
+                 for s in STEMS}
+        grp = int(L.age_group(int(ea[i])))
+        labels = {s: L.encode(int(L.MASK_STEMS[s]), int(eg[i]), grp) for s in STEMS}
+        evals.append({"index": i, "true_gender": int(eg[i]), "age": int(ea[i]),
+                      "drawn_age": _drawn_age(rng, int(ea[i])), "names": names, "labels": labels})
+    eval_rows = [(e["names"][s], e["labels"][s]) for e in evals for s in STEMS]
+    eval_rows = [eval_rows[j] for j in rng.permutation(len(eval_rows))]
+
+    return {
+        "train": train, "eval": evals, "eval_rows": eval_rows, "mislabeled": mislabeled,
+        "quirks": {
+            "png_folders": sorted(train[i]["folder"] for i in png),
+            "jpeg_folders": sorted(train[i]["folder"] for i in jpeg),
+            "jpeg_mask5_jpg": sorted(train[i]["folder"] for i in jpeg_m5),
+            "suffixed_ids": sorted(train[i]["folder"] for i in set(suffixed)),
+            "hidden_folders": sorted(train[i]["folder"] for i in hidden),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# drawing
+# --------------------------------------------------------------------------------------------
+
+def _person_rng(seed: int, split: int, index: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(split), int(index), 104729]))
+
+
+def _clip(x, lo, hi):
+    return float(min(hi, max(lo, x)))
+
+
+def _mix(c1, c2, t):
+    return tuple(int(round(a + (b - a) * t)) for a, b in zip(c1, c2))
+
+
+def _shade(c, f):
+    return tuple(int(_clip(round(v * f), 0, 255)) for v in c)
+
+
+def _rand_colour(rng, lo=20, hi=235):
+    return tuple(int(v) for v in rng.integers(lo, hi, 3))
+
+
+def _room_colour(rng, lo=70.0, hi=240.0, vivid=0.2):
+    """Mostly muted colours (walls, doors, clothes): a grey level tinted a little, sometimes more."""
+    level = rng.uniform(lo, hi)
+    sat = rng.uniform(0.25, 0.65) if rng.random() < vivid else rng.uniform(0.0, 0.2)
+    hue = rng.uniform(0, 2 * np.pi)
+    tint = np.cos(hue - np.array([0.0, 2.094, 4.189]))
+    return tuple(int(v) for v in np.clip(level * (1 + sat * tint), 0, 255))
+
+
+_MASK_COLOURS = [
+    (150, 195, 225), (160, 205, 230), (236, 238, 240), (245, 245, 245), (35, 35, 38), (28, 30, 45),
+    (120, 125, 130), (225, 180, 190), (205, 190, 165), (60, 75, 120), (90, 120, 95), (170, 40, 45),
+]
+_BANDANA_COLOURS = [(175, 30, 35), (30, 45, 110), (25, 25, 28), (60, 95, 60), (200, 120, 30)]
+
+
+def _person_params(rng: np.random.Generator, gender: int, age: int, H: int, W: int) -> dict:
+    """Everything that makes one person look like themself (drawn once per person)."""
+    s = min(H / 512, W / 384)
+    male = gender == 0
+    P: dict = {"s": s, "H": H, "W": W, "male": male, "age": age}
+    # ---- age cues: continuous in the age number, with person-level noise
+    t = _clip((age - 18) / 42, 0, 1.5)
+    P["wrinkle"] = _clip(((age - 22) / 40) ** 1.3 if age > 22 else 0.0, 0, 1.4) + rng.normal(0, 0.1)
+    P["grey"] = _clip(1 / (1 + math.exp(-(age - 50) / 5.5)) * rng.uniform(0.55, 1.1) + rng.normal(0, 0.04), 0, 1)
+    P["bags"] = _clip(t * 0.9 + rng.normal(0, 0.15), 0, 1.3)
+    P["spots"] = max(0, int(round((P["wrinkle"] - 0.55) * 14 + rng.normal(0, 1.5))))
+    # ---- geometry (face half-width a, half-height b)
+    scale = rng.uniform(0.86, 1.1)
+    b = 104 * s * scale
+    ratio = rng.normal(0.80 if male else 0.755, 0.04)
+    a = b * ratio
+    P["a"], P["b"] = a, b
+    P["jaw"] = _clip(rng.normal(0.62 if male else 0.40, 0.17), 0, 1)  # squareness of the lower face
+    P["chin"] = _clip(rng.normal(0.35 if male else 0.55, 0.15), 0, 1)  # pointiness
+    margin = a * 1.3
+    cx = W / 2 + rng.normal(0, 0.055 * W)
+    P["cx"] = _clip(cx, margin, W - margin) if W > 2 * margin else W / 2
+    cy = H * rng.uniform(0.38, 0.46)
+    P["cy"] = _clip(cy, b * 1.3, H - b * 1.25) if H > 2.55 * b else H / 2
+    P["tilt"] = rng.normal(0, 3.0)  # degrees, the whole head (person-level pose)
+    # ---- skin (Asian skin tones), darker / warmer with age
+    base = np.array([226, 188, 160], float) + rng.normal(0, 2.5, 3) + rng.normal(0, 1) * np.array([0, 4, 9])
+    light = rng.normal(0, 0.055) - 0.075 * t + (0.02 if not male else -0.01)
+    skin = base * (1 + light) + np.array([4, -2, -8]) * t
+    P["skin"] = tuple(int(v) for v in np.clip(skin, 60, 250))
+    # ---- hair
+    hb = rng.choice([0, 0, 0, 1, 2]) if not male else rng.choice([0, 0, 0, 0, 1])
+    hair = [(28, 24, 22), (55, 40, 30), (95, 65, 40)][hb]
+    hair = _shade(hair, rng.uniform(0.8, 1.25))
+    P["hair_base"] = hair
+    P["hair"] = _mix(hair, (175, 172, 168), P["grey"] * 0.85)
+    if male:
+        length = rng.uniform(0.35, 0.85) if rng.random() < 0.12 else abs(rng.normal(0.0, 0.13))
+    else:
+        length = rng.uniform(0.1, 0.42) if rng.random() < 0.22 else rng.uniform(0.42, 1.0)
+    P["hair_len"] = length
+    P["volume"] = rng.uniform(0.10, 0.24) + (0.04 if not male else 0)
+    P["bangs"] = rng.random() < (0.55 if not male else 0.35)
+    P["bangs_depth"] = rng.uniform(0.30, 0.55)
+    P["parting"] = rng.uniform(-0.5, 0.5)
+    recede = max(0.0, (age - 35) / 40) * (rng.uniform(0, 0.35) if male else rng.uniform(0, 0.08))
+    P["hairline"] = -0.62 - recede
+    P["bald"] = male and age > 45 and rng.random() < 0.08 + (age - 45) / 80
+    # ---- gendered overlapping cues
+    P["brow_w"] = max(0.35, rng.normal(1.0 if male else 0.72, 0.2))
+    P["brow_arch"] = rng.normal(0.03 if male else 0.07, 0.025)
+    P["lips"] = _mix((175, 105, 100), (205, 70, 85), _clip(rng.normal(0.25 if male else 0.55, 0.2), 0, 1)
+                     if (not male and rng.random() < 0.45) else _clip(rng.normal(0.1 if male else 0.3, 0.12), 0, 1))
+    P["lip_h"] = rng.normal(0.06 if male else 0.075, 0.012)
+    P["shoulder"] = rng.normal(2.15 if male else 1.85, 0.2)
+    P["neck_w"] = rng.normal(0.52 if male else 0.43, 0.06)
+    P["stubble"] = (rng.uniform(0.08, 0.25) if rng.random() < 0.2 else 0.0) if male else 0.0
+    P["earring"] = rng.random() < (0.25 if not male else 0.02)
+    P["glasses"] = rng.random() < 0.14 + 0.1 * t
+    P["glasses_col"] = _rand_colour(rng, 10, 120)
+    # ---- eyes, nose, clothes
+    P["eye_y"] = rng.normal(-0.08, 0.025)
+    P["eye_dx"] = rng.normal(0.40, 0.025)
+    P["eye_w"] = rng.normal(0.17, 0.015)
+    P["eye_h"] = rng.normal(0.055, 0.008) * (1 - 0.2 * t)
+    P["nose_y"] = rng.normal(0.27, 0.02)
+    P["mouth_y"] = rng.normal(0.53, 0.025)
+    P["mouth_w"] = rng.normal(0.27, 0.03)
+    P["clothes"] = _room_colour(rng, 20, 220, vivid=0.45)
+    P["collar"] = int(rng.integers(3))
+    # ---- background
+    P["bg_kind"] = int(rng.integers(4))
+    P["bg_seed"] = int(rng.integers(2**31))
+    # ---- masks: 5 worn (styles per image), incorrect placement
+    # a favourite mask worn in most photos, others now and then; bandanas are rare (~8%)
+    main = _mask_look(rng, _pick_style(rng))
+    P["masks"] = [main if rng.random() < 0.6 else _mask_look(rng, _pick_style(rng)) for _ in range(5)]
+    P["incorrect"] = P["masks"][int(rng.integers(5))]
+    P["incorrect_drop"] = rng.uniform(0.30, 0.42) if rng.random() < 0.65 else rng.uniform(0.58, 0.72)
+    return P
+
+
+_MASK_STYLES = {"surgical": 0.42, "kf94": 0.30, "cloth": 0.20, "bandana": 0.08}
+
+
+def _pick_style(rng) -> str:
+    names = list(_MASK_STYLES)
+    return names[int(rng.choice(len(names), p=np.array(list(_MASK_STYLES.values()))))]
+
+
+def _mask_look(rng, style):
+    if style == "surgical":
+        col = [(150, 195, 225), (160, 205, 230), (236, 238, 240), (245, 245, 245), (35, 35, 38),
+               (150, 195, 225), (236, 238, 240), (225, 180, 190)][rng.integers(8)]
+        pattern = "pleats"
+    elif style == "kf94":
+        col = [(240, 240, 242), (30, 30, 33), (200, 200, 205), (150, 195, 225)][rng.integers(4)]
+        pattern = "seam"
+    elif style == "bandana":
+        col = _BANDANA_COLOURS[rng.integers(len(_BANDANA_COLOURS))]
+        pattern = "paisley"
+    else:
+        col = _MASK_COLOURS[rng.integers(len(_MASK_COLOURS))] if rng.random() < 0.7 else _rand_colour(rng)
+        pattern = ["plain", "plain", "stripes", "dots", "check"][rng.integers(5)]
+    col2 = _rand_colour(rng, 120, 250) if pattern in ("stripes", "dots", "check", "paisley") else None
+    if pattern == "paisley":
+        col2 = (235, 235, 230)
+    return {"style": style, "col": tuple(int(c) for c in col), "col2": col2, "pattern": pattern,
+            "size": rng.uniform(0.95, 1.07), "seed": int(rng.integers(2**31))}
+
+
+def _background(P) -> "Image.Image":
+    from PIL import Image, ImageDraw
+
+    H, W = P["H"], P["W"]
+    rng = np.random.default_rng(P["bg_seed"])
+    kind = P["bg_kind"]
+    h, w = 32, 24
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h - 1, w - 1])[:, None, None]
+    c1 = np.array(_room_colour(rng), float)
+    c2 = np.array(_room_colour(rng), float)
+    if kind == 0:  # linear gradient in a random direction
+        th = rng.uniform(0, 2 * np.pi)
+        t = (np.cos(th) * xx + np.sin(th) * yy)
+        t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+        small = c1 * (1 - t[..., None]) + c2 * t[..., None]
+    elif kind == 1:  # blobby noise
+        lo = np.array([[_room_colour(rng) for _ in range(3)] for _ in range(4)], np.uint8)
+        small = np.asarray(Image.fromarray(lo).resize((w, h), Image.BICUBIC), float)
+    else:  # plain wall with vignetting (shapes added below)
+        r = np.hypot(xx - 0.5, yy - 0.5)
+        small = c1 * (1 - 0.35 * r[..., None])
+    img = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8)).resize((W, H), Image.BILINEAR)
+    if kind >= 2:
+        d = ImageDraw.Draw(img, "RGBA")
+        for _ in range(int(rng.integers(2, 7))):
+            x0, y0 = rng.uniform(-0.2, 1.0) * W, rng.uniform(-0.2, 1.0) * H
+            x1, y1 = x0 + rng.uniform(0.1, 0.7) * W, y0 + rng.uniform(0.1, 0.8) * H
+            col = _room_colour(rng, 30, 245, vivid=0.3) + (int(rng.integers(90, 255)),)
+            if rng.random() < 0.7 or kind == 3:
+                d.rectangle([x0, y0, x1, y1], fill=col)
+            else:
+                d.ellipse([x0, y0, x1, y1], fill=col)
+        if kind == 3:  # floor line / door frame
+            y = rng.uniform(0.55, 0.85) * H
+            d.rectangle([0, y, W, H], fill=_room_colour(rng, 40, 200) + (200,))
+    return img
+
+
+class _Face:
+    """Face-frame coordinates (u, v) in units of the half-width/half-height, tilted with the head."""
+
+    def __init__(self, P):
+        self.cx, self.cy, self.a, self.b = P["cx"], P["cy"], P["a"], P["b"]
+        th = math.radians(P["tilt"])
+        self.c, self.sn = math.cos(th), math.sin(th)
+
+    def __call__(self, u, v):
+        x, y = u * self.a, v * self.b
+        return (self.cx + x * self.c - y * self.sn, self.cy + x * self.sn + y * self.c)
+
+    def pts(self, uv):
+        return [self(u, v) for u, v in uv]
+
+    def box(self, u0, v0, u1, v1):
+        """Axis-aligned box around a (small) face-frame rectangle (for ellipses)."""
+        (x0, y0), (x1, y1) = self(u0, v0), self(u1, v1)
+        return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+    def ell(self, u, v, ru, rv):
+        x, y = self(u, v)
+        return [x - ru * self.a, y - rv * self.b, x + ru * self.a, y + rv * self.b]
+
+
+def _face_outline(P, n=72):
+    """Face contour in face-frame units: round forehead, jaw squareness and chin pointiness."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    u, v = c.copy(), s.copy()
+    low = s > 0
+    p = 1.0 - 0.45 * P["jaw"]  # < 1: squarer jaw
+    u[low] = np.sign(c[low]) * np.abs(c[low]) ** p
+    u[low] *= 1 - (0.10 + 0.25 * P["chin"]) * s[low] ** 4  # narrower towards the chin
+    v[low] = s[low] * (1.0 + 0.04 * P["chin"])
+    return list(zip(u, v))
+
+
+def _draw_person(img, P, rng) -> None:
+    """Shoulders, hair, face and features onto ``img``: everything but the mask.
+
+    ``rng`` must be seeded the same for every image of a person (strands, wrinkles stay put).
+    """
+    from PIL import ImageDraw
+
+    d = ImageDraw.Draw(img, "RGBA")
+    F = _Face(P)
+    s = P["s"]
+    skin, hair = P["skin"], P["hair"]
+    a, b = P["a"], P["b"]
+    lw = lambda k: max(1, int(round(k * s)))  # noqa: E731  line width in px
+
+    # long hair behind the head
+    L_ = P["hair_len"]
+    if L_ > 0.3 and not P["bald"]:
+        bottom = 0.35 + 1.55 * L_
+        wide = 1.18 + 0.12 * L_
+        pts = [(-0.92, -0.5), (-wide, 0.0), (-wide - 0.05, bottom * 0.6), (-wide + 0.05, bottom),
+               (-0.55, bottom + 0.05), (0.55, bottom + 0.05), (wide - 0.05, bottom), (wide + 0.05, bottom * 0.6),
+               (wide, 0.0), (0.92, -0.5)]
+        d.polygon(F.pts(pts), fill=hair)
+    # neck and shoulders
+    nw = P["neck_w"]
+    d.polygon(F.pts([(-nw, 0.55), (nw, 0.55), (nw * 1.05, 1.45), (-nw * 1.05, 1.45)]), fill=_shade(skin, 0.9))
+    d.ellipse(F.ell(0, 1.02, nw * 1.05, 0.2), fill=_shade(skin, 0.72) + (150,))
+    sh = P["shoulder"]
+    top = P["cy"] + b * 1.32
+    cx = P["cx"]
+    H = P["H"]
+    body = [(cx - nw * a * 1.1, top), (cx - sh * a * 0.85, top + 0.18 * b), (cx - sh * a, top + 0.45 * b),
+            (cx - sh * a * 1.08, H + 5), (cx + sh * a * 1.08, H + 5), (cx + sh * a, top + 0.45 * b),
+            (cx + sh * a * 0.85, top + 0.18 * b), (cx + nw * a * 1.1, top)]
+    d.polygon(body, fill=P["clothes"])
+    if P["collar"] == 0:  # V neck
+        d.polygon([(cx - nw * a * 1.1, top), (cx + nw * a * 1.1, top), (cx, top + 0.45 * b)], fill=_shade(skin, 0.88))
+    elif P["collar"] == 1:  # shirt collar
+        dc = _shade(P["clothes"], 1.25)
+        d.polygon([(cx - nw * a * 1.2, top - 0.03 * b), (cx, top + 0.25 * b), (cx - nw * a * 0.3, top + 0.32 * b),
+                   (cx - nw * a * 1.5, top + 0.12 * b)], fill=dc)
+        d.polygon([(cx + nw * a * 1.2, top - 0.03 * b), (cx, top + 0.25 * b), (cx + nw * a * 0.3, top + 0.32 * b),
+                   (cx + nw * a * 1.5, top + 0.12 * b)], fill=dc)
+    d.line([(cx - sh * a * 0.6, top + 0.3 * b), (cx - sh * a * 0.55, H)], fill=_shade(P["clothes"], 0.8) + (120,),
+           width=lw(3))
+    # ears
+    for sg in (-1, 1):
+        d.ellipse(F.ell(sg * 0.98, 0.05, 0.13, 0.17), fill=_shade(skin, 0.93))
+        if P["earring"]:
+            d.ellipse(F.ell(sg * 1.0, 0.24, 0.035, 0.028), fill=(230, 200, 90))
+    # hair volume (top of head) and face
+    if not P["bald"]:
+        vol = P["volume"]
+        side = 0.15 + 0.35 * min(L_, 0.3)
+        cap = [(-1.03, side), (-1.08, -0.35), (-0.85, -0.9 - vol), (-0.4, -1.08 - vol), (0, -1.1 - vol),
+               (0.4, -1.08 - vol), (0.85, -0.9 - vol), (1.08, -0.35), (1.03, side), (0.9, -0.3), (-0.9, -0.3)]
+        d.polygon(F.pts(cap), fill=hair)
+    face = F.pts(_face_outline(P))
+    d.polygon(face, fill=skin)
+    # soft shading: darker rim, lighter centre (alpha blended)
+    d.ellipse(F.ell(0.0, 0.0, 0.74, 0.82), fill=_shade(skin, 1.05) + (70,))
+    d.ellipse(F.ell(-0.05, -0.1, 0.45, 0.5), fill=_shade(skin, 1.08) + (60,))
+    d.polygon(face, outline=_shade(skin, 0.8) + (110,))
+    if not P["bald"]:
+        hl = P["hairline"]
+        # forehead hairline: cap down to the hairline, receding with age in some men
+        fh = [(-0.99, -0.15), (-0.95, hl + 0.15), (-0.6, hl - 0.06), (0, hl - 0.12), (0.6, hl - 0.06),
+              (0.95, hl + 0.15), (0.99, -0.15), (1.07, -0.6), (0.85, -0.95 - P["volume"]),
+              (0, -1.12 - P["volume"]), (-0.85, -0.95 - P["volume"]), (-1.07, -0.6)]
+        d.polygon(F.pts(fh), fill=hair)
+        if P["bangs"]:
+            bd = P["bangs_depth"]
+            pa = P["parting"]
+            bangs = [(-1.0, -0.2), (-0.85, -bd + 0.05), (pa - 0.2, -0.3 - 0.15 * bd), (pa, -0.82),
+                     (pa + 0.25, -bd), (0.85, -bd - 0.02), (1.0, -0.25), (1.02, -0.8), (-1.02, -0.8)]
+            d.polygon(F.pts(bangs), fill=hair)
+        # hair strands and grey streaks
+        nstr = int(18 + 40 * P["grey"])
+        for _ in range(nstr):
+            u0 = rng.uniform(-0.95, 0.95)
+            grey = rng.random() < P["grey"]
+            col = (_mix(P["hair_base"], (215, 214, 210), rng.uniform(0.6, 1.0)) if grey
+                   else _shade(P["hair_base"], rng.uniform(0.6, 1.5)))
+            v0 = -1.0 - P["volume"] * rng.uniform(0.2, 0.9) + 0.35 * abs(u0)
+            d.line([F(u0, v0), F(u0 * 1.08, v0 + rng.uniform(0.2, 0.45))], fill=col + (170,), width=lw(2))
+    else:
+        d.ellipse(F.ell(0, -0.75, 0.6, 0.22), fill=_shade(skin, 1.08) + (90,))
+        for sg in (-1, 1):
+            d.polygon(F.pts([(sg * 1.02, 0.0), (sg * 1.06, -0.55), (sg * 0.8, -0.55), (sg * 0.85, 0.0)]), fill=hair)
+
+    # eyebrows (thickness: a gender cue; greying with age)
+    brow_col = _mix(P["hair_base"], (160, 158, 155), P["grey"] * 0.6)
+    ey, edx, ew, eh = P["eye_y"], P["eye_dx"], P["eye_w"], P["eye_h"]
+    th = 0.028 * P["brow_w"]  # half thickness in face units
+    arch = P["brow_arch"]
+    for sg in (-1, 1):
+        us = np.linspace(edx - ew * 1.15, edx + ew * 1.2, 7)
+        x = (us - edx) / (ew * 1.2)
+        mid = ey - 0.14 - arch * (1 - x ** 2) + 0.015 * x
+        half = th * (1.15 - 0.55 * (x + 1) / 2)  # thick inner end, thin outer end
+        upper = [(sg * u, m - h) for u, m, h in zip(us, mid, half)]
+        lower = [(sg * u, m + h) for u, m, h in zip(us, mid, half)][::-1]
+        d.polygon(F.pts(upper + lower), fill=brow_col + (235,))
+    # eyes
+    for sg in (-1, 1):
+        d.ellipse(F.ell(sg * edx, ey, ew, eh), fill=(240, 238, 232))
+        d.ellipse(F.ell(sg * edx, ey, ew * 0.42, min(eh * 1.05, ew * 0.42 * a / b)), fill=(40, 28, 24))
+        d.line([F(sg * (edx - ew), ey - eh * 0.2), F(sg * edx, ey - eh * 1.15), F(sg * (edx + ew), ey - eh * 0.2)],
+               fill=(35, 25, 25), width=lw(2.2), joint="curve")
+        if P["bags"] > 0.25:  # eye bags
+            d.arc(F.ell(sg * edx, ey + eh * 1.3, ew * 0.9, eh * 1.2), 20, 160,
+                  fill=_shade(skin, 0.78) + (int(_clip(160 * P["bags"], 0, 200)),), width=lw(2))
+    # nose and mouth
+    ny = P["nose_y"]
+    d.line([F(0.02, ey + 0.05), F(0.06, ny - 0.02)], fill=_shade(skin, 0.82) + (120,), width=lw(2))
+    d.arc(F.ell(0, ny - 0.03, 0.14, 0.05), 20, 160, fill=_shade(skin, 0.7) + (200,), width=lw(2.5))
+    for sg in (-1, 1):
+        d.ellipse(F.ell(sg * 0.07, ny - 0.01, 0.035, 0.018), fill=_shade(skin, 0.55) + (200,))
+    my, mw, mh = P["mouth_y"], P["mouth_w"], P["lip_h"]
+    d.ellipse(F.ell(0, my, mw, mh), fill=P["lips"])
+    d.line([F(-mw, my), F(0, my + 0.01), F(mw, my)], fill=_shade(P["lips"], 0.55), width=lw(1.5))
+    if P["stubble"]:
+        st = (40, 35, 35, int(255 * P["stubble"]))
+        d.polygon(F.pts([(-0.8, 0.45), (-0.45, 0.38), (0, 0.40), (0.45, 0.38), (0.8, 0.45), (0.7, 0.85),
+                         (0.3, 1.0), (0, 1.03), (-0.3, 1.0), (-0.7, 0.85)]), fill=st)
+        d.ellipse(F.ell(0, my, mw * 1.0, mh * 1.05), fill=P["lips"])
+
+    # wrinkles: forehead lines, crow's feet, nasolabial folds, age spots (count/contrast ~ age)
+    w = P["wrinkle"]
+    if w > 0.05:
+        alpha = int(_clip(40 + 150 * w, 0, 210))
+        wc = _shade(skin, 0.62) + (alpha,)
+        n_fore = int(_clip(round(w * 4.5 + rng.normal(0, 0.6)), 0, 5))
+        hl = P["hairline"] if not P["bald"] else -0.9
+        for k in range(n_fore):
+            v = -0.32 - k * 0.075
+            if v < hl + 0.08:
+                break
+            du = rng.uniform(0.28, 0.48)
+            d.line([F(-du, v + 0.02), F(0, v - 0.015), F(du, v + 0.02)], fill=wc, width=lw(1.6), joint="curve")
+        n_crow = int(_clip(round(w * 3.2 + rng.normal(0, 0.5)), 0, 4))
+        for sg in (-1, 1):
+            for k in range(n_crow):
+                d.line([F(sg * (edx + ew * 1.1), ey + (k - 1) * 0.03),
+                        F(sg * (edx + ew * 1.1 + 0.1), ey + (k - 1) * 0.07)], fill=wc, width=lw(1.3))
+        if w > 0.25:
+            for sg in (-1, 1):
+                d.line([F(sg * 0.17, ny - 0.02), F(sg * 0.28, my - 0.02), F(sg * 0.3, my + 0.1)],
+                       fill=_shade(skin, 0.68) + (int(alpha * 0.9),), width=lw(2.2), joint="curve")
+    for _ in range(P["spots"]):
+        u, v = rng.uniform(-0.7, 0.7), rng.uniform(-0.55, 0.2)
+        d.ellipse(F.ell(u, v, 0.02, 0.015), fill=_shade(skin, 0.7) + (150,))
+    # glasses
+    if P["glasses"]:
+        gc = P["glasses_col"] + (255,)
+        for sg in (-1, 1):
+            box = F.box(sg * (edx - ew * 1.5), ey - 0.09, sg * (edx + ew * 1.5), ey + 0.1)
+            r = int(min(8 * s + 1, (box[2] - box[0]) / 2 - 1, (box[3] - box[1]) / 2 - 1))
+            if r >= 1:
+                d.rounded_rectangle(box, radius=r, outline=gc, width=lw(2.5))
+            else:
+                d.rectangle(box, outline=gc, width=1)
+        d.line([F(-(edx - ew * 1.5), ey - 0.03), F(edx - ew * 1.5, ey - 0.03)], fill=gc, width=lw(2.5))
+
+
+def _mask_polygon(style):
+    if style == "kf94":
+        return [(-0.97, 0.14), (-0.5, 0.0), (0, -0.06), (0.5, 0.0), (0.97, 0.14), (0.9, 0.6), (0.62, 0.95),
+                (0.3, 1.07), (0, 1.16), (-0.3, 1.07), (-0.62, 0.95), (-0.9, 0.6)]
+    if style == "bandana":
+        return [(-1.22, 0.05), (-0.6, -0.02), (0, -0.05), (0.6, -0.02), (1.22, 0.05), (1.1, 0.55), (0.7, 1.1),
+                (0.3, 1.5), (0, 1.7), (-0.3, 1.5), (-0.7, 1.1), (-1.1, 0.55)]
+    return [(-0.98, 0.13), (-0.5, 0.03), (0, -0.02), (0.5, 0.03), (0.98, 0.13), (0.95, 0.45), (0.88, 0.72),
+            (0.6, 0.98), (0, 1.1), (-0.6, 0.98), (-0.88, 0.72), (-0.95, 0.45)]
+
+
+def _draw_mask(img, P, look, drop: float = 0.0) -> None:
+    """Draw a mask over nose and mouth (``drop`` = 0) or lowered by ``drop`` face half-heights."""
+    from PIL import Image, ImageDraw
+
+    F = _Face(P)
+    s = P["s"]
+    k = look["size"]
+    style = look["style"]
+    poly = [(u * k, v * k + drop + (1 - k) * 0.5) for u, v in _mask_polygon(style)]
+    if drop:  # a lowered mask hangs loose below the chin: a little narrower at the top
+        poly = [(u * (0.93 if v < 0.5 + drop else 1.0), v) for u, v in poly]
+    pts = F.pts(poly)
+    col = look["col"]
+    d = ImageDraw.Draw(img, "RGBA")
+    # ear loops first (under the mask edge)
+    lw = max(1, int(round(2 * s)))
+    if style != "bandana":
+        loop = _shade(col, 0.9) if col[0] + col[1] + col[2] > 200 else (235, 235, 235)
+        for sg in (-1, 1):
+            d.line([F(sg * 0.95 * k, 0.18 + drop), F(sg * 1.0, -0.02), F(sg * 0.9 * k, 0.7 + drop * 0.8)],
+                   fill=loop + (230,), width=lw, joint="curve")
+    xs = [p[0] for p in pts]
+    ys = [p[1] for p in pts]
+    x0, y0 = int(math.floor(min(xs))), int(math.floor(min(ys)))
+    x1, y1 = int(math.ceil(max(xs))) + 1, int(math.ceil(max(ys))) + 1
+    pattern = look["pattern"]
+    if pattern in ("plain", "pleats", "seam"):
+        d.polygon(pts, fill=col)
+        # shading: lower half a bit darker
+        lo = F.pts([(u, v) for u, v in poly if v > 0.55 + drop])
+        if len(lo) >= 3:
+            d.polygon(lo, fill=_shade(col, 0.88) + (90,))
+        dark = _shade(col, 0.78) + (200,)
+        if pattern == "pleats":
+            for v in (0.32, 0.52, 0.72):
+                d.line([F(-0.9 * k, v * k + drop), F(0.9 * k, v * k + drop)], fill=dark, width=lw)
+            d.line([F(-0.35, 0.03 + drop), F(0.35, 0.03 + drop)], fill=(200, 200, 205, 220), width=lw)
+        elif pattern == "seam":
+            d.line([F(0, -0.05 * k + drop), F(0, 1.15 * k + drop)], fill=dark, width=lw)
+        d.polygon(pts, outline=_shade(col, 0.7) + (160,))
+        return
+    # patterned fabric: draw the pattern on a tile and paste it through the polygon
+    w, h = max(1, x1 - x0), max(1, y1 - y0)
+    tile = Image.new("RGB", (w, h), col)
+    td = ImageDraw.Draw(tile)
+    rng = np.random.default_rng(look["seed"])
+    c2 = look["col2"]
+    step = max(3, int(14 * s))
+    if pattern == "stripes":
+        for yy in range(0, h + w, step * 2):
+            td.line([(0, yy), (w, yy - w * 0.3)], fill=c2, width=max(1, step // 2))
+    elif pattern == "check":
+        for xx in range(0, w, step * 2):
+            td.rectangle([xx, 0, xx + step - 1, h], fill=_mix(col, c2, 0.5))
+        for yy in range(0, h, step * 2):
+            td.rectangle([0, yy, w, yy + step - 1], fill=_mix(col, c2, 0.5))
+    else:  # dots / paisley-like drops
+        n = int(w * h / (step * step) * (0.8 if pattern == "dots" else 1.2))
+        r = max(1.0, step * (0.22 if pattern == "dots" else 0.3))
+        xy = rng.uniform(0, 1, (n, 2)) * (w, h)
+        for x, y in xy:
+            if pattern == "dots":
+                td.ellipse([x - r, y - r, x + r, y + r], fill=c2)
+            else:
+                td.ellipse([x - r, y - r * 0.7, x + r, y + r * 0.7], outline=c2, width=max(1, int(r / 2)))
+                td.point((x, y), fill=c2)
+    alpha = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(alpha).polygon([(x - x0, y - y0) for x, y in pts], fill=255)
+    img.paste(tile, (x0, y0), alpha)
+    d.polygon(pts, outline=_shade(col, 0.6) + (170,))
+
+
+def _pose(P, rng) -> dict:
+    """A copy of the person with this image's small pose change: shift, head tilt, distance."""
+    Q = dict(P)
+    z = rng.uniform(0.96, 1.04)
+    Q["a"], Q["b"] = P["a"] * z, P["b"] * z
+    Q["cx"] = P["cx"] + rng.normal(0, 0.014 * P["W"])
+    Q["cy"] = P["cy"] + rng.normal(0, 0.010 * P["H"])
+    Q["tilt"] = P["tilt"] + rng.normal(0, 2.0)
+    return Q
+
+
+def _lighting(img, P, rng):
+    """Per-image brightness, contrast and white balance, as one lookup table."""
+    bright = rng.uniform(0.84, 1.14) * P["light"]
+    contrast = rng.uniform(0.86, 1.12)
+    gains = np.asarray(P["wb"]) * rng.normal(1, 0.015, 3)
+    x = np.arange(256, dtype=float)
+    lut = np.concatenate([np.clip(((x - 128) * contrast + 128) * bright * g, 0, 255) for g in gains])
+    return img.point(np.round(lut).astype(int).tolist())
+
+
+def _scaled(P, f: float, H: int, W: int) -> dict:
+    """The person drawn on a canvas ``f`` times the size (``H`` x ``W``)."""
+    Q = dict(P)
+    for k in ("a", "b", "cx", "cy", "s"):
+        Q[k] = P[k] * f
+    Q["H"], Q["W"] = H, W
+    return Q
+
+
+def render_person(seed: int, split: int, index: int, gender: int, age: int, image_size=(512, 384)) -> dict:
+    """The 7 PIL images of one person, keyed by the stem whose mask state they show.
+
+    Drawn on a canvas 0.55..0.8 times the size and scaled up (camera softness, and cheaper
+    than drawing big and blurring); about one image in eight is blurrier still.
+    """
+    from PIL import Image
+
+    H, W = image_size
+    rng = _person_rng(seed, split, index)
+    P = _person_params(rng, gender, age, H, W)
+    P["light"] = rng.uniform(0.88, 1.1)
+    P["wb"] = tuple(rng.normal(1, 0.03, 3))
+    P["draw_seed"] = int(rng.integers(2**31))
+    f = rng.uniform(0.55, 0.8)
+    h, w = max(16, int(round(H * f))), max(12, int(round(W * f)))
+    f = w / W
+    bg = _background(_scaled(P, f, h, w))
+    if rng.random() < 0.6:  # sensor grain, fixed per person (the camera and the room)
+        arr = np.asarray(bg, dtype=np.int16) + rng.integers(-4, 5, (h, w, 1), dtype=np.int16)
+        bg = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    out = {}
+    for j, stem in enumerate(STEMS):
+        Q = _scaled(_pose(P, rng), f, h, w)
+        img = bg.copy()
+        _draw_person(img, Q, np.random.default_rng(P["draw_seed"]))
+        if stem.startswith("mask"):
+            _draw_mask(img, Q, P["masks"][j])
+        elif stem == "incorrect_mask":
+            _draw_mask(img, Q, P["incorrect"], drop=P["incorrect_drop"])
+        img = _lighting(img, P, rng)
+        if rng.random() < 0.12:  # out of focus / motion: a smaller canvas still
+            g = rng.uniform(0.45, 0.8)
+            img = img.resize((max(8, int(w * g)), max(8, int(h * g))), Image.BILINEAR)
+        out[stem] = img.resize((W, H), Image.BILINEAR)
+    return out
+
+
+def _encode(img, ext: str) -> bytes:
+    buf = io.BytesIO()
+    if ext == ".png":
+        img.save(buf, format="PNG", compress_level=3)
+    else:
+        img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def _apple_double(name: str) -> bytes:
+    """A macOS AppleDouble "._name" resource fork: the 4096-byte junk the real set carries."""
+    head = b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + b"\x00\x02"
+    head += b"\x00\x00\x00\x09\x00\x00\x00\x32\x00\x00\x0e\xb0\x00\x00\x00\x02\x00\x00\x0e\xe2\x00\x00\x01\x1e"
+    tail = hashlib.sha1(name.encode()).digest()
+    return (head + tail).ljust(4096, b"\x00")
+
+
+def _render_task(task) -> int:
+    """Worker: draw one person and write its 7 files. Returns the number of images written."""
+    seed, split, index, gender, age, size, files, swap, hidden = task
+    imgs = render_person(seed, split, index, gender, age, size)
+    if swap:
+        imgs["incorrect_mask"], imgs["normal"] = imgs["normal"], imgs["incorrect_mask"]
+    for stem, path in files.items():
+        ext = os.path.splitext(path)[1]
+        with open(path, "wb") as f:
+            f.write(_encode(imgs[stem], ext))
+        if hidden:
+            folder, name = os.path.split(path)
+            with open(os.path.join(folder, "._" + name), "wb") as f:
+                f.write(_apple_double(name))
+    return len(files)
+
+
+# --------------------------------------------------------------------------------------------
+# the public entry point
+# --------------------------------------------------------------------------------------------
+
+def _check_args(people, eval_people, seed, image_size, workers):
+    def is_int(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+    if not is_int(people) or people < 1:
+        raise ValueError(f"synth: people must be an integer >= 1, got {people!r}")
+    if people > MAX_PEOPLE:
+        raise ValueError(f"synth: people must be <= {MAX_PEOPLE} (ids are six digits), got {people}")
+    if not is_int(eval_people) or eval_people < 0:
+        raise ValueError(f"synth: eval_people must be an integer >= 0, got {eval_people!r}")
+    if eval_people > MAX_PEOPLE:
+        raise ValueError(f"synth: eval_people must be <= {MAX_PEOPLE}, got {eval_people}")
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"synth: seed must be an integer >= 0, got {seed!r}")
+    try:
+        h, w = (int(v) for v in image_size)
+        ok = len(tuple(image_size)) == 2 and all(is_int(v) for v in image_size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not (32 <= h <= 4096 and 24 <= w <= 4096) or not (0.5 <= h / w <= 3.0):
+        raise ValueError(f"synth: image_size must be (height, width) integers, 32..4096 high, 24..4096 wide, "
+                         f"height/width in 0.5..3 (the real set is (512, 384)); got {image_size!r}")
+    if workers is not None and (not is_int(workers) or workers < 1):
+        raise ValueError(f"synth: workers must be an integer >= 1 or None (all CPUs), got {workers!r}")
+    return (h, w)
+
+
+def _is_synth_output(path: Path) -> bool:
+    try:
+        meta = json.loads((path / META_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("generator") == GENERATOR
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    # fork is cheapest, but unsafe once JAX/TensorFlow started their threads in this process
+    threaded = any(m in sys.modules for m in ("jax", "tensorflow", "torch"))
+    if "fork" in mp.get_all_start_methods() and not threaded:
+        return mp.get_context("fork")
+    return mp.get_context("spawn")
+
+
+def _write_csv(path: Path, header: str, rows) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header.split(","))
+        w.writerows(rows)
+
+
+def generate(out_dir, people: int = REAL_TRAIN_PEOPLE, eval_people: int = 1800, seed: int = 0,
+             image_size=(512, 384), workers: int | None = None, progress: bool = True) -> dict:
+    """Write a synthetic competition set to ``out_dir``; return (and print) a summary dict.
+
+    people: train people (7 images each; the real set has 2700).
+    eval_people: other people for ``eval/`` (7 images each; the real eval has 1800).
+    seed: the same seed gives byte-identical files, whatever ``workers`` is.
+    image_size: (height, width); the real images are (512, 384).
+    workers: processes drawing in parallel (default ``os.cpu_count()``; 1 = in this process).
+    progress: show a tqdm bar and print the summary.
+
+    ``out_dir`` must not exist, be empty, or hold a previous synthetic set (it is replaced,
+    only once the new one is complete).
+    """
+    from tqdm.auto import tqdm
+
+    size = _check_args(people, eval_people, seed, image_size, workers)
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"synth: {out} exists and is not a directory; choose another output path")
+        if any(out.iterdir()) and not _is_synth_output(out):
+            raise FileExistsError(f"synth: {out} is not empty and holds no {META_NAME} from a previous synthetic "
+                                  f"set; refusing to write into it. Choose an empty or new directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    workers = int(workers) if workers is not None else (os.cpu_count() or 1)
+    t0 = time.perf_counter()
+    plan = make_plan(int(people), int(eval_people), int(seed))
+    tmp = out.parent / f"{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tr_img, ev_img = tmp / "train" / "images", tmp / "eval" / "images"
+        tr_img.mkdir(parents=True)
+        ev_img.mkdir(parents=True)
+        tasks = []
+        for p in plan["train"]:
+            folder = tr_img / p["folder"]
+            folder.mkdir()
+            files = {s: str(folder / (s + p["exts"][s])) for s in STEMS}
+            tasks.append((int(seed), 0, p["index"], p["true_gender"], p["drawn_age"], size, files, p["swap"],
+                          p["hidden"]))
+        for e in plan["eval"]:
+            files = {s: str(ev_img / e["names"][s]) for s in STEMS}
+            tasks.append((int(seed), 1, e["index"], e["true_gender"], e["drawn_age"], size, files, False, False))
+        n_images = 7 * len(tasks)
+        bar = tqdm(total=n_images, desc="synth", unit="img", disable=not progress, smoothing=0.1)
+        t_draw = time.perf_counter()
+        if workers == 1 or len(tasks) < 4:
+            for t in tasks:
+                bar.update(_render_task(t))
+        else:
+            ctx = _mp_context()
+            with ctx.Pool(min(workers, len(tasks))) as pool:
+                for k in pool.imap_unordered(_render_task, tasks, chunksize=2):
+                    bar.update(k)
+        bar.close()
+        draw_s = time.perf_counter() - t_draw
+
+        # tables last: a folder without them never passes for a complete set
+        _write_csv(tmp / "train" / "train.csv", "id,gender,race,age,path",
+                   [(p["id"], p["gender"], "Asian", p["age"], p["folder"]) for p in plan["train"]])
+        _write_csv(tmp / "eval" / "gt.csv", "ImageID,ans", plan["eval_rows"])
+        _write_csv(tmp / "eval" / "info.csv", "ImageID,ans", [(i, 0) for i, _ in plan["eval_rows"]])
+        _write_csv(tmp / "relabel.csv", "id,change,value,certain,note",
+                   [(m["id"], m["change"], m["value"], 1, m["note"]) for m in plan["mislabeled"]])
+        quirks = plan["quirks"]
+        counts = {
+            "png_folders": len(quirks["png_folders"]),
+            "jpeg_folders": len(quirks["jpeg_folders"]),
+            "jpeg_mask5_jpg": len(quirks["jpeg_mask5_jpg"]),
+            "suffixed_ids": len(quirks["suffixed_ids"]),
+            "hidden_folders": len(quirks["hidden_folders"]),
+            "hidden_files": 7 * len(quirks["hidden_folders"]),
+        }
+        meta = {
+            "generator": GENERATOR, "format_version": FORMAT_VERSION, "seed": int(seed),
+            "image_size": list(size), "people": int(people), "eval_people": int(eval_people),
+            "mislabeled": [{k: m[k] for k in ("id", "profile", "change", "value", "note")}
+                           for m in plan["mislabeled"]],
+            "quirk_counts": counts, "quirks": quirks,
+            "drawn_age": {p["folder"]: p["drawn_age"] for p in plan["train"] if p["drawn_age"] != p["age"]},
+        }
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        # swap into place; an old synthetic set is removed only after the new one is complete
+        old = None
+        if out.exists():
+            if any(out.iterdir()):
+                old = out.parent / f"{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                os.replace(out, old)
+            else:
+                out.rmdir()
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - t0
+    summary = {
+        "out": str(out), "seed": int(seed), "image_size": list(size), "workers": workers,
+        "people": int(people), "images": 7 * int(people),
+        "eval_people": int(eval_people), "eval_images": 7 * int(eval_people),
+        "seconds": round(seconds, 3), "images_per_s": round(n_images / max(draw_s, 1e-9), 1),
+        "mislabeled": [m["id"] for m in plan["mislabeled"]],
+        "mislabeled_detail": meta["mislabeled"],
+        "quirks": counts,
+    }
+    if progress:
+        print(f"synth: wrote {summary['images']} train images ({people} people) and {summary['eval_images']} eval "
+              f"images to {out} in {seconds:.1f} s ({summary['images_per_s']} images/s, {workers} workers); "
+              f"planted mislabels: {summary['mislabeled'] or 'none'}; quirks: {counts}")
+    log.info("synth summary: %s", summary)
+    return summary
