@@ -1,0 +1,129 @@
+"""Sampling: oversampling of the rare >=60 faces, class-balanced sampling, class weights.
+
+Used by :func:`mask_keras.pipeline.make_dataset` for training only (``cfg.sampling``):
+
+- ``old_factor``: every >=60 person is seen ``old_factor`` times per epoch (team 000).
+  The pipeline repeats decoded images *after* the cache (see :func:`old_repeat_counts`), so
+  memory holds each image once; :func:`oversample_old` gives the same rows as a table.
+- ``balance="class"``: one stream per class of the task, drawn with equal probability
+  (:func:`balanced_dataset`, ``tf.data.Dataset.sample_from_datasets``); a fresh draw every
+  epoch.
+- :func:`class_weights`: inverse-frequency weights, the loss-side alternative.
+
+The age group is the table's ``age_group`` column as it is (the caller chose ``age_upper``
+when reading the data).
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from . import labels as L
+
+log = logging.getLogger(__name__)
+
+
+def _person_keys(table: pd.DataFrame) -> np.ndarray:
+    """One key per row naming its person (``profile``, else ``id``, else the row itself)."""
+    for col in ("profile", "id"):
+        if col in table.columns:
+            return table[col].astype(str).to_numpy()
+    return np.arange(len(table)).astype(str)
+
+
+def old_repeat_counts(table: pd.DataFrame, factor: float, seed: int = 0) -> np.ndarray:
+    """How many times each row is used per epoch so that >=60 people count ``factor`` times.
+
+    Every >=60 person (``age_group == 2``) gets ``floor(factor)`` copies; the fractional part
+    is realised by giving one more copy to ``round(frac * n_old_people)`` of them, chosen
+    deterministically from ``seed``. Everybody else gets 1. A person's images all share the
+    same count, so the realised ratio of old images is exactly ``factor`` whenever
+    ``frac * n_old_people`` is an integer (the nearest possible ratio otherwise).
+    """
+    if factor < 1:
+        raise ValueError(f"old_factor must be >= 1 (1 = no oversampling), got {factor}")
+    if "age_group" not in table.columns:
+        raise ValueError("oversampling of >=60 faces needs the table's age_group column")
+    counts = np.ones(len(table), dtype=np.int64)
+    if factor == 1 or len(table) == 0:
+        return counts
+    old = table["age_group"].to_numpy() == int(L.AgeGroup.OLD)
+    keys = _person_keys(table)
+    people = np.unique(keys[old])  # sorted: independent of the table's row order
+    if len(people) == 0:
+        log.warning("sampling.old_factor=%s but the table has no >=60 faces; nothing to oversample", factor)
+        return counts
+    whole = int(np.floor(factor))
+    n_extra = int(round((factor - whole) * len(people)))
+    extra = np.random.default_rng(seed).choice(people, size=n_extra, replace=False) if n_extra else []
+    counts[old] = whole
+    counts[old & np.isin(keys, extra)] += 1
+    return counts
+
+
+def oversample_old(table: pd.DataFrame, factor: float, seed: int = 0) -> pd.DataFrame:
+    """The table with the >=60 people's rows repeated (see :func:`old_repeat_counts`)."""
+    counts = old_repeat_counts(table, factor, seed)
+    out = table.iloc[np.repeat(np.arange(len(table)), counts)].reset_index(drop=True)
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def class_ids(table: pd.DataFrame, task: str) -> np.ndarray:
+    """The class of every row for sampling/weighting: the task's target; the 18 classes for
+    ``multi`` and ``multihead``."""
+    L.check_task(task)
+    if task in ("multi", "multihead"):
+        return L.encode(table["mask"].to_numpy(), table["gender"].to_numpy(), table["age_group"].to_numpy())
+    return np.asarray(L.task_target(task, table["mask"].to_numpy(), table["gender"].to_numpy(),
+                                    table["age_group"].to_numpy()), dtype=np.int64)
+
+
+def num_sampling_classes(task: str) -> int:
+    return L.NUM_CLASSES if task in ("multi", "multihead") else L.TASK_CLASSES[task]
+
+
+def class_counts(table: pd.DataFrame, task: str) -> np.ndarray:
+    return np.bincount(class_ids(table, task), minlength=num_sampling_classes(task))
+
+
+def class_weights(table: pd.DataFrame, task: str):
+    """Inverse-frequency class weights ``n / (K * n_c)``, K = number of classes present
+    (as sklearn's ``compute_class_weight("balanced")``; the weighted mean over rows is 1).
+
+    Returns a float32 array of shape (K,) for ``mask``/``gender``/``age``/``multi``, and a
+    dict ``{"mask": (3,), "gender": (2,), "age": (3,)}`` for ``multihead``. A class absent
+    from the table gets weight 0 (it has no samples to weight). ``dict(enumerate(w))``
+    turns an array into Keras' ``class_weight`` argument.
+    """
+    L.check_task(task)
+    if task == "multihead":
+        return {t: class_weights(table, t) for t in ("mask", "gender", "age")}
+    counts = class_counts(table, task).astype(np.float64)
+    k = int((counts > 0).sum())  # like sklearn's compute_class_weight("balanced")
+    with np.errstate(divide="ignore"):
+        w = np.where(counts > 0, counts.sum() / (k * counts), 0.0)
+    missing = np.flatnonzero(counts == 0)
+    if len(missing):
+        log.warning("class_weights(%s): class(es) %s have no samples; weight 0", task, missing.tolist())
+    return w.astype(np.float32)
+
+
+def balanced_dataset(per_class, seed: int | None = None, weights=None):
+    """Draw from the per-class datasets with equal probability (or ``weights``).
+
+    ``per_class``: a list of (infinite, ``.repeat()``-ed) ``tf.data.Dataset`` with the same
+    element structure, one per class present. The draw is re-randomised every epoch.
+    The result is infinite: ``.take(n)`` it.
+    """
+    from ._tf import tf
+
+    per_class = list(per_class)
+    if not per_class:
+        raise ValueError("balanced_dataset: no per-class datasets (empty table?)")
+    if weights is None:
+        weights = [1.0 / len(per_class)] * len(per_class)
+    return tf.data.Dataset.sample_from_datasets(per_class, weights=[float(w) for w in weights], seed=seed,
+                                                rerandomize_each_iteration=True)

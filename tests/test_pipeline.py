@@ -1,0 +1,322 @@
+"""tf.data input pipeline: shapes, padding, normalisation, crops, cache, corrupt files."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mask_keras import labels as L
+from mask_keras import pipeline as P
+from mask_keras._tf import tf
+from mask_keras.config import Config, PreprocessConfig
+
+H, W = 64, 48  # tiny "photos" (height, width)
+
+
+def _cfg(image_size=(32, 24), crop="none", batch=8, preset="none", cache="memory", **pre) -> Config:
+    cfg = Config()
+    cfg.preprocess = PreprocessConfig(image_size=image_size, crop=crop, **pre)
+    cfg.augment = dataclasses.replace(cfg.augment, preset=preset)
+    cfg.train = dataclasses.replace(cfg.train, batch_size=batch, cache=cache, verbose=0, seed=3)
+    return cfg
+
+
+def _save(path, arr, quality=95):
+    img = Image.fromarray(np.asarray(arr, np.uint8))
+    if str(path).endswith(".png"):
+        img.save(path)
+    else:
+        img.save(path, quality=quality)
+    return str(path)
+
+
+def make_table(tmp_path, n=30, n_files=None, seed=0, old_every=5) -> pd.DataFrame:
+    """``n`` rows in the image-table format; rows cycle through ``n_files`` small files (jpg and png)."""
+    rng = np.random.default_rng(seed)
+    n_files = n if n_files is None else n_files
+    files = []
+    for i in range(n_files):
+        ext = "png" if i % 4 == 0 else "jpg"
+        files.append(_save(tmp_path / f"img{i}.{ext}", rng.integers(0, 256, (H, W, 3))))
+    rows = []
+    for i in range(n):
+        m, g = i % 3, (i // 3) % 2
+        a = 2 if i % old_every == 0 else (i // 2) % 2
+        rows.append(dict(profile=f"{i:06d}_x", id=f"{i:06d}", gender=g, age=65 if a == 2 else 40, stem="mask1",
+                         path=files[i % n_files], mask=m, age_group=a, label=L.encode(m, g, a)))
+    return pd.DataFrame(rows)
+
+
+def _numpy(t):
+    return {k: v.numpy() for k, v in t.items()} if isinstance(t, dict) else t.numpy()
+
+
+def _collect(ds):
+    return [tuple(_numpy(t) for t in b) for b in ds]
+
+
+@pytest.mark.parametrize("task", ["mask", "gender", "age", "multi", "multihead"])
+def test_shapes_and_dtypes_for_each_task(tmp_path, task):
+    t = make_table(tmp_path, n=20, n_files=5)
+    cfg = _cfg(batch=8)
+    train = P.make_dataset(t, cfg, training=True, task=task)
+    ev = P.make_dataset(t, cfg, training=False, task=task)
+    # static shapes in the element spec (JAX compiles once)
+    assert train.element_spec[0].shape.as_list() == [8, 32, 24, 3]
+    assert ev.element_spec[0].shape.as_list() == [8, 32, 24, 3]
+    assert ev.element_spec[2].shape.as_list() == [8]
+    x, y = next(iter(train))
+    assert x.dtype == tf.float32
+    xe, ye, we = next(iter(ev))
+    sizes = {"mask": 3, "gender": 2, "age": 3}
+    for yy in (y, ye):
+        if task == "multihead":
+            assert set(yy) == {"mask", "gender", "age"}
+            for k, v in yy.items():
+                assert v.shape == (8, sizes[k]) and v.dtype == tf.float32
+        else:
+            assert yy.shape == (8, L.TASK_CLASSES[task]) and yy.dtype == tf.float32
+            np.testing.assert_allclose(yy.numpy().sum(1), 1.0)
+    # eval targets follow the table in order
+    want = t.iloc[:8]
+    if task == "multihead":
+        np.testing.assert_array_equal(ye["mask"].numpy().argmax(1), want["mask"])
+        np.testing.assert_array_equal(ye["gender"].numpy().argmax(1), want["gender"])
+        np.testing.assert_array_equal(ye["age"].numpy().argmax(1), want["age_group"])
+    else:
+        tgt = L.task_target(task, want["mask"], want["gender"], want["age_group"])
+        np.testing.assert_array_equal(ye.numpy().argmax(1), np.asarray(tgt))
+
+
+def test_eval_pads_last_batch_and_drops_nothing(tmp_path):
+    t = make_table(tmp_path, n=103, n_files=6)
+    cfg = _cfg(image_size=(16, 12), batch=16)
+    ds = P.make_dataset(t, cfg, training=False, task="multi")
+    assert ds.num_examples == 103 and ds.num_steps == 7
+    batches = _collect(ds)
+    assert len(batches) == 7
+    assert all(b[0].shape == (16, 16, 12, 3) for b in batches)
+    w = np.concatenate([b[2] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    assert w.sum() == 103
+    np.testing.assert_array_equal(w[:103], 1.0)
+    np.testing.assert_array_equal(w[103:], 0.0)
+    np.testing.assert_array_equal(y[103:], 0.0)  # pads carry no class
+    np.testing.assert_array_equal(y[:103].argmax(1), t["label"])
+
+
+def test_train_drops_remainder_and_reshuffles(tmp_path):
+    t = make_table(tmp_path, n=30, n_files=30)
+    cfg = _cfg(batch=8)
+    ds = P.make_dataset(t, cfg, training=True, task="multi")
+    assert ds.num_steps == 3 and ds.element_spec[0].shape[0] == 8
+    e1, e2 = _collect(ds), _collect(ds)
+    assert len(e1) == len(e2) == 3
+    assert all(b[0].shape[0] == 8 for b in e1 + e2)
+    order1 = np.concatenate([b[1].argmax(1) for b in e1])
+    x1 = np.concatenate([b[0] for b in e1])
+    x2 = np.concatenate([b[0] for b in e2])
+    assert not np.array_equal(x1, x2)  # a new order every epoch
+    assert len(order1) == 24
+
+
+def test_normalisation_exact_on_solid_colour(tmp_path):
+    colour = np.array([200, 100, 50], np.uint8)
+    p = _save(tmp_path / "solid.png", np.broadcast_to(colour, (H, W, 3)))
+    t = pd.DataFrame([dict(path=p, mask=0, gender=1, age_group=2, label=L.encode(0, 1, 2))] * 4)
+    cfg = _cfg(batch=4)
+    want = (colour / 255.0 - np.array(cfg.preprocess.mean)) / np.array(cfg.preprocess.std)
+    for training in (True, False):
+        x = next(iter(P.make_dataset(t, cfg, training=training, task="multi")))[0].numpy()
+        np.testing.assert_allclose(x, np.broadcast_to(want, x.shape), atol=1e-5)
+    xp = next(iter(P.make_predict_dataset([p], cfg.preprocess, 2)[0])).numpy()
+    np.testing.assert_allclose(xp[0], np.broadcast_to(want, xp[0].shape), atol=1e-5)
+
+
+def test_center_crop_geometry(tmp_path):
+    arr = np.zeros((H, W, 3), np.uint8)
+    arr[...] = (0, 0, 255)
+    arr[16:48, 12:36] = (255, 0, 0)  # the central 32x24 is red
+    p = _save(tmp_path / "centre.png", arr)
+    pre = PreprocessConfig(image_size=(32, 24), crop="center", crop_size=(32, 24))
+    out = P.load_images([p], pre)[0]
+    np.testing.assert_array_equal(out, np.broadcast_to([255, 0, 0], out.shape))
+    # crop larger than the image: clipped to the whole image (same size -> identity)
+    pre = PreprocessConfig(image_size=(H, W), crop="center", crop_size=(400, 200))
+    np.testing.assert_array_equal(P.load_images([p], pre)[0], arr)
+    # crop larger in one dimension only: full height, central 24 columns
+    pre = PreprocessConfig(image_size=(H, 24), crop="center", crop_size=(400, 24))
+    np.testing.assert_array_equal(P.load_images([p], pre)[0], arr[:, 12:36])
+
+
+def test_face_crop_uses_given_columns_clipped_to_image(tmp_path):
+    arr = np.zeros((H, W, 3), np.uint8)
+    arr[10:30, 5:25] = (0, 255, 0)
+    arr[40:, 30:] = (255, 255, 0)
+    p = _save(tmp_path / "face.png", arr)
+    t = pd.DataFrame({"path": [p, p], "crop_y0": [10, 40], "crop_x0": [5, 30], "crop_y1": [30, 900],
+                      "crop_x1": [25, 700], "crop_fallback": [False, True]})
+    pre = PreprocessConfig(image_size=(20, 20), crop="face")
+    out = P.load_images(t, pre)
+    np.testing.assert_array_equal(out[0], np.broadcast_to([0, 255, 0], out[0].shape))
+    pre = PreprocessConfig(image_size=(H - 40, W - 30), crop="face")
+    np.testing.assert_array_equal(P.load_images(t.iloc[1:], pre)[0], arr[40:, 30:])
+    # the same through make_dataset / make_predict_dataset
+    t["mask"], t["gender"], t["age_group"] = 0, 0, 0
+    cfg = _cfg(image_size=(20, 20), crop="face", batch=2)
+    x = next(iter(P.make_dataset(t.iloc[:1], cfg, training=False, task="mask")))[0].numpy()[0]
+    np.testing.assert_allclose(P.denormalize(x, cfg.preprocess), out[0])
+    xp = next(iter(P.make_predict_dataset(t.iloc[:1], cfg.preprocess, 1)[0])).numpy()[0]
+    np.testing.assert_array_equal(xp, x)
+
+
+def test_png_and_jpg_both_decode_like_pil(tmp_path):
+    arr = np.zeros((H, W, 3), np.uint8)
+    arr[:, :24] = (10, 120, 230)
+    arr[:, 24:] = (240, 60, 20)
+    paths = [_save(tmp_path / "a.png", arr), _save(tmp_path / "a.jpg", arr, quality=100),
+             _save(tmp_path / "a.jpeg", arr, quality=100)]
+    pre = PreprocessConfig(image_size=(H, W), crop="none")
+    out = P.load_images(paths, pre).astype(int)
+    np.testing.assert_array_equal(out[0], arr)
+    for got, path in zip(out[1:], paths[1:]):  # TF's JPEG decoder agrees with PIL's
+        ref = np.asarray(Image.open(path).convert("RGB"), int)
+        np.testing.assert_array_equal(got, ref)
+        assert np.abs(got - arr).mean() < 8
+
+
+def test_cache_memory_and_file_give_same_values_twice(tmp_path):
+    t = make_table(tmp_path, n=12, n_files=12)
+    for cache in ("memory", str(tmp_path / "cache" / "c")):
+        cfg = _cfg(batch=5, cache=cache)
+        ds = P.make_dataset(t, cfg, training=False, task="multi")
+        a, b = _collect(ds), _collect(ds)
+        for ba, bb in zip(a, b):
+            np.testing.assert_array_equal(ba[0], bb[0])
+    assert list((tmp_path / "cache").glob("c_*.index"))  # the file cache was written
+
+
+@pytest.mark.parametrize("balance", ["none", "class"])
+def test_memory_cache_complete_after_one_epoch(tmp_path, balance):
+    """Epoch 2 reads only the cache: it still works after the files are gone."""
+    t = make_table(tmp_path, n=20, n_files=20)
+    cfg = _cfg(image_size=(8, 8), batch=4, preset="base")
+    cfg.sampling = dataclasses.replace(cfg.sampling, balance=balance, old_factor=1.5)
+    train = P.make_dataset(t, cfg, training=True, task="age")
+    ev = P.make_dataset(t, cfg, training=False, task="age")
+    _collect(train), _collect(ev)
+    for p in set(t.path):
+        os.remove(p)
+    assert len(_collect(train)) == train.num_steps and len(_collect(ev)) == ev.num_steps
+
+
+def test_file_cache_is_keyed_by_content(tmp_path):
+    t = make_table(tmp_path, n=6, n_files=6)
+    cfg = _cfg(batch=3, cache=str(tmp_path / "cache" / "c"))
+    x1 = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg, training=False, task="mask"))])
+    cfg2 = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, image_size=(16, 12)))
+    x2 = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg2, training=False, task="mask"))])
+    assert x1.shape[1:3] == (32, 24) and x2.shape[1:3] == (16, 12)  # no stale cache read
+
+
+def _bad_files(tmp_path):
+    good = make_table(tmp_path, n=6, n_files=6)
+    buf = (tmp_path / "img1.jpg").read_bytes()
+    trunc = tmp_path / "truncated.jpg"
+    trunc.write_bytes(buf[: len(buf) // 2])
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not an image\n")
+    t = pd.concat([good, good.iloc[:2].assign(path=[str(trunc), str(text)])], ignore_index=True)
+    return t, str(trunc), str(text)
+
+
+def test_corrupt_images_raise_clear_error_naming_files(tmp_path):
+    t, trunc, text = _bad_files(tmp_path)
+    cfg = _cfg(batch=4)
+    with pytest.raises(P.ImageError) as ei:
+        P.make_dataset(t, cfg, training=True, task="multi")
+    msg = str(ei.value)
+    assert trunc in msg and text in msg and "truncated JPEG" in msg and "not a JPEG/PNG" in msg
+    assert "2 of 8" in msg
+    with pytest.raises(P.ImageError, match="truncated.jpg"):
+        P.make_predict_dataset(t["path"], cfg.preprocess, 4)
+    # full decode check finds the same two
+    assert {p for p, _ in P.check_images(t["path"], "full", progress=False)} == {trunc, text}
+
+
+def test_on_error_skip_drops_and_reports(tmp_path):
+    t, trunc, text = _bad_files(tmp_path)
+    cfg = _cfg(batch=3)
+    cfg.data = dataclasses.replace(cfg.data, on_error="skip")
+    ds = P.make_dataset(t, cfg, training=False, task="mask")
+    assert ds.num_examples == 6
+
+
+@pytest.mark.parametrize("which", ["truncated", "text"])
+def test_runtime_decode_error_names_the_file(tmp_path, which):
+    """Without the up-front check, a file that fails to decode still surfaces with its path."""
+    t, trunc, text = _bad_files(tmp_path)
+    bad = trunc if which == "truncated" else text
+    t = t[(t.path == bad) | ~t.path.isin([trunc, text])]
+    # last row (sentinel case) and middle row
+    for order in (t, pd.concat([t.iloc[-1:], t.iloc[:-1]])):
+        cfg = _cfg(batch=4)
+        ds = P.make_dataset(order, cfg, training=False, task="multi", check="none")
+        with pytest.raises(tf.errors.InvalidArgumentError, match=bad.replace(".", r"\.")):
+            _collect(ds)
+
+
+def test_predict_dataset_matches_eval_and_flip(tmp_path):
+    t = make_table(tmp_path, n=11, n_files=11)
+    cfg = _cfg(batch=4, crop="center", crop_size=(48, 40))
+    ev = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg, training=False, task="multi"))])
+    ds, n = P.make_predict_dataset(t["path"].tolist(), cfg.preprocess, 4)
+    assert n == 11 and ds.element_spec.shape.as_list() == [4, 32, 24, 3]
+    xp = np.concatenate([b.numpy() for b in ds])
+    assert xp.shape[0] == 12
+    np.testing.assert_array_equal(xp[:11], ev[:11])
+    dsf, _ = P.make_predict_dataset(t["path"].tolist(), cfg.preprocess, 4, flip=True)
+    xf = np.concatenate([b.numpy() for b in dsf])
+    np.testing.assert_array_equal(xf[:11], xp[:11, :, ::-1])
+
+
+def test_dataset_mean_std(tmp_path):
+    a = _save(tmp_path / "a.png", np.broadcast_to(np.array([255, 0, 51], np.uint8), (H, W, 3)))
+    b = _save(tmp_path / "b.png", np.broadcast_to(np.array([0, 0, 153], np.uint8), (H, W, 3)))
+    t = pd.DataFrame({"path": [a, b]})
+    mean, std = P.dataset_mean_std(t, image_size=(16, 12))
+    np.testing.assert_allclose(mean, [0.5, 0.0, 0.4], atol=1e-6)
+    np.testing.assert_allclose(std, [0.5, 0.0, 0.2], atol=1e-6)
+    mean1, _ = P.dataset_mean_std(t, image_size=(16, 12), n=1, seed=1)
+    assert np.allclose(mean1, (1.0, 0.0, 0.2)) or np.allclose(mean1, (0.0, 0.0, 0.6))
+
+
+def test_old_oversampling_through_make_dataset(tmp_path):
+    t = make_table(tmp_path, n=30, n_files=10, old_every=5)  # 6 old rows
+    assert (t.age_group == 2).sum() == 6
+    cfg = _cfg(image_size=(8, 8), batch=6)
+    cfg.sampling = dataclasses.replace(cfg.sampling, old_factor=2.0)
+    ds = P.make_dataset(t, cfg, training=True, task="age")
+    assert ds.num_examples == 36 and ds.num_steps == 6
+    y = np.concatenate([b[1] for b in _collect(ds)])
+    assert (y.argmax(1) == 2).sum() == 12
+
+
+def test_face_crop_computes_boxes_when_columns_absent(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    p = _save(tmp_path / "f.png", np.full((H, W, 3), 7, np.uint8))
+    calls = []
+
+    def face_crop_boxes(table, preprocess_cfg):
+        calls.append(len(table))
+        return table.assign(crop_y0=0, crop_x0=0, crop_y1=10, crop_x1=10, crop_fallback=False)
+
+    monkeypatch.setitem(sys.modules, "mask_keras.detect", types.SimpleNamespace(face_crop_boxes=face_crop_boxes))
+    out = P.load_images([p], PreprocessConfig(image_size=(10, 10), crop="face"))
+    assert calls == [1] and out.shape == (1, 10, 10, 3)
