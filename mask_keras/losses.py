@@ -13,8 +13,9 @@ Conventions shared by every loss here:
   as ``keras.losses.CategoricalCrossentropy`` does.
 
 Per-sample losses (:class:`CrossEntropy`, :class:`FocalLoss`,
-:class:`ClassBalancedLoss`) follow the usual Keras reduction
-(``"sum_over_batch_size"``: ``sum(sample_weight * loss) / batch``). :class:`F1Loss` is a
+:class:`ClassBalancedLoss`) follow the usual Keras reduction, by default ``"mean_with_sample_weight"``:
+``sum(sample_weight * loss) / sum(sample_weight)``, so the zero-weight rows that pad
+the last evaluation batch do not pull ``val_loss`` down. :class:`F1Loss` is a
 *batch-level* loss: it folds ``sample_weight`` into its soft tp/fp/fn counts and returns
 the scalar ``1 - mean_c F1_c`` for the batch (a weight-0 padding row changes nothing).
 :class:`WeightedSum` adds its terms after each has reduced itself with the same
@@ -129,7 +130,7 @@ class CrossEntropy(keras.losses.Loss):
     """
 
     def __init__(self, class_weights=None, label_smoothing=0.0, from_logits=False,
-                 name="cross_entropy", reduction="sum_over_batch_size", dtype=None):
+                 name="cross_entropy", reduction="mean_with_sample_weight", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.class_weights = _as_float_list(class_weights, "class_weights")
         self.label_smoothing = _check_label_smoothing(label_smoothing)
@@ -159,7 +160,7 @@ class FocalLoss(keras.losses.Loss):
     """
 
     def __init__(self, gamma=2.0, alpha=None, label_smoothing=0.0, from_logits=False,
-                 name="focal_loss", reduction="sum_over_batch_size", dtype=None):
+                 name="focal_loss", reduction="mean_with_sample_weight", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.gamma = float(gamma)
         if self.gamma < 0:
@@ -202,7 +203,7 @@ class F1Loss(keras.losses.Loss):
     """
 
     def __init__(self, epsilon=1e-7, from_logits=False, name="f1_loss",
-                 reduction="sum_over_batch_size", dtype=None):
+                 reduction="mean_with_sample_weight", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.epsilon = float(epsilon)
         if not self.epsilon > 0:
@@ -253,7 +254,7 @@ class ClassBalancedLoss(keras.losses.Loss):
 
     def __init__(self, samples_per_class, beta=0.999, base="focal", gamma=2.0,
                  label_smoothing=0.0, from_logits=False, name="class_balanced_loss",
-                 reduction="sum_over_batch_size", dtype=None):
+                 reduction="mean_with_sample_weight", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if base not in self.BASES:
             raise ValueError(f"unknown base {base!r}; choose one of: {', '.join(self.BASES)}")
@@ -290,7 +291,7 @@ class WeightedSum(keras.losses.Loss):
     of the sum itself has no effect.
     """
 
-    def __init__(self, terms, name="weighted_sum", reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, terms, name="weighted_sum", reduction="mean_with_sample_weight", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         parsed = []
         for item in terms:

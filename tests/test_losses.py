@@ -31,8 +31,8 @@ def ce_ref(y, p, w=None, ls=0.0, sw=None):
     per = -(_smooth(y, ls) * np.log(np.clip(p, EPS, 1 - EPS))).sum(-1)
     if w is not None:
         per = per * (y * w).sum(-1)
-    if sw is not None:
-        per = per * sw
+    if sw is not None:  # reduction "mean_with_sample_weight": divide by the weight sum
+        return (per * sw).sum() / np.sum(sw)
     return per.sum() / len(per)
 
 
@@ -40,8 +40,8 @@ def focal_ref(y, p, gamma, alpha=None, ls=0.0, sw=None):
     p = np.clip(p, EPS, 1 - EPS)
     a = np.ones(y.shape[-1]) if alpha is None else np.asarray(alpha)
     per = -(_smooth(y, ls) * a * (1 - p) ** gamma * np.log(p)).sum(-1)
-    if sw is not None:
-        per = per * sw
+    if sw is not None:  # reduction "mean_with_sample_weight": divide by the weight sum
+        return (per * sw).sum() / np.sum(sw)
     return per.sum() / len(per)
 
 
