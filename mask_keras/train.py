@@ -137,7 +137,8 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool):
     if multihead:
         cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
     cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR))
-    cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv")))
+    (out / "history.csv").unlink(missing_ok=True)
+    cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv"), append=True))  # both melting phases
     if cfg.train.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.train.early_stopping,
                                                  restore_best_weights=False))
@@ -181,7 +182,8 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         train_ds = pipeline.make_dataset(train_t, cfg, training=True)
         val_ds = pipeline.make_dataset(val_t, cfg, training=False)
         steps = t.steps_per_epoch or _steps(train_ds)
-        model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size))
+        model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
+                                        mean=cfg.preprocess.mean, std=cfg.preprocess.std)
         cbs = _callbacks(cfg, out, val_ds, t.task == "multihead") + list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
@@ -197,11 +199,14 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             _merge(history, h.history)
             epoch0 = n
             model_build.set_backbone_trainable(model, True)
+            done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
         elif cfg.model.freeze_epochs:
             log.warning("model.freeze_epochs ignored: freezing a randomly initialised backbone (weights=None) "
                         "would train only the head on random features")
         if epoch0 < t.epochs:
-            _compile(model, cfg, train_t, steps)
+            _compile(model, cfg, train_t, steps)  # a new optimizer: required after a trainable flip
+            if epoch0:
+                model.optimizer.iterations.assign(done_steps)  # the LR schedule carries on
             h = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=epoch0,
                           steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose)
             _merge(history, h.history)

@@ -1,0 +1,163 @@
+"""Assemble a classifier: input adapter -> backbone -> global average pooling -> head(s).
+
+``build_model(model_cfg, task, image_size)`` returns a functional ``keras.Model`` named
+``f"{task}_{backbone}"`` taking ``(H, W, 3)`` float32 images normalised with the dataset
+mean/std (see :mod:`mask_keras.models.backbones` for why and how each backbone's own
+convention is met). Layers, in order: ``image`` (Input), ``input_adapter``
+(:class:`~mask_keras.models.backbones.InputAdapter`), ``resize`` (ViT/Swin only),
+``backbone`` (a nested model), ``pool``, then the head (``probs``; or ``mask``,
+``gender``, ``age`` for task ``multihead``, whose model returns a dict).
+
+Melting (freeze, then unfreeze) on Keras 3 + JAX
+------------------------------------------------
+Checked on Keras 3.15 / JAX: the JAX trainer snapshots the trainable variables when the
+train step is built, and the optimizer is built for exactly those variables. Flipping
+``trainable`` after ``compile`` without recompiling makes the next ``fit`` fail
+("optimizer_variables must be a list of tensors corresponding 1:1 to the trainable
+variables ..."), and recompiling with the *same* optimizer object fails too. So a
+callback cannot unfreeze in the middle of ``fit``; melting is two ``fit`` calls::
+
+    for phase in melting_phases(epochs, freeze_epochs):
+        set_backbone_trainable(model, phase.backbone_trainable)
+        model.compile(optimizer=fresh_optimizer(opt_or_factory, model), loss=..., metrics=...)
+        model.fit(ds, initial_epoch=phase.initial_epoch, epochs=phase.epochs, ...)
+
+(:func:`fit_melting` does exactly this). A frozen backbone changes no weight at all:
+``trainable=False`` also runs its BatchNormalization layers in inference mode, so the
+moving statistics stay as loaded; after unfreezing and recompiling, everything trains.
+Callbacks are re-entered per ``fit`` call (``EarlyStopping`` and ``ModelCheckpoint`` reset
+their state in ``on_train_begin``): pass the phase-2 callbacks separately or give them
+the best value so far.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import keras
+
+from .. import labels as L
+from ..config import DATASET_MEAN, DATASET_STD, ConfigError, ModelConfig
+from . import backbones as B
+from . import heads as H
+
+
+def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int | None = None,
+                *, mean=DATASET_MEAN, std=DATASET_STD) -> keras.Model:
+    """Build the functional model for ``task`` on ``model_cfg.backbone``.
+
+    ``image_size`` is ``(height, width)`` of the pipeline's images; ``mean``/``std`` the
+    pipeline's normalisation (``PreprocessConfig.mean/std``), baked into the model's
+    ``InputAdapter``. ``num_classes`` defaults to the task's (3/2/3/18); it must be
+    None for ``multihead``. The backbone is trainable; see :func:`fit_melting`.
+    """
+    L.check_task(task)
+    H.check_head(model_cfg.head)
+    if len(tuple(image_size)) != 2:
+        raise ConfigError(f"image_size must be (height, width), got {image_size!r}")
+    if task == "multihead":
+        if num_classes is not None:
+            raise ConfigError("task 'multihead' has fixed outputs mask(3)/gender(2)/age(3); "
+                              "leave num_classes=None")
+    else:
+        num_classes = int(num_classes or L.TASK_CLASSES[task])
+
+    spec = B.get_spec(model_cfg.backbone)
+    h, w = (int(v) for v in image_size)
+    backbone, converter = B.build_backbone(spec.name, (h, w), model_cfg.weights)
+
+    inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
+    x = B.make_input_adapter(spec, mean=mean, std=std, converter=converter)(inputs)
+    bh, bw = backbone.input.shape[1:3]
+    if bh is not None and bw is not None and (int(bh), int(bw)) != (h, w):
+        x = keras.layers.Resizing(int(bh), int(bw), interpolation="bilinear", name="resize")(x)
+    x = backbone(x)
+    rank = len(backbone.output.shape)
+    pool = keras.layers.GlobalAveragePooling2D if rank == 4 else keras.layers.GlobalAveragePooling1D
+    x = pool(name="pool")(x)
+    if task == "multihead":
+        outputs = H.apply_multihead(x, model_cfg.head, units=model_cfg.head_units,
+                                    dropout=model_cfg.dropout)
+    else:
+        outputs = H.apply_head(x, num_classes, model_cfg.head, units=model_cfg.head_units,
+                               dropout=model_cfg.dropout)
+    return keras.Model(inputs, outputs, name=f"{task}_{spec.name}")
+
+
+# --------------------------------------------------------------------------- melting
+def backbone_of(model: keras.Model) -> keras.Layer:
+    """The nested backbone of a model from :func:`build_model` (also after reloading)."""
+    try:
+        return model.get_layer("backbone")
+    except ValueError:
+        raise ValueError(f"model {model.name!r} has no layer named 'backbone'; "
+                         f"was it built by mask_keras.models.build_model?") from None
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> keras.Model:
+    """Freeze (``False``) or unfreeze the backbone; the head stays trainable.
+
+    Takes effect at the next ``model.compile`` - compile again, with a new optimizer
+    (:func:`fresh_optimizer`), before the next ``fit``.
+    """
+    backbone_of(model).trainable = bool(trainable)
+    return model
+
+
+class MeltingPhase(NamedTuple):
+    backbone_trainable: bool
+    initial_epoch: int
+    epochs: int  # the epoch to stop at (keras ``fit(epochs=...)`` semantics)
+
+
+def melting_phases(epochs: int, freeze_epochs: int = 0) -> list[MeltingPhase]:
+    """``[frozen 0..freeze_epochs, trainable freeze_epochs..epochs]`` (one phase if 0)."""
+    epochs, freeze_epochs = int(epochs), int(freeze_epochs)
+    if epochs < 1 or freeze_epochs < 0:
+        raise ConfigError(f"melting: need epochs >= 1 and freeze_epochs >= 0, got {epochs}, {freeze_epochs}")
+    if freeze_epochs == 0:
+        return [MeltingPhase(True, 0, epochs)]
+    if freeze_epochs >= epochs:
+        return [MeltingPhase(False, 0, epochs)]
+    return [MeltingPhase(False, 0, freeze_epochs), MeltingPhase(True, freeze_epochs, epochs)]
+
+
+def fresh_optimizer(optimizer, model: keras.Model | None = None, keep_iterations: bool = True):
+    """A new, unbuilt optimizer for a recompile.
+
+    ``optimizer`` is a factory (``lambda: keras.optimizers.Adam(1e-4)``), an optimizer
+    instance (cloned from its config: same class, learning rate or schedule) or a name.
+    With ``keep_iterations`` and a compiled ``model``, the clone continues the step
+    count of the model's current optimizer, so a learning-rate schedule carries on
+    across the melting phases instead of restarting.
+    """
+    if callable(optimizer) and not isinstance(optimizer, keras.optimizers.Optimizer):
+        new = optimizer()
+    elif isinstance(optimizer, keras.optimizers.Optimizer):
+        new = optimizer.__class__.from_config(optimizer.get_config())
+    else:
+        new = keras.optimizers.get(optimizer)
+    old = getattr(model, "optimizer", None) if model is not None else None
+    if keep_iterations and old is not None and old is not new:
+        new.iterations.assign(old.iterations)
+    return new
+
+
+def fit_melting(model: keras.Model, compile_fn: Callable[[keras.Model], None], *fit_args,
+                epochs: int, freeze_epochs: int = 0, phase_callbacks: Callable | None = None,
+                **fit_kwargs) -> list:
+    """Fit with the backbone frozen for ``freeze_epochs``, then unfrozen (team 003's melting).
+
+    ``compile_fn(model)`` must call ``model.compile`` with a *new* optimizer each time
+    (e.g. ``optimizer=fresh_optimizer(factory, model)``); it is called once per phase,
+    after the backbone's ``trainable`` flag is set. ``phase_callbacks(phase)`` may return
+    the callbacks of each phase. Returns the list of ``History`` objects (one per phase).
+    """
+    histories = []
+    for phase in melting_phases(epochs, freeze_epochs):
+        set_backbone_trainable(model, phase.backbone_trainable)
+        compile_fn(model)
+        kw = dict(fit_kwargs)
+        if phase_callbacks is not None:
+            kw["callbacks"] = phase_callbacks(phase)
+        histories.append(model.fit(*fit_args, initial_epoch=phase.initial_epoch, epochs=phase.epochs, **kw))
+    return histories
