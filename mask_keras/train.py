@@ -195,7 +195,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             _compile(model, cfg, train_t, steps)
             n = min(cfg.model.freeze_epochs, t.epochs)
             h = model.fit(train_ds, validation_data=val_ds, epochs=n, steps_per_epoch=t.steps_per_epoch,
-                          callbacks=cbs, verbose=t.verbose)
+                          callbacks=cbs, verbose=t.verbose, shuffle=False)
             _merge(history, h.history)
             epoch0 = n
             model_build.set_backbone_trainable(model, True)
@@ -208,7 +208,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             if epoch0:
                 model.optimizer.iterations.assign(done_steps)  # the LR schedule carries on
             h = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=epoch0,
-                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose)
+                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
             _merge(history, h.history)
         seconds = time.time() - started
         best = keras.saving.load_model(out / "model.keras")
