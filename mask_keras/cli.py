@@ -107,10 +107,10 @@ def _cmd_evaluate(a):
 
 
 def _cmd_detect(a):
-    from .detect import detect_dir
+    from .detect import detect_dir, format_summary
 
-    s = detect_dir(a.data_dir, batch_size=a.batch_size, limit=a.limit)
-    print(json.dumps(s, indent=2, default=str))
+    s = detect_dir(a.data_dir, cache_path=a.cache, batch_size=a.batch_size, limit=a.limit, device=a.device)
+    print(json.dumps(s, indent=2, default=str) if a.json else format_summary(s))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("data_dir")
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--limit", type=int, default=None, help="process at most this many new images")
+    s.add_argument("--cache", help="box cache file (default DATA_DIR/face_boxes.parquet)")
+    s.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where the detector runs")
+    s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_cmd_detect)
     return p
 

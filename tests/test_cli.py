@@ -1,0 +1,63 @@
+"""The `mask-keras` command line: help everywhere, synth + inspect on a fresh set, clear errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+SUBCOMMANDS = ["synth", "inspect", "train", "evaluate", "detect", "tune"]
+
+
+def run(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "mask_keras", *args], capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
+    return p
+
+
+def test_help_everywhere():
+    out = run("--help").stdout
+    for cmd in SUBCOMMANDS:
+        assert cmd in out
+    for cmd in SUBCOMMANDS:
+        assert "usage: mask-keras " + cmd in run(cmd, "--help").stdout
+
+
+def test_synth_then_inspect_on_a_fresh_set(tmp_path):
+    root = tmp_path / "set"
+    s = _last_json(run("synth", str(root), "--people", "14", "--eval-people", "2", "--seed", "3",
+                       "--image-size", "64x48", "--workers", "1").stdout)
+    assert s["people"] == 14
+    out = run("inspect", str(root)).stdout
+    assert "people: 14" in out and "images: 98" in out
+    assert (root / "class_balance.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _last_json(text: str) -> dict:
+    """The summary JSON object printed last (tqdm/progress lines may come before it)."""
+    start = text.index("\n{") + 1 if not text.startswith("{") else 0
+    return json.loads(text[start:])
+
+
+def test_bad_option_is_a_clear_error(tmp_path):
+    p = run("train", "--data-dir", str(tmp_path), "--set", "train.epoch=3", check=False)
+    assert p.returncode == 2
+    assert "unknown train option 'epoch'" in p.stderr and "did you mean 'epochs'" in p.stderr
+    p = run("train", "--data-dir", str(tmp_path), "--backbone", "resnet9000", "--weights", "none", check=False)
+    assert p.returncode == 2 and "unknown backbone" in p.stderr
+    p = run("inspect", str(tmp_path / "missing"), check=False)
+    assert p.returncode == 2 and "train.csv" in p.stderr
+
+
+def test_image_size_flag_is_checked():
+    p = run("train", "--image-size", "big", check=False)
+    assert p.returncode == 2 and "HEIGHTxWIDTH" in p.stderr
+
+
+def test_evaluate_json(tmp_path):
+    (tmp_path / "gt.csv").write_text("ImageID,ans\na.jpg,0\nb.jpg,7\nc.jpg,17\n")
+    (tmp_path / "pred.csv").write_text("ImageID,ans\nc.jpg,17\na.jpg,0\nb.jpg,6\n")
+    d = json.loads(run("evaluate", "--gt", str(tmp_path / "gt.csv"), "--pred", str(tmp_path / "pred.csv"),
+                       "--json").stdout)
+    assert set(d) == {"macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age"}
+    assert d["accuracy"] == pytest.approx(2 / 3)
