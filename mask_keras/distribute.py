@@ -1,12 +1,49 @@
-"""The only JAX-specific module: persistent compilation cache and data-parallel distribution.
+"""The only JAX-specific module: persistent compilation cache, compile counting, data parallelism.
 
-Everything else in the package is backend-agnostic Keras. With another backend these
-functions are no-ops (the cache) or raise a clear error (distribution).
+Everything else in the package is backend-agnostic Keras. With another backend the cache
+and the compile counter are no-ops and ``devices="all"`` raises a clear error.
+
+One device, many devices, many hosts
+------------------------------------
+``train.devices="auto"`` (the default) trains on the first device. ``train.devices="all"``
+(``mask-keras train --devices all``) trains with ``keras.distribution.DataParallel`` over
+every device JAX sees: the model's variables are replicated, each batch of
+``train.batch_size`` images is the *global* batch and is split along the batch axis, so
+each of N devices computes ``batch_size / N`` rows and the gradients are reduced by XLA
+(the result is the same computation as on one device, BatchNorm statistics included).
+``batch_size`` must therefore be divisible by the number of devices (checked before any
+work, :class:`~mask_keras.config.ConfigError` otherwise). Evaluation batches are padded to
+full batches with weight-0 rows (:mod:`mask_keras.pipeline`), so nothing is dropped or
+counted twice whatever the device count. The saved ``model.keras`` holds plain arrays and
+loads in a single-device process.
+
+Multi-host (several machines, or several processes on one machine, each with its own
+GPUs): start the *same* command on every host with these environment variables set::
+
+    KERAS_DISTRIBUTION_JOB_ADDRESSES=10.0.0.1:1234   # coordinator host:port (process 0);
+                                                     # a comma-separated list of every
+                                                     # host:port is accepted too
+    KERAS_DISTRIBUTION_NUM_PROCESSES=2               # number of processes in the job
+    KERAS_DISTRIBUTION_PROCESS_ID=0                  # this process, 0..N-1 (0 = coordinator)
+
+:func:`setup_distribution` then calls ``keras.distribution.initialize()`` (which calls
+``jax.distributed.initialize``) before JAX touches a device, and the device list is the
+global one (every device of every host). Each process builds the same tf.data pipeline
+(same seed, same files: the data directory must be visible on every host); Keras shards
+each global batch across processes (``DataParallel(auto_shard_dataset=True)``: rebatch to
+``batch_size / processes`` and take every N-th piece), so ``batch_size`` must also be
+divisible by the number of processes. Only process 0 should be trusted with writing the
+artifact (``train.out_dir`` on shared storage, or per-host directories).
+On Cloud TPU pods and SLURM, ``jax.distributed.initialize()`` can discover the cluster by
+itself: set ``MASK_KERAS_MULTIHOST=1`` instead of the three variables.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+from collections import Counter
 from pathlib import Path
 
 import keras
@@ -14,16 +51,25 @@ import keras
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("MASK_KERAS_JAX_CACHE", Path.home() / ".cache" / "mask_keras" / "jax"))
+DEVICE_CHOICES = ("auto", "all")
+MULTIHOST_ENV = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                 "KERAS_DISTRIBUTION_PROCESS_ID")
 _cache_enabled: str | None = None
+_multihost_done = False
 
 
+def _is_jax() -> bool:
+    return keras.backend.backend() == "jax"
+
+
+# --------------------------------------------------------------------------- compilation cache
 def enable_compilation_cache(cache_dir=None) -> str | None:
     """Turn on JAX's persistent compilation cache so repeated runs skip XLA compiles.
 
     Returns the cache directory, or None when the backend is not JAX.
     """
     global _cache_enabled
-    if keras.backend.backend() != "jax":
+    if not _is_jax():
         return None
     cache_dir = str(cache_dir or DEFAULT_CACHE_DIR)
     if _cache_enabled == cache_dir:
@@ -40,38 +86,174 @@ def enable_compilation_cache(cache_dir=None) -> str | None:
     return cache_dir
 
 
+# --------------------------------------------------------------------------- compile counting
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_counters: list["CompileCounter"] = []
+_counters_lock = threading.Lock()
+_listener_installed = False
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event != _BACKEND_COMPILE_EVENT or not _counters:
+        return
+    name = str(kwargs.get("fun_name", "?"))
+    with _counters_lock:
+        for c in _counters:
+            c.counts[name] += 1
+            c.seconds[name] += float(duration)
+
+
+class CompileCounter:
+    """Counts XLA executables built while active, by jitted function name.
+
+    One count per program JAX had to build (compiled, or loaded from the persistent
+    cache): a shape change, a ragged batch or a new dtype shows up as a second count of the
+    same name. Keras' steps are named ``jit(train_step)``, ``jit(test_step)`` and
+    ``jit(predict_step)``::
+
+        with CompileCounter() as cc:
+            model.fit(train_ds, validation_data=val_ds, epochs=2)
+        assert cc.count("train_step") == 1 and cc.count("test_step") == 1
+    """
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+        self.seconds: Counter = Counter()
+
+    def count(self, name: str) -> int:
+        """Compiles of the function ``name`` (``"train_step"`` matches ``jit(train_step)``)."""
+        return sum(v for k, v in self.counts.items() if k == name or k == f"jit({name})")
+
+    def compile_seconds(self, name: str) -> float:
+        return sum(v for k, v in self.seconds.items() if k == name or k == f"jit({name})")
+
+    def __enter__(self) -> "CompileCounter":
+        global _listener_installed
+        if _is_jax():
+            import jax
+
+            with _counters_lock:
+                if not _listener_installed:
+                    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+                    _listener_installed = True
+                _counters.append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _counters_lock:
+            if self in _counters:
+                _counters.remove(self)
+
+    def __repr__(self) -> str:
+        return f"CompileCounter({dict(self.counts)})"
+
+
+# --------------------------------------------------------------------------- devices
+def device_count() -> int:
+    """Devices a ``devices="all"`` run would use (every host's, after multi-host initialise)."""
+    if not _is_jax():
+        return 1
+    import jax
+
+    return jax.device_count()
+
+
 def local_device_count() -> int:
-    if keras.backend.backend() != "jax":
+    if not _is_jax():
         return 1
     import jax
 
     return jax.local_device_count()
 
 
-def setup_distribution(devices: str = "auto"):
-    """``devices="all"``: data-parallel over every local device (keras.distribution).
+def process_count() -> int:
+    if not _is_jax():
+        return 1
+    import jax
 
-    Multi-host: call :func:`initialize_multihost` first on every host. Returns the
-    DataParallel distribution or None (single device).
-    """
-    if devices in ("auto", "1", "one", None):
-        return None
-    if devices != "all":
-        raise ValueError(f"devices must be 'auto' or 'all', got {devices!r}")
-    if keras.backend.backend() != "jax":
-        raise RuntimeError("devices='all' needs the JAX backend (keras.distribution)")
-    devs = keras.distribution.list_devices()
-    dist = keras.distribution.DataParallel(devices=devs)
-    keras.distribution.set_distribution(dist)
-    log.info("DataParallel over %d devices: %s", len(devs), devs)
-    return dist
+    return jax.process_count()
+
+
+def multihost_requested() -> bool:
+    """True when the environment asks for a multi-process job (see the module docstring)."""
+    if os.environ.get("MASK_KERAS_MULTIHOST", "").strip() not in ("", "0"):
+        return True
+    n = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "").strip()
+    return bool(n) and n != "1"
 
 
 def initialize_multihost() -> None:
-    """Join a multi-host JAX cluster from the environment.
+    """Join a multi-host JAX cluster from the environment (idempotent).
 
-    Set on every host: ``KERAS_DISTRIBUTION_JOB_ADDRESSES`` (comma-separated
-    host:port list, first is the coordinator), ``KERAS_DISTRIBUTION_NUM_PROCESSES``
-    and ``KERAS_DISTRIBUTION_PROCESS_ID``; then every host runs the same command.
+    Set on every host ``KERAS_DISTRIBUTION_JOB_ADDRESSES`` (coordinator ``host:port``, or
+    the comma-separated list of every host's, coordinator first),
+    ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and ``KERAS_DISTRIBUTION_PROCESS_ID``; or
+    ``MASK_KERAS_MULTIHOST=1`` where ``jax.distributed.initialize()`` discovers the cluster
+    itself (Cloud TPU, SLURM). Must run before JAX uses any device.
     """
-    keras.distribution.initialize()
+    global _multihost_done
+    if _multihost_done:
+        return
+    if not _is_jax():
+        raise RuntimeError("multi-host training needs the JAX backend (keras.distribution)")
+    if not any(os.environ.get(k) for k in MULTIHOST_ENV):
+        import jax
+
+        jax.distributed.initialize()  # auto-detected cluster (TPU pod, SLURM, ...)
+    else:
+        missing = [k for k in MULTIHOST_ENV[1:] if not os.environ.get(k)]
+        if missing:
+            raise RuntimeError(f"multi-host training: set {', '.join(missing)} beside "
+                               f"KERAS_DISTRIBUTION_JOB_ADDRESSES on every host (see mask_keras.distribute)")
+        keras.distribution.initialize()
+    _multihost_done = True
+    import jax
+
+    log.info("multi-host: process %d of %d, %d local / %d global devices", jax.process_index(),
+             jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def check_batch_size(batch_size: int, n_devices: int | None = None, n_processes: int | None = None) -> None:
+    """ConfigError unless the global batch splits evenly over the devices and processes."""
+    from .config import ConfigError
+
+    n_devices = device_count() if n_devices is None else int(n_devices)
+    n_processes = process_count() if n_processes is None else int(n_processes)
+    for n, what in ((n_devices, "devices"), (n_processes, "processes")):
+        if n > 1 and int(batch_size) % n:
+            lo = (int(batch_size) // n) * n
+            hint = f"{lo} or {lo + n}" if lo else f"{n}"
+            raise ConfigError(f"train.batch_size {batch_size} is the global batch of a data-parallel run over {n} "
+                              f"{what} and must be divisible by {n}; use e.g. {hint}")
+
+
+def setup_distribution(devices: str = "auto", batch_size: int | None = None):
+    """``devices="all"``: data-parallel over every device (keras.distribution.DataParallel).
+
+    ``batch_size`` is the global batch, checked to split evenly over the devices (and hosts).
+    Joins a multi-host job first when the environment asks for one (module docstring).
+    Returns the DataParallel distribution (now the global one), or None for ``"auto"``
+    (single device; nothing is changed). Undo with ``keras.distribution.set_distribution(None)``.
+    """
+    from .config import ConfigError
+
+    if devices in ("auto", None):
+        return None
+    if devices != "all":
+        from .config import _unknown
+
+        raise _unknown("train.devices", devices, DEVICE_CHOICES)
+    if not _is_jax():
+        raise ConfigError("train.devices='all' needs the JAX backend (keras.distribution); "
+                          f"KERAS_BACKEND is {keras.backend.backend()!r}")
+    if multihost_requested():
+        initialize_multihost()
+    devs = keras.distribution.list_devices()
+    if batch_size is not None:
+        check_batch_size(batch_size, len(devs))
+    dist = keras.distribution.DataParallel(devices=devs)
+    keras.distribution.set_distribution(dist)
+    log.info("DataParallel over %d device(s) in %d process(es): %s; global batch %s, %s per device",
+             len(devs), process_count(), devs, batch_size,
+             None if batch_size is None else batch_size // len(devs))
+    return dist

@@ -1,0 +1,151 @@
+"""Data-parallel training over two (forced) CPU devices matches one-device training.
+
+``XLA_FLAGS=--xla_force_host_platform_device_count=2`` must be set before JAX is imported,
+so the training runs in a subprocess; this process (one device) then reloads the artifact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mask_keras.config import ConfigError
+
+# 20 people, 4 of them (28 images) for validation: not a multiple of the batch (padded last batch)
+FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (32, 24),
+        "preprocess.crop": "none", "train.batch_size": 16, "train.lr": 3e-3, "train.verbose": 0,
+        "augment.preset": "none", "train.task": "mask", "train.epochs": 2, "data.max_people": 20}
+
+_CHILD = r"""
+import json, sys
+import numpy as np
+import jax, keras
+import mask_keras
+from mask_keras.config import Config
+from mask_keras.train import train, prepare_tables
+from mask_keras import pipeline
+
+root, out, over = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+assert jax.device_count() == 2, jax.devices()
+
+
+class ClassCount(keras.metrics.Metric):
+    # weighted count of every class: padded rows (weight 0) add nothing
+    def __init__(self, k, name="class_count"):
+        super().__init__(name=name)
+        self.k = k
+        self.total = self.add_variable(shape=(k,), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        w = keras.ops.ones_like(y_true[:, 0]) if sample_weight is None else sample_weight
+        self.total.assign_add(keras.ops.sum(y_true * keras.ops.expand_dims(w, 1), axis=0))
+
+    def result(self):
+        return keras.ops.convert_to_tensor(self.total)
+
+
+res = {}
+for dev in ("auto", "all"):
+    cfg = Config().override(**{**over, "data.data_dir": root, "train.out_dir": f"{out}/{dev}",
+                               "train.devices": dev})
+    r = train(cfg)
+    res[dev] = {"loss": r.history["loss"], "val_loss": r.history["val_loss"],
+                "val_macro_f1": r.history["val_macro_f1"], "metrics": r.metrics}
+
+# evaluation under the 2-device distribution: every validation image counted exactly once
+cfg = Config().override(**{**over, "data.data_dir": root})
+train_t, val_t = prepare_tables(cfg)
+val_ds = pipeline.make_dataset(val_t, cfg, training=False, verbose=0)
+keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
+m = keras.saving.load_model(f"{out}/all/model.keras")
+m.compile(loss="categorical_crossentropy", weighted_metrics=[ClassCount(3)])
+ev = m.evaluate(val_ds, return_dict=True, verbose=0)
+res["counts"] = [float(v) for v in np.asarray(ev["class_count"])]
+res["expected"] = np.bincount(val_t["mask"].to_numpy(), minlength=3).tolist()
+res["val_images"] = len(val_t)
+res["steps"] = val_ds.num_steps
+print("RESULT" + json.dumps(res))
+"""
+
+
+def test_batch_must_split_evenly_over_devices():
+    from mask_keras.distribute import check_batch_size
+
+    check_batch_size(32, n_devices=4, n_processes=1)
+    check_batch_size(7, n_devices=1, n_processes=1)
+    with pytest.raises(ConfigError, match=r"train.batch_size 30 .* 4 devices .* divisible by 4; use e.g. 28 or 32"):
+        check_batch_size(30, n_devices=4, n_processes=1)
+    with pytest.raises(ConfigError, match="2 processes"):
+        check_batch_size(9, n_devices=1, n_processes=2)
+
+
+def test_setup_distribution_choices(monkeypatch):
+    from mask_keras.distribute import multihost_requested, setup_distribution
+
+    assert setup_distribution("auto") is None
+    with pytest.raises(ConfigError, match="unknown train.devices 'al'.*did you mean 'all'"):
+        setup_distribution("al")
+    for k in ("KERAS_DISTRIBUTION_NUM_PROCESSES", "MASK_KERAS_MULTIHOST", "KERAS_DISTRIBUTION_JOB_ADDRESSES"):
+        monkeypatch.delenv(k, raising=False)
+    assert not multihost_requested()
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")
+    assert not multihost_requested()
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "4")
+    assert multihost_requested()
+
+
+def test_all_devices_in_a_one_device_process():
+    """One device here: any batch divides; the distribution is set, and undone by the caller."""
+    import keras
+
+    from mask_keras.distribute import setup_distribution
+
+    try:
+        dist = setup_distribution("all", batch_size=5)  # 1 CPU device in this process: fine
+        assert dist is not None and len(dist.device_mesh.devices.ravel()) == 1
+    finally:
+        keras.distribution.set_distribution(None)
+
+
+@pytest.mark.slow
+def test_two_devices_match_one_device_and_reload_on_one(synth_root, tmp_path):
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
+                                       " --xla_force_host_platform_device_count=2").strip(),
+           "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(synth_root), str(tmp_path), json.dumps(FAST)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(lines[-1][len("RESULT"):])
+    one, two = res["auto"], res["all"]
+
+    # same seed, same data order, no augmentation: the same training, up to summation order
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=2e-3)
+    np.testing.assert_allclose(two["val_loss"], one["val_loss"], rtol=2e-3)
+    assert two["metrics"]["val_images"] == one["metrics"]["val_images"] == res["val_images"]
+
+    # evaluation over 2 devices: the validation set is ragged and padded, every image counted once
+    assert res["val_images"] % FAST["train.batch_size"] != 0
+    np.testing.assert_allclose(res["counts"], res["expected"], atol=1e-6)
+
+    # the 2-device artifact loads here (one device) and predicts what the 2-device run reported
+    import keras
+
+    from mask_keras import pipeline
+    from mask_keras.config import Config
+
+    out = tmp_path / "all"
+    preds = pd.read_csv(out / "val_predictions.csv")
+    assert len(preds) == res["val_images"] and not preds["path"].duplicated().any()
+    cfg = Config.load(out)
+    ds, n = pipeline.make_predict_dataset(preds["path"].tolist(), cfg.preprocess, 16, progress=False)
+    model = keras.saving.load_model(out / "model.keras")
+    p = model.predict(ds, verbose=0)[:n]
+    np.testing.assert_allclose(p, preds[["p0", "p1", "p2"]].to_numpy(), atol=1e-4)
+    assert json.loads((out / "metrics.json").read_text())["macro_f1"] == pytest.approx(
+        two["metrics"]["macro_f1"])
