@@ -166,7 +166,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
     cfg.save(out / "config.json")
     keras.utils.set_random_seed(t.seed)
     distribute.enable_compilation_cache()
-    distribute.setup_distribution(t.devices)
+    distribute.setup_distribution(t.devices, batch_size=t.batch_size)  # global batch, split over devices
     prev_policy = keras.mixed_precision.global_policy().name
     closers = []  # callbacks holding resources (wandb run): closed however training ends
     if t.mixed_precision:
