@@ -106,6 +106,66 @@ def _cmd_evaluate(a):
     print(cli_json(d) if a.json else format_report(d))
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.9,1.1, got {text!r}") from None
+
+
+def _cmd_predict(a):
+    from .evaluate import cli_json, format_report
+    from .predict import format_table, predict_submission
+
+    roles = {t: getattr(a, t) for t in ("mask", "gender", "age", "multi", "multihead") if getattr(a, t)}
+    res = predict_submission(a.model, a.data_dir, a.out, kfold_dirs=a.kfold_dir, roles=roles, tta=a.tta,
+                             crops=a.tta_crops, vote=a.vote, level=a.level, weights=a.weights, tie=a.tie,
+                             combine=a.combine, batch_size=a.batch_size, probs_csv=a.probs, gt=a.gt,
+                             progress=not a.json)
+    if a.json:
+        print(json.dumps({"submission": str(res.out_csv), "rows": len(res.submission), "models": len(res.predictions),
+                          "level": res.combined.level, "vote": a.vote,
+                          **(json.loads(cli_json(res.metrics)) if res.metrics else {})}))
+        return
+    print(f"wrote {res.out_csv} ({len(res.submission)} rows) from {len(res.predictions)} model(s), "
+          f"{a.vote} vote at the {res.combined.level} level" + (f"; probabilities: {res.probs_csv}" if a.probs else ""))
+    if res.metrics:
+        print("\n" + format_report(res.metrics) + "\n" + format_table(res.table))
+
+
+def _add_predict_parser(sub) -> None:
+    s = sub.add_parser("predict", help="predict eval/ with one or more models (ensembles, K-fold, TTA) "
+                                       "and write the submission CSV",
+                       description="Run artifacts over DATA_DIR/eval and write ImageID,ans in info.csv order. "
+                                   "Per-task models are combined into the 18 classes (mask*6 + gender*3 + age).")
+    s.add_argument("--data-dir", default="data/default", help="directory holding eval/ (info.csv, images/)")
+    s.add_argument("--model", action="append", default=[], metavar="DIR",
+                   help="a run directory (model.keras + config.json), any task; repeat for an ensemble")
+    s.add_argument("--kfold-dir", action="append", default=[], metavar="DIR",
+                   help="a `train --folds K` directory: all its fold_* models vote")
+    for t in ("mask", "gender", "age", "multi", "multihead"):
+        s.add_argument(f"--{t}", action="append", default=[], metavar="DIR",
+                       help=f"a run (or K-fold) directory that must be a {t!r} model")
+    s.add_argument("--out", default="submission.csv", help="the submission CSV (written atomically, at the end)")
+    s.add_argument("--probs", help="also write ImageID,p0..p17 (soft 18-class probabilities) here")
+    s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
+    s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2",
+                   help="add crop views: the crop region scaled by each factor (e.g. 0.9,1.1)")
+    s.add_argument("--vote", choices=["soft", "hard"], default="soft")
+    s.add_argument("--level", choices=["auto", "task", "class"], default="auto",
+                   help="vote per task then combine, or on the 18 classes (auto: class if no per-task model)")
+    s.add_argument("--combine", choices=["product", "argmax"], default="product",
+                   help="per-task probabilities -> 18 classes (same labels; product also gives probabilities)")
+    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default="mean_prob",
+                   help="hard-vote tie rule")
+    s.add_argument("--weights", type=_floats, default=None, metavar="W1,W2,...",
+                   help="one weight per model (order: --model, --kfold-dir folds, then --mask/--gender/...)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--gt", help="truth CSV ImageID,ans: print the score and the ensemble against each model")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(func=_cmd_predict)
+
+
 def _cmd_detect(a):
     from .detect import detect_dir, format_summary
 
@@ -147,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="directory for report.txt, metrics.json and confusion-matrix PNGs")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_cmd_evaluate)
+
+    _add_predict_parser(sub)
 
     s = sub.add_parser("detect", help="detect faces in train/ and eval/ and cache the boxes")
     s.add_argument("data_dir")

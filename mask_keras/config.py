@@ -88,6 +88,7 @@ class ModelConfig:
     dropout: float = 0.2
     freeze_epochs: int = 0  # "melting": train the head on a frozen backbone first
     head_loss_weights: tuple = (1.0, 1.0, 1.0)  # multihead: mask, gender, age
+    bn_momentum: float | None = None  # override the backbone's BatchNorm momentum (e.g. 0.9 from scratch)
 
 
 @dataclass

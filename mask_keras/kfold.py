@@ -1,10 +1,18 @@
 """K-fold training: K models on person-level stratified folds, out-of-fold predictions.
 
 ``train_kfold(cfg)`` trains fold ``k`` into ``<out_dir>/fold_<k>`` (each a complete
-artifact), gathers every fold's validation predictions into ``oof_predictions.csv``
-(every training image predicted exactly once, by the model that did not see its
-person) and reports the out-of-fold macro F1 in ``kfold_summary.json``. The fold
-artifacts feed :mod:`mask_keras.predict` for hard or soft voting.
+artifact: its best epoch by validation macro F1), gathers every fold's validation
+predictions into ``oof_predictions.csv`` (every training image predicted exactly once,
+by the model that did not see its person; columns ``path, profile, y_true, y_pred,
+p0.., fold``) and reports the out-of-fold macro F1 in ``kfold_summary.json``::
+
+    runs/x/config.json            the K-fold config (data.folds = K)
+    runs/x/fold_0 ... fold_<K-1>  one artifact per fold
+    runs/x/oof_predictions.csv    out-of-fold predictions (validation targets use age 60)
+    runs/x/kfold_summary.json     per-fold and OOF macro F1 / accuracy (+ per-task F1 for 18 classes)
+
+The fold artifacts feed :mod:`mask_keras.predict` for hard or soft voting
+(``mask-keras predict --kfold-dir runs/x`` or ``predict_submission(kfold_dirs=["runs/x"])``).
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import labels as L
 from .config import Config, ConfigError, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -29,36 +38,84 @@ class KFoldResult:
     summary: dict
 
 
-def train_kfold(cfg: Config, folds: list[int] | None = None) -> KFoldResult:
-    """Train every fold (or the listed ones) of ``cfg.data.folds`` and report the OOF macro F1."""
+def _done(fold_dir: Path, fcfg: Config) -> bool:
+    """A finished fold with exactly this config (``resume=True`` skips it)."""
+    need = ("model.keras", "metrics.json", "val_predictions.csv", "split.csv", "config.json")
+    if not all((fold_dir / n).is_file() for n in need):
+        return False
+    try:
+        return Config.load(fold_dir).to_dict() == fcfg.to_dict()
+    except ConfigError:
+        return False
+
+
+def check_oof(oof: pd.DataFrame, fold_dirs) -> None:
+    """No image predicted twice; no person validated by two folds (the split did not leak)."""
+    dup = oof["path"][oof["path"].duplicated()]
+    if len(dup):
+        raise RuntimeError(f"{len(dup)} image(s) predicted by two folds, e.g. {dup.iloc[0]}: the split leaked")
+    seen: dict[str, str] = {}
+    for d in fold_dirs:
+        split = pd.read_csv(Path(d) / "split.csv", dtype=str)
+        for person in split.loc[split["split"] == "val", "profile"]:
+            if person in seen:
+                raise RuntimeError(f"person {person} is in the validation folds of {seen[person]} and {d}")
+            seen[person] = str(d)
+
+
+def oof_summary(oof: pd.DataFrame, task: str) -> dict:
+    """OOF macro F1 / accuracy (sklearn on ``y_true``/``y_pred``), per-task F1 for 18 classes."""
     from sklearn.metrics import accuracy_score, f1_score
 
+    yt, yp = oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64)
+    d = {"oof_macro_f1": float(f1_score(yt, yp, average="macro")),
+         "oof_accuracy": float(accuracy_score(yt, yp)), "oof_images": int(len(oof))}
+    if task in ("multi", "multihead"):
+        for name, t, p in zip(("mask", "gender", "age"), L.decode(yt), L.decode(yp)):
+            d[f"oof_f1_{name}"] = float(f1_score(t, p, average="macro"))
+    return d
+
+
+def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = False) -> KFoldResult:
+    """Train every fold (or the listed ones) of ``cfg.data.folds`` and report the OOF macro F1.
+
+    ``resume=True`` keeps a fold already finished with the same config instead of
+    training it again (an interrupted long run picks up where it stopped).
+    """
     from .train import train
 
     k = cfg.data.folds
     if not k or k < 2:
         raise ConfigError(f"data.folds must be >= 2 for K-fold training, got {k}")
     cfg.validate()
+    fold_ids = list(range(k)) if folds is None else sorted({int(f) for f in folds})
+    bad = [f for f in fold_ids if not 0 <= f < k]
+    if bad:
+        raise ConfigError(f"folds {bad} not in 0..{k - 1}")
     out = Path(cfg.train.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
-    fold_ids = list(range(k)) if folds is None else list(folds)
     dirs, per_fold, oofs = [], [], []
     for f in fold_ids:
-        log.info("fold %d/%d", f + 1, k)
-        fcfg = cfg.override(**{"data.fold": f, "train.out_dir": str(out / f"fold_{f}")})
-        res = train(fcfg)
-        dirs.append(res.out_dir)
-        per_fold.append(res.metrics["macro_f1"])
-        oofs.append(pd.read_csv(res.out_dir / "val_predictions.csv").assign(fold=f))
+        fdir = out / f"fold_{f}"
+        fcfg = cfg.override(**{"data.fold": f, "train.out_dir": str(fdir)})
+        if resume and _done(fdir, fcfg):
+            log.info("fold %d/%d: already trained with this config, kept (%s)", f + 1, k, fdir)
+            metrics = json.loads((fdir / "metrics.json").read_text())
+        else:
+            log.info("fold %d/%d", f + 1, k)
+            metrics = train(fcfg).metrics
+        dirs.append(fdir)
+        per_fold.append(float(metrics["macro_f1"]))
+        oofs.append(pd.read_csv(fdir / "val_predictions.csv").assign(fold=f))
     oof = pd.concat(oofs, ignore_index=True)
-    if oof["path"].duplicated().any():
-        raise RuntimeError("an image was predicted by two folds: the split leaked")
+    check_oof(oof, dirs)
     atomic_write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
-    summary = {"task": cfg.train.task, "folds": fold_ids, "fold_dirs": [str(d) for d in dirs],
+    summary = {"task": cfg.train.task, "folds": fold_ids, "k": k, "fold_dirs": [str(d) for d in dirs],
                "fold_macro_f1": per_fold, "mean_fold_macro_f1": float(np.mean(per_fold)),
-               "oof_macro_f1": float(f1_score(oof["y_true"], oof["y_pred"], average="macro")),
-               "oof_accuracy": float(accuracy_score(oof["y_true"], oof["y_pred"])), "oof_images": len(oof)}
+               **oof_summary(oof, cfg.train.task)}
+    if len(fold_ids) < k:
+        summary["note"] = f"only folds {fold_ids} of {k} trained: the OOF set covers their validation people only"
     atomic_write_text(out / "kfold_summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("K-fold OOF macro F1 %.4f (folds: %s)", summary["oof_macro_f1"], per_fold)
     return KFoldResult(out, dirs, oof, summary)

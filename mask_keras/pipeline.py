@@ -559,6 +559,8 @@ def dataset_mean_std(table, image_size=(128, 96), n: int = 2000, *, crop: str = 
 
 
 def _report(msg: str, verbose) -> None:
-    log.info(msg)
+    """Print (verbose) or log (quiet) -- one of the two, never both."""
     if verbose:
         print(msg, flush=True)
+    else:
+        log.info(msg)

@@ -1,19 +1,56 @@
-"""From saved artifacts to probabilities and a submission.
+"""From saved artifacts to probabilities, an ensemble answer and a submission.
 
-An artifact is a run directory (``model.keras`` + ``config.json``): the config
-records the task, image size, crop and normalisation, so inference applies exactly
-the deterministic preprocessing the model was validated with.
+An artifact is a run directory (``model.keras`` + ``config.json``): the config records
+the task, image size, crop and normalisation, so inference applies exactly the
+deterministic preprocessing the model was validated with
+(:func:`mask_keras.pipeline.make_predict_dataset`). A K-fold run directory
+(``fold_0``, ``fold_1``, ... beside ``kfold_summary.json``) expands to its fold
+artifacts (:func:`expand_models`).
 
-Combination rules (see :mod:`mask_keras.ensemble`):
-- only 18-way models: vote on the 18 classes directly;
-- otherwise every model is reduced to per-task probabilities (an 18-way model by
-  its marginals, a multi-head model by its heads), each task is voted over the
-  models that cover it, and the 18 classes are the product of the task
-  probabilities (``mask*6 + gender*3 + age``).
+Typical use::
+
+    from mask_keras.predict import predict_submission
+    res = predict_submission(["runs/mask", "runs/gender", "runs/age"], "data/default",
+                             "submission.csv", tta=True, gt="data/default/eval/gt.csv")
+    res.metrics["macro_f1"]; print(res.table.to_string())   # ensemble vs each model
+
+Every model's output is held as a dict of probability arrays over the N images:
+``{"mask": (N,3)}`` / ``{"gender": (N,2)}`` / ``{"age": (N,3)}`` for per-task models,
+``{"multi": (N,18)}`` for 18-way models, ``{"mask", "gender", "age"}`` for multi-head
+models (:class:`Prediction`).
+
+Test-time augmentation (per model, before any voting): the mean of the predictions of
+the original view, the horizontally flipped view (``tta=True``) and optional crop views
+(``crops=(0.9, 1.1)``: the model's crop region scaled by that factor around its centre
+-- zoomed in below 1, more context above 1 -- resized to the same input size).
+
+Combining (:func:`combine_predictions`, voting primitives in :mod:`mask_keras.ensemble`):
+
+* ``level="task"``: each model is reduced to per-task probabilities (an 18-way model by
+  its marginals, a multi-head model by its heads); each task is voted over the models
+  that cover it (soft: weighted mean; hard: weighted majority with the ``tie`` rule);
+  the 18 classes are then ``mask*6 + gender*3 + age`` -- for soft voting by the product
+  of the task probabilities (``combine="product"``) or the per-task argmaxes
+  (``combine="argmax"``; the same labels, see :mod:`mask_keras.ensemble`).
+* ``level="class"``: vote over 18-class probabilities: an 18-way model's own, a
+  multi-head model's product of heads; per-task models are first joined into one
+  member (per task the weighted mean of their models, then the product).
+* ``level="auto"`` (default): ``class`` when every model is 18-way or multi-head,
+  ``task`` otherwise.
+
+``hard_vote`` tie rule (default ``"mean_prob"``): among the classes with the most
+votes, the one with the highest (weighted) mean probability; then the lowest index.
+
+Safety: every artifact is opened and checked (exists, has its config, is for the
+expected task, has outputs of the right shape), info.csv is matched to the images and
+every image file is checked *before* any prediction; the submission is written
+atomically at the very end, so a failure never leaves a partial or stale-looking file.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +62,16 @@ from .config import Config, ConfigError, atomic_write_text
 
 log = logging.getLogger(__name__)
 TASK_ORDER = ("mask", "gender", "age")
+VOTES = ("soft", "hard")
+LEVELS = ("auto", "task", "class")
+COMBINES = ("product", "argmax")
 
 
 class ArtifactError(ValueError):
     """An artifact is missing, broken, or not for the task it is used for."""
 
 
+# --------------------------------------------------------------------------- artifacts
 @dataclass
 class Artifact:
     path: Path
@@ -42,125 +83,428 @@ class Artifact:
         return self.config.train.task
 
     @property
+    def name(self) -> str:
+        """A short readable name: ``parent/dir`` for fold artifacts, else ``dir``."""
+        if re.fullmatch(r"fold_\d+", self.path.name):
+            return f"{self.path.parent.name}/{self.path.name}"
+        return self.path.name
+
+    @property
     def model(self):
         if self._model is None:
             import keras
 
-            import mask_keras.losses  # noqa: F401  (registers custom objects)
-            import mask_keras.metrics  # noqa: F401
-            import mask_keras.models  # noqa: F401
+            import mask_keras  # noqa: F401  (registers every custom object)
 
             try:
-                self._model = keras.saving.load_model(self.path / "model.keras")
+                model = keras.saving.load_model(self.path / "model.keras")
             except Exception as e:
                 raise ArtifactError(f"{self.path / 'model.keras'}: cannot load ({type(e).__name__}: {e})") from e
+            _check_outputs(model, self.task, self.path)
+            self._model = model
         return self._model
 
 
+def _check_outputs(model, task: str, path: Path) -> None:
+    """The loaded model's outputs must match the task its config.json records."""
+    shape = model.output_shape
+    if task == "multihead":
+        names = set(getattr(model, "output_names", None) or [])
+        ok = isinstance(shape, (list, tuple)) and len(shape) == 3 and names == set(TASK_ORDER)
+        want = "three heads mask(3), gender(2), age(3)"
+    else:
+        k = L.TASK_CLASSES[task]
+        ok = isinstance(shape, tuple) and len(shape) == 2 and shape[-1] == k
+        want = f"one output of {k} classes"
+    if not ok:
+        raise ArtifactError(f"{path}: config.json says task {task!r} ({want}) but model.keras outputs "
+                            f"{shape}; the two files do not belong together")
+
+
 def load_artifact(path, expect_task: str | None = None) -> Artifact:
-    """Open a run directory (or its ``model.keras``); check it exists and has the expected task."""
+    """Open a run directory (or its ``model.keras``); check it exists and has the expected task.
+
+    The model itself is loaded lazily (``artifact.model``), so opening every artifact first
+    is cheap and catches a missing or wrong one before any work.
+    """
     p = Path(path)
     if p.suffix == ".keras":
         p = p.parent
+    if not p.exists():
+        raise ArtifactError(f"{p}: artifact not found; pass a run directory written by `mask-keras train`")
     if not (p / "model.keras").is_file():
-        raise ArtifactError(f"{p}: no model.keras here; pass a run directory written by `mask-keras train`")
+        hint = ""
+        if any(p.glob("fold_*/model.keras")):
+            hint = " (it holds K-fold models: pass it as --kfold-dir / kfold_dirs=)"
+        raise ArtifactError(f"{p}: no model.keras here{hint}; pass a run directory written by `mask-keras train`")
     if not (p / "config.json").is_file():
         raise ArtifactError(f"{p}: no config.json beside model.keras; the artifact cannot be used without "
                             f"its preprocessing config")
-    art = Artifact(p, Config.load(p / "config.json"))
+    try:
+        cfg = Config.load(p / "config.json")
+    except ConfigError as e:
+        raise ArtifactError(f"{p}: broken config.json ({e})") from e
+    art = Artifact(p, cfg)
+    if art.task not in L.TASKS:
+        raise ArtifactError(f"{p}: config.json has unknown task {art.task!r}")
     if expect_task is not None and art.task != expect_task:
         raise ArtifactError(f"{p}: is a {art.task!r} model, but was given as the {expect_task!r} model")
     return art
 
 
-def predict_probs(art: Artifact, paths, batch_size: int = 64, tta: bool = False):
-    """Probabilities of one artifact over image files: (N, C), or a dict of heads (multihead)."""
-    from . import pipeline
-
-    def run(flip: bool):
-        ds, n = pipeline.make_predict_dataset(list(paths), art.config.preprocess, batch_size, flip=flip)
-        out = art.model.predict(ds, verbose=0)
-        if isinstance(out, dict):
-            return {k: np.asarray(v, dtype=np.float32)[:n] for k, v in out.items()}
-        if isinstance(out, (list, tuple)):
-            return dict(zip(TASK_ORDER, (np.asarray(v, dtype=np.float32)[:n] for v in out)))
-        return np.asarray(out, dtype=np.float32)[:n]
-
-    views = [run(False)] + ([run(True)] if tta else [])
-    from .ensemble import tta_mean
-
-    if isinstance(views[0], dict):
-        return {k: tta_mean([v[k] for v in views]) for k in views[0]}
-    return tta_mean(views)
+def fold_dirs(kfold_dir) -> list[Path]:
+    """The fold artifacts ``fold_0, fold_1, ...`` of a K-fold run directory, in fold order."""
+    d = Path(kfold_dir)
+    if not d.is_dir():
+        raise ArtifactError(f"{d}: K-fold directory not found")
+    dirs = [p for p in d.iterdir() if p.is_dir() and re.fullmatch(r"fold_\d+", p.name)]
+    if not dirs:
+        raise ArtifactError(f"{d}: no fold_* directories; pass the out_dir of `mask-keras train --folds K`")
+    return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))
 
 
-def per_task_probs(arts, probs) -> dict[str, list]:
-    """Group each artifact's output into ``{"mask": [...], "gender": [...], "age": [...], "multi": [...]}``."""
-    out: dict[str, list] = {"mask": [], "gender": [], "age": [], "multi": []}
-    for art, p in zip(arts, probs):
-        if art.task == "multihead":
-            for k in TASK_ORDER:
-                out[k].append(p[k])
-        else:
-            out[art.task].append(p)
+def expand_models(models=(), kfold_dirs=()) -> list[Path]:
+    """Run directories from explicit ``models`` and every fold of each of ``kfold_dirs``."""
+    out = [Path(m) for m in models]
+    for k in kfold_dirs:
+        out.extend(fold_dirs(k))
     return out
 
 
-def combine(groups: dict[str, list], vote: str = "soft", weights: dict | None = None) -> np.ndarray:
-    """18-class answer from grouped probabilities; returns (N,) labels. See module docstring."""
-    from .ensemble import combine_tasks, hard_vote, soft_vote, split_multi
+# --------------------------------------------------------------------------- one model
+@dataclass
+class Prediction:
+    """One model's probabilities over the images: ``probs`` maps task -> (N, C)."""
 
-    if vote not in ("soft", "hard"):
-        raise ValueError(f"vote must be 'soft' or 'hard', got {vote!r}")
-    weights = weights or {}
-    if groups["multi"] and not any(groups[t] for t in TASK_ORDER):
-        g = groups["multi"]
-        return (soft_vote(g, weights.get("multi")).argmax(1) if vote == "soft"
-                else hard_vote(g, weights.get("multi")))
-    task_lists = {t: list(groups[t]) for t in TASK_ORDER}
-    for p18 in groups["multi"]:
-        for t, m in zip(TASK_ORDER, split_multi(p18)):
-            task_lists[t].append(m)
-    missing = [t for t in TASK_ORDER if not task_lists[t]]
+    artifact: Artifact
+    probs: dict
+
+    @property
+    def name(self) -> str:
+        return self.artifact.name
+
+    @property
+    def task(self) -> str:
+        return self.artifact.task
+
+    def tasks(self) -> dict:
+        """Per-task probabilities ``{task: (N, C)}`` (18-way: marginals; multihead: heads)."""
+        from .ensemble import split_multi
+
+        if "multi" in self.probs:
+            return dict(zip(TASK_ORDER, split_multi(self.probs["multi"])))
+        return dict(self.probs)
+
+    def p18(self):
+        """(N, 18) probabilities, or None for a single-task model."""
+        from .ensemble import combine_tasks
+
+        if "multi" in self.probs:
+            return np.asarray(self.probs["multi"], dtype=np.float64)
+        if all(t in self.probs for t in TASK_ORDER):
+            return combine_tasks(*(self.probs[t] for t in TASK_ORDER))
+        return None
+
+
+def _image_sizes(paths) -> set:
+    from PIL import Image
+
+    sizes = set()
+    for p in paths:
+        with Image.open(p) as im:
+            sizes.add((im.size[1], im.size[0]))  # (h, w)
+    return sizes
+
+
+def crop_view(table: pd.DataFrame, preprocess_cfg, scale: float):
+    """``(table, preprocess config)`` of the crop view ``scale`` (see the module docstring)."""
+    from . import pipeline
+
+    scale = float(scale)
+    if not 0.3 <= scale <= 3.0:
+        raise ValueError(f"TTA crop scale {scale} out of range [0.3, 3.0]")
+    p = preprocess_cfg
+    if p.crop == "face":
+        t = pipeline.ensure_crop_boxes(table.copy(), p)
+        y0, x0, y1, x1 = (t[c].to_numpy(np.float64) for c in pipeline.CROP_COLUMNS)
+        cy, cx, hh, hw = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) * scale / 2, (x1 - x0) * scale / 2
+        for c, v in zip(pipeline.CROP_COLUMNS, (cy - hh, cx - hw, cy + hh, cx + hw)):
+            t[c] = np.round(v).astype(np.int64)  # the pipeline clips boxes to the image
+        return t, p
+    sizes = _image_sizes(table["path"])
+    if len(sizes) != 1:
+        raise ValueError(f"TTA crop views need images of one size (crop={p.crop!r}); found sizes {sorted(sizes)}")
+    (h, w), = sizes
+    if p.crop == "center":
+        h, w = min(h, int(p.crop_size[0])), min(w, int(p.crop_size[1]))
+    size = (max(8, int(round(h * scale))), max(8, int(round(w * scale))))
+    return table, dataclasses.replace(p, crop="center", crop_size=size)
+
+
+def predict_probs(art: Artifact, paths, batch_size: int = 64, tta: bool = False, crops=(),
+                  check: str = "fast", progress: bool = False):
+    """Probabilities of one artifact over image files (or a table with ``path``).
+
+    Returns (N, C) for single-output models, a dict ``{"mask", "gender", "age"}`` for a
+    multi-head model. ``tta=True`` averages with the horizontally flipped view(s);
+    ``crops`` adds crop views at these scales (each also flipped when ``tta``).
+    """
+    from . import pipeline
+    from .ensemble import tta_mean
+
+    table = paths.copy() if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
+    pcfg = art.config.preprocess
+    views = [(table, pcfg)] + [crop_view(table, pcfg, s) for s in crops]
+    outs = []
+    for i, (vt, vcfg) in enumerate(views):
+        for flip in ((False, True) if tta else (False,)):
+            ds, n = pipeline.make_predict_dataset(vt, vcfg, batch_size, flip=flip,
+                                                  check=check if i == 0 and not flip else "none",
+                                                  progress=progress)
+            out = art.model.predict(ds, verbose=0)
+            if isinstance(out, dict):
+                outs.append({k: np.asarray(v, dtype=np.float32)[:n] for k, v in out.items()})
+            elif isinstance(out, (list, tuple)):
+                outs.append(dict(zip(TASK_ORDER, (np.asarray(v, dtype=np.float32)[:n] for v in out))))
+            else:
+                outs.append(np.asarray(out, dtype=np.float32)[:n])
+    if isinstance(outs[0], dict):
+        return {k: tta_mean([o[k] for o in outs]).astype(np.float32) for k in TASK_ORDER if k in outs[0]}
+    return tta_mean(outs).astype(np.float32)
+
+
+def predict_artifact(art: Artifact, paths, **kw) -> Prediction:
+    """:func:`predict_probs` wrapped as a :class:`Prediction` (task-keyed dict)."""
+    p = predict_probs(art, paths, **kw)
+    return Prediction(art, p if isinstance(p, dict) else {art.task: p})
+
+
+# --------------------------------------------------------------------------- combining
+@dataclass
+class Combined:
+    labels: np.ndarray  # (N,) classes 0..17
+    p18: np.ndarray  # (N, 18) the soft combination (also reported for hard votes)
+    level: str  # the level actually used: task | class
+    task_probs: dict  # task -> (N, C) soft per-task probabilities
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _model_weights(preds, weights) -> np.ndarray:
+    if weights is None:
+        return np.ones(len(preds))
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) != len(preds):
+        raise ValueError(f"weights: need one weight per model ({len(preds)}), got {list(np.ravel(w))}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+    return w
+
+
+def _per_task(preds, w):
+    """task -> (list of (N, C) arrays, list of weights), over the models covering it."""
+    groups = {t: ([], []) for t in TASK_ORDER}
+    for p, wi in zip(preds, w):
+        for t, arr in p.tasks().items():
+            groups[t][0].append(arr)
+            groups[t][1].append(wi)
+    missing = [t for t in TASK_ORDER if not groups[t][0]]
     if missing:
         raise ArtifactError(f"no model covers task(s) {missing}: give a model for each of mask, gender, age, "
-                            f"or a multi / multihead model")
-    if vote == "soft":
-        parts = [soft_vote(task_lists[t], weights.get(t)) for t in TASK_ORDER]
-        return combine_tasks(*parts).argmax(1)
-    m, g, a = (hard_vote(task_lists[t], weights.get(t)) for t in TASK_ORDER)
-    return L.encode(m, g, a)
+                            f"or a multi / multihead model (models: {[f'{p.name} ({p.task})' for p in preds]})")
+    return groups
 
 
-def predict_submission(models, data_dir, out_csv, *, tta: bool = False, vote: str = "soft",
-                       batch_size: int = 64, probs_csv=None, roles: dict | None = None) -> pd.DataFrame:
-    """Run ``models`` over ``data_dir/eval`` and write ``ImageID,ans`` in info.csv order.
+def combine_predictions(preds, vote: str = "soft", level: str = "auto", weights=None, tie: str = "mean_prob",
+                        combine: str = "product") -> Combined:
+    """The 18-class answer of a list of :class:`Prediction` (see the module docstring)."""
+    from .ensemble import combine_argmax, combine_tasks, hard_vote, soft_vote
 
-    ``models``: run directories (any task). ``roles``: optional ``{task: [dirs]}`` whose
-    tasks are checked. Nothing is written unless every model ran on every image.
+    _check_choice("vote", vote, VOTES)
+    _check_choice("level", level, LEVELS)
+    _check_choice("combine", combine, COMBINES)
+    preds = list(preds)
+    if not preds:
+        raise ArtifactError("no models given")
+    w = _model_weights(preds, weights)
+    groups = _per_task(preds, w)
+    task_probs = {t: soft_vote(a, ws) for t, (a, ws) in groups.items()}
+    if level == "auto":
+        level = "class" if all(p.task in ("multi", "multihead") for p in preds) else "task"
+
+    if level == "task":
+        p18 = combine_tasks(*(task_probs[t] for t in TASK_ORDER))
+        if vote == "hard":
+            m, g, a = (hard_vote(groups[t][0], groups[t][1], tie=tie) for t in TASK_ORDER)
+            labels = L.encode(m, g, a)
+        elif combine == "argmax":
+            labels = combine_argmax(*(task_probs[t] for t in TASK_ORDER))
+        else:
+            labels = p18.argmax(axis=1)
+        return Combined(np.asarray(labels, np.int64), p18, level, task_probs)
+
+    # level == "class": 18-class members; per-task models joined into one member
+    members, mw = [], []
+    singles = [(p, wi) for p, wi in zip(preds, w) if p.p18() is None]
+    for p, wi in zip(preds, w):
+        if p.p18() is not None:
+            members.append(p.p18())
+            mw.append(wi)
+    if singles:
+        sg = _per_task([p for p, _ in singles], [wi for _, wi in singles])
+        members.append(combine_tasks(*(soft_vote(a, ws) for a, ws in (sg[t] for t in TASK_ORDER))))
+        mw.append(float(np.mean([wi for _, wi in singles])))
+    p18 = soft_vote(members, mw)
+    labels = hard_vote(members, mw, tie=tie) if vote == "hard" else p18.argmax(axis=1)
+    return Combined(np.asarray(labels, np.int64), p18, level, task_probs)
+
+
+# --------------------------------------------------------------------------- scoring
+def _gt_labels(gt, image_ids) -> np.ndarray:
+    """True classes of ``image_ids`` from a gt table (CSV path or DataFrame ``ImageID,ans``)."""
+    from . import evaluate as E
+
+    g = E._check(*E._load(gt, "gt"))
+    s = g.set_index("ImageID")["ans"]
+    ids = pd.Index([str(i) for i in image_ids])
+    missing = ids.difference(s.index)
+    if len(missing) or len(s) != len(ids):
+        raise E.EvaluationError(f"{gt}: does not match the predicted images ({len(s)} gt rows, {len(ids)} "
+                                f"predicted; {len(missing)} predicted ImageID(s) missing from gt, e.g. "
+                                f"{list(missing[:3])})")
+    return s.reindex(ids).to_numpy(np.int64)
+
+
+def compare_table(preds, combined: Combined, y_true, name: str = "ensemble") -> pd.DataFrame:
+    """Scores of each model alone and of the ensemble, one row each.
+
+    ``macro_f1``/``accuracy`` over the 18 classes for models that cover all three tasks
+    (NaN for a single-task model); ``f1_mask``/``f1_gender``/``f1_age`` the macro F1 of
+    each task a model covers (from its per-task argmax).
     """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y_true = np.asarray(y_true, np.int64)
+    truth = dict(zip(TASK_ORDER, L.decode(y_true)))
+    rows = []
+
+    def row(label, task, per_task: dict, y18):
+        r = {"model": label, "task": task, "macro_f1": np.nan, "accuracy": np.nan}
+        if y18 is not None:
+            r["macro_f1"] = float(f1_score(y_true, y18, average="macro", zero_division=0))
+            r["accuracy"] = float(accuracy_score(y_true, y18))
+        for t in TASK_ORDER:
+            r[f"f1_{t}"] = (float(f1_score(truth[t], per_task[t], average="macro", zero_division=0))
+                            if t in per_task else np.nan)
+        rows.append(r)
+
+    for p in preds:
+        per = {t: a.argmax(axis=1) for t, a in p.tasks().items()}
+        p18 = p.p18()
+        row(p.name, p.task, per, None if p18 is None else p18.argmax(axis=1))
+    row(name, f"{len(preds)} models", dict(zip(TASK_ORDER, L.decode(combined.labels))), combined.labels)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- submission
+@dataclass
+class PredictResult:
+    submission: pd.DataFrame  # ImageID, ans in info.csv order
+    combined: Combined
+    predictions: list  # one Prediction per model
+    out_csv: Path
+    probs_csv: Path | None = None
+    metrics: dict | None = None  # evaluate() of the submission, when gt was given
+    table: pd.DataFrame | None = None  # compare_table (ensemble vs each model), when gt was given
+
+
+def open_models(models=(), kfold_dirs=(), roles: dict | None = None) -> list[Artifact]:
+    """Open (not yet load) every artifact: plain ``models``, K-fold dirs, ``roles={task: [dirs]}``."""
+    arts = [load_artifact(m) for m in expand_models(models, kfold_dirs)]
+    for task, dirs in (roles or {}).items():
+        if task not in L.TASKS:
+            raise ArtifactError(f"unknown role {task!r}; roles are tasks: {', '.join(L.TASKS)}")
+        for d in ([dirs] if isinstance(dirs, (str, Path)) else dirs):
+            d = Path(d)
+            is_kfold = not (d / "model.keras").exists() and any(d.glob("fold_*/model.keras"))
+            for p in (fold_dirs(d) if is_kfold else [d]):
+                arts.append(load_artifact(p, expect_task=task))
+    if not arts:
+        raise ArtifactError("no models given: pass run directories (--model DIR), K-fold directories "
+                            "(--kfold-dir DIR) or per-task models (--mask/--gender/--age DIR)")
+    seen = {}
+    for a in arts:
+        key = a.path.resolve()
+        if key in seen:
+            raise ArtifactError(f"{a.path}: given twice; each model votes once (use weights to count one more)")
+        seen[key] = a
+    return arts
+
+
+def predict_submission(models=(), data_dir="data/default", out_csv="submission.csv", *, kfold_dirs=(),
+                       roles: dict | None = None, tta: bool = False, crops=(), vote: str = "soft",
+                       level: str = "auto", weights=None, tie: str = "mean_prob", combine: str = "product",
+                       batch_size: int = 64, probs_csv=None, gt=None, progress: bool = True) -> PredictResult:
+    """Run the models over ``data_dir/eval`` and write ``ImageID,ans`` in info.csv order.
+
+    ``models``: run directories (any task); ``kfold_dirs``: K-fold run directories (all
+    their folds); ``roles``: ``{task: dir or [dirs]}`` whose tasks are checked (e.g.
+    ``{"mask": "runs/mask"}``). ``weights``: one per model, in the order models, folds
+    of kfold_dirs, roles. ``probs_csv``: also write ``ImageID,p0..p17`` (the soft 18-class
+    combination). ``gt``: a truth CSV/DataFrame; then ``metrics`` and ``table`` (the
+    ensemble against each model) are filled in.
+
+    Nothing is written unless every model ran on every image; errors name the artifact,
+    image or info.csv row (see the module docstring).
+    """
+    from . import pipeline
     from .data.layout import read_eval
 
-    arts = [load_artifact(m) for m in models]
-    for task, dirs in (roles or {}).items():
-        arts += [load_artifact(d, expect_task=task) for d in dirs]
-    if not arts:
-        raise ArtifactError("no models given")
-    table = read_eval(data_dir)  # raises on a missing image named in info.csv
-    from .pipeline import check_images
+    _check_choice("vote", vote, VOTES)
+    _check_choice("level", level, LEVELS)
+    _check_choice("combine", combine, COMBINES)
+    arts = open_models(models, kfold_dirs, roles)
+    if weights is not None:
+        _model_weights(arts, weights)
+    crops = tuple(float(c) for c in crops or ())
+    for c in crops:
+        if not 0.3 <= c <= 3.0:
+            raise ValueError(f"TTA crop scale {c} out of range [0.3, 3.0]")
+    table = read_eval(data_dir)  # missing image named in info.csv: LayoutError naming it
+    if table.empty:
+        raise ArtifactError(f"{Path(data_dir) / 'eval' / 'info.csv'}: lists no images")
+    bad = pipeline.check_images(table["path"], "fast", progress=progress)
+    if bad:
+        raise pipeline.ImageError(bad, total=len(table))
+    for a in arts:
+        a.model  # noqa: B018  (load and check every model before predicting anything)
+    preds = []
+    for i, a in enumerate(arts):
+        log.info("predicting with %s (%s, %d/%d)%s", a.path, a.task, i + 1, len(arts),
+                 " with TTA" if tta or crops else "")
+        preds.append(predict_artifact(a, table[["path"]], batch_size=batch_size, tta=tta, crops=crops,
+                                      check="none"))
+    comb = combine_predictions(preds, vote=vote, level=level, weights=weights, tie=tie, combine=combine)
+    sub = pd.DataFrame({"ImageID": table["ImageID"].to_numpy(), "ans": comb.labels.astype(np.int64)})
+    metrics = cmp = None
+    if gt is not None:
+        from .evaluate import evaluate
 
-    check_images(table["path"])  # a file that fails to decode: clear error, nothing written
-    probs = [predict_probs(a, table["path"], batch_size=batch_size, tta=tta) for a in arts]
-    ans = combine(per_task_probs(arts, probs), vote=vote)
-    sub = pd.DataFrame({"ImageID": table["ImageID"], "ans": np.asarray(ans, dtype=np.int64)})
+        y_true = _gt_labels(gt, sub["ImageID"])
+        metrics = evaluate(gt, sub)
+        cmp = compare_table(preds, comb, y_true)
     if probs_csv:
-        cols = {}
-        for a, p in zip(arts, probs):
-            parts = p.items() if isinstance(p, dict) else [(a.task, p)]
-            for name, arr in parts:
-                for c in range(arr.shape[1]):
-                    cols[f"{a.path.name}:{name}:{c}"] = arr[:, c]
-        atomic_write_text(probs_csv, pd.DataFrame({"ImageID": table["ImageID"], **cols}).to_csv(index=False))
+        cols = {f"p{c}": comb.p18[:, c] for c in range(L.NUM_CLASSES)}
+        atomic_write_text(probs_csv, pd.DataFrame({"ImageID": sub["ImageID"], **cols}).to_csv(index=False))
     atomic_write_text(out_csv, sub.to_csv(index=False))
-    log.info("wrote %s (%d rows) from %d model(s)", out_csv, len(sub), len(arts))
-    return sub
+    log.info("wrote %s (%d rows) from %d model(s), %s vote at the %s level", out_csv, len(sub), len(arts),
+             vote, comb.level)
+    return PredictResult(sub, comb, preds, Path(out_csv), Path(probs_csv) if probs_csv else None, metrics, cmp)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The comparison table as aligned text (NaN shown as ``-``)."""
+    return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")

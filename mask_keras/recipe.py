@@ -5,15 +5,32 @@ few overrides that make a demo finish in minutes on 2 CPU cores, and calls
 :func:`run`. Without ``--data-dir`` the recipe runs at demo scale on the embedded
 synthetic set (generated under ``data/default`` on first use); with ``--data-dir``
 it runs at full scale with the team's settings. Flags override both.
+
+Two entry points:
+
+* :func:`run` -- one model (or K fold models with ``data.folds``): train and print the
+  validation result (the team 000 per-task recipes).
+* :func:`run_ensemble` -- one or more *members* (a model, or K fold models), trained or
+  loaded (``--load NAME=DIR``), then predicted over ``eval/`` and combined into
+  ``<out>/submission.csv`` (soft or hard voting, per task or on 18 classes, optional
+  TTA); when ``eval/gt.csv`` exists (the synthetic sets) the submission is scored and
+  the ensemble is compared with each model. Every team recipe that ends in a submission
+  uses it; the recipe only states configs.
+
+Tests and quick checks shrink any recipe with flags, e.g. ``--data-dir D --epochs 1
+--image-size 32x24 --max-people 20 --set model.backbone=tiny_cnn --set model.weights=null
+--out-dir tmp``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
+from .config import Config, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +40,9 @@ DEFAULT_DATA_DIR = REPO_DATA / "default"
 DEFAULT_SYNTH = dict(people=150, eval_people=40, seed=0, image_size=(512, 384))
 #: demo scale: small images, few people and epochs, no downloads
 DEMO = {"preprocess.image_size": (96, 64), "data.max_people": 150, "train.epochs": 3,
-        "train.batch_size": 32, "model.weights": None, "train.lr": 1e-3}
+        "train.batch_size": 32, "model.weights": None, "train.lr": 1e-3,
+        # from scratch on ~80 steps: BatchNorm statistics must settle fast for validation
+        "model.bn_momentum": 0.9}
 
 
 def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
@@ -77,3 +96,170 @@ def run(full: Config, demo: dict | None = None, argv=None, description: str = ""
     print(f"\n{cfg.train.task}: validation macro F1 = {res.metrics['macro_f1']:.4f}, "
           f"accuracy = {res.metrics['accuracy']:.4f}\nartifact: {res.model_path}")
     return res
+
+
+# --------------------------------------------------------------------------- ensembles
+def load_recipe(path):
+    """Import a recipe file (``recipes/<name>.py``) as a module, e.g. to reuse its ``FULL``/``DEMO``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: recipe not found")
+    spec = importlib.util.spec_from_file_location(f"_recipe_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # recipes run only under `if __name__ == "__main__"`
+    if not isinstance(getattr(mod, "FULL", None), Config):
+        raise ConfigError(f"{path}: defines no FULL config")
+    return mod
+
+
+def member_from_recipe(path) -> tuple:
+    """``(FULL, DEMO)`` of a recipe file: a member for :func:`run_ensemble`."""
+    mod = load_recipe(path)
+    return mod.FULL, getattr(mod, "DEMO", None)
+
+
+@dataclass
+class EnsembleResult:
+    out_dir: Path
+    configs: dict  # member name -> resolved Config
+    runs: dict = field(default_factory=dict)  # member name -> TrainResult | KFoldResult | loaded Path
+    prediction: object = None  # mask_keras.predict.PredictResult (None with --no-submit)
+
+    @property
+    def metrics(self):
+        return None if self.prediction is None else self.prediction.metrics
+
+
+def _kv_path(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def ensemble_parser(description: str, members) -> argparse.ArgumentParser:
+    p = parser(description)
+    g = p.add_argument_group("ensemble and submission")
+    g.add_argument("--load", type=_kv_path, action="append", default=[], metavar="NAME=DIR",
+                   help=f"use an existing run (or K-fold) directory for member NAME instead of training it "
+                        f"(members: {', '.join(members)})")
+    g.add_argument("--vote", choices=["soft", "hard"], help="override the recipe's voting")
+    g.add_argument("--level", choices=["auto", "task", "class"], help="vote per task or on the 18 classes")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average with the flipped view")
+    g.add_argument("--no-submit", action="store_true", help="train only; no prediction over eval/")
+    return p
+
+
+def _members(members) -> dict:
+    out = {}
+    for name, m in dict(members).items():
+        full, demo = (m, None) if isinstance(m, Config) else (m[0], m[1])
+        out[str(name)] = (full, demo or {})
+    if not out:
+        raise ConfigError("run_ensemble: no members")
+    return out
+
+
+def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, demo: dict | None = None,
+                 vote: str = "soft", level: str = "auto", tta: bool = False, crops=()) -> EnsembleResult:
+    """Train (or load) every member, predict ``eval/``, combine, write and score the submission.
+
+    ``members``: ``{name: FULL}`` or ``{name: (FULL, DEMO)}`` -- each member's full-scale
+    config and its demo overrides; a member with ``data.folds >= 2`` is K fold models,
+    all of which vote. ``out_dir``: the ensemble directory (flags: ``--out-dir``);
+    members go to ``<out_dir>/<name>``, a single member *is* ``out_dir`` (default: its
+    own ``train.out_dir``). ``demo``: overrides for every member at demo scale.
+    ``vote``/``level``/``tta``/``crops``: see :mod:`mask_keras.predict`.
+
+    Writes ``<out_dir>/submission.csv``, ``probs.csv``, ``ensemble.json`` and, when
+    ``eval/gt.csv`` exists, ``eval/`` (report, metrics, confusion PNGs) and
+    ``comparison.csv`` (the ensemble against each model).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .cli import config_from_args
+
+    members = _members(members)
+    args = ensemble_parser(description, members).parse_args(argv)
+    loads = dict(args.load)
+    unknown = sorted(set(loads) - set(members))
+    if unknown:
+        raise ConfigError(f"--load: unknown member(s) {unknown}; members: {', '.join(members)}")
+    if args.config is not None and len(members) > 1:
+        raise ConfigError("--config sets one model's config; this recipe has members "
+                          f"{', '.join(members)}: use --set section.option=value instead")
+    demo_scale = args.data_dir is None and args.config is None
+    single = len(members) == 1
+    first_full = next(iter(members.values()))[0]
+    root = Path(args.out_dir or out_dir or first_full.train.out_dir)
+    args.out_dir = None  # members get their own folders under root
+    data_dir = ensure_default_data() if demo_scale else None
+    configs = {}
+    for name, (full, mdemo) in members.items():
+        if demo_scale:
+            base = full.override(**{**DEMO, **mdemo, **(demo or {}), "data.data_dir": str(data_dir)})
+        else:
+            base = full
+        cfg = config_from_args(args, base)
+        configs[name] = cfg.override(**{"train.out_dir": str(root if single else root / name)}).validate()
+    if demo_scale:
+        log.info("demo scale on the synthetic default set %s (pass --data-dir for full scale)", data_dir)
+    data_dirs = {c.data.data_dir for c in configs.values()}
+    if len(data_dirs) != 1:
+        raise ConfigError(f"members read different data directories {sorted(data_dirs)}; give one --data-dir")
+    res = EnsembleResult(root, configs)
+    for name, cfg in configs.items():
+        if name in loads:
+            res.runs[name] = Path(loads[name])
+            print(f"{name}: using {loads[name]}")
+        elif cfg.data.folds and cfg.data.folds > 1:
+            from .kfold import train_kfold
+
+            r = res.runs[name] = train_kfold(cfg)
+            print(f"\n{name} ({cfg.train.task}, {cfg.data.folds} folds): OOF macro F1 = "
+                  f"{r.summary['oof_macro_f1']:.4f}, accuracy = {r.summary['oof_accuracy']:.4f} -> {r.out_dir}")
+        else:
+            from .train import train
+
+            r = res.runs[name] = train(cfg)
+            print(f"\n{name} ({cfg.train.task}): validation macro F1 = {r.metrics['macro_f1']:.4f}, "
+                  f"accuracy = {r.metrics['accuracy']:.4f} -> {r.out_dir}")
+    if args.no_submit:
+        return res
+    res.prediction = _submit(res, data_dirs.pop(), vote=args.vote or vote, level=args.level or level,
+                             tta=tta if args.tta is None else args.tta, crops=crops)
+    return res
+
+
+def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
+    from .config import atomic_write_text
+    from .evaluate import evaluate, format_report
+    from .predict import format_table, predict_submission
+
+    roles: dict[str, list] = {}
+    for name, cfg in res.configs.items():
+        run = res.runs[name]
+        d = run if isinstance(run, Path) else run.out_dir  # a K-fold directory expands to its folds
+        roles.setdefault(cfg.train.task, []).append(d)
+    gt = Path(data_dir) / "eval" / "gt.csv"
+    gt = gt if gt.is_file() else None
+    out = res.out_dir
+    pred = predict_submission(data_dir=data_dir, out_csv=out / "submission.csv", roles=roles, tta=tta, crops=crops,
+                              vote=vote, level=level, probs_csv=out / "probs.csv", gt=gt,
+                              batch_size=max(c.train.batch_size for c in res.configs.values()))
+    summary = {"members": {n: {"task": c.train.task, "backbone": c.model.backbone, "folds": c.data.folds,
+                               "dir": str(res.runs[n] if isinstance(res.runs[n], Path) else res.runs[n].out_dir)}
+                           for n, c in res.configs.items()},
+               "models": [str(p.artifact.path) for p in pred.predictions], "vote": vote,
+               "level": pred.combined.level, "tta": bool(tta), "crops": list(crops),
+               "submission": str(pred.out_csv), "data_dir": str(data_dir)}
+    print(f"\nsubmission: {pred.out_csv} ({len(pred.submission)} images, {len(pred.predictions)} model(s), "
+          f"{vote} vote at the {pred.combined.level} level{', TTA' if tta else ''})")
+    if gt is not None:
+        evaluate(gt, pred.submission, out_dir=out / "eval")
+        atomic_write_text(out / "comparison.csv", pred.table.to_csv(index=False))
+        summary["score"] = {k: pred.metrics[k] for k in ("macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age")}
+        print(f"score against {gt}:\n{format_report(pred.metrics)}")
+        print("ensemble against each model (eval set):\n" + format_table(pred.table))
+    atomic_write_text(out / "ensemble.json", json.dumps(summary, indent=2) + "\n")
+    return pred

@@ -445,3 +445,17 @@ def test_frozen_backbone_does_not_change_then_trains_after_unfreezing():
     # the fresh optimizer continued the step count (schedules do not restart)
     assert (it0, it1, it2, it3) == (0, 2, 2, 4)
     assert MB.backbone_of(model).trainable
+
+
+def test_bn_momentum_override_reaches_every_batchnorm():
+    import keras
+
+    from mask_keras.config import ModelConfig
+    from mask_keras.models.build import build_model
+
+    m = build_model(ModelConfig(backbone="tiny_cnn", weights=None, bn_momentum=0.8), "gender", (32, 24))
+    bns = [l for l in m._flatten_layers(recursive=True) if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bns) == 4 and all(l.momentum == 0.8 for l in bns)
+    # the setting survives a save/load round trip (it is part of each layer's config)
+    assert all(l["config"]["momentum"] == 0.8 for l in m.get_layer("backbone").get_config()["layers"]
+               if l["class_name"] == "BatchNormalization")

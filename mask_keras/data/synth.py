@@ -1053,5 +1053,5 @@ def generate(out_dir, people: int = REAL_TRAIN_PEOPLE, eval_people: int = 1800, 
         print(f"synth: wrote {summary['images']} train images ({people} people) and {summary['eval_images']} eval "
               f"images to {out} in {seconds:.1f} s ({summary['images_per_s']} images/s, {workers} workers); "
               f"planted mislabels: {summary['mislabeled'] or 'none'}; quirks: {counts}")
-    log.info("synth summary: %s", summary)
+    log.debug("synth summary: %s", summary)
     return summary

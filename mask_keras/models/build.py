@@ -64,6 +64,8 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
     spec = B.get_spec(model_cfg.backbone)
     h, w = (int(v) for v in image_size)
     backbone, converter = B.build_backbone(spec.name, (h, w), model_cfg.weights)
+    if getattr(model_cfg, "bn_momentum", None) is not None:
+        set_bn_momentum(backbone, model_cfg.bn_momentum)
 
     inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
     x = B.make_input_adapter(spec, mean=mean, std=std, converter=converter)(inputs)
@@ -81,6 +83,23 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
         outputs = H.apply_head(x, num_classes, model_cfg.head, units=model_cfg.head_units,
                                dropout=model_cfg.dropout)
     return keras.Model(inputs, outputs, name=f"{task}_{spec.name}")
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> int:
+    """Set the moving-average momentum of every BatchNormalization layer; returns how many.
+
+    Keras backbones use 0.99: from scratch on a few hundred steps the moving statistics
+    are still mostly their initial values, so validation (which uses them) sees a
+    different network than training. 0.9 settles within a few dozen steps.
+    """
+    if not 0.0 < momentum < 1.0:
+        raise ConfigError(f"model.bn_momentum must be in (0, 1), got {momentum}")
+    n = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+            n += 1
+    return n
 
 
 # --------------------------------------------------------------------------- melting
