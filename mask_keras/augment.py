@@ -55,19 +55,21 @@ def _generator(seed):
     return tf.random.Generator.from_seed(int(seed))
 
 
-def _batched(fn):
-    """Run ``fn`` on a rank-4 batch; a rank-3 image is treated as a batch of one."""
+class _Stage:
+    """A random stage on float images in [0, 255]: takes one image or a batch, and is the
+    identity when ``training`` is false. Subclasses implement ``_apply(batch)``."""
 
-    def call(images, training=True):
+    def __call__(self, images, training=True):
         images = tf.convert_to_tensor(images, tf.float32)
         if images.shape.rank == 3:
-            return fn(images[None], training)[0]
-        return fn(images, training)
+            return self(images[None], training)[0]
+        return self._apply(images) if training else images
 
-    return call
+    def _apply(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
-class GaussianNoise:
+class GaussianNoise(_Stage):
     """Additive Gaussian noise, sigma ~ U(0, ``max_sigma``) per image, applied with probability ``p``.
 
     ``keras.layers.GaussianNoise`` cannot be used: it is not a tf.data layer (it calls the
@@ -78,19 +80,14 @@ class GaussianNoise:
         self.max_sigma, self.p = float(max_sigma), float(p)
         self.rng = _generator(seed)
 
-    def __call__(self, images, training=True):
-        return _batched(self._call)(images, training)
-
-    def _call(self, x, training):
-        if not training:
-            return x
+    def _apply(self, x):
         b = tf.shape(x)[0]
         sigma = self.rng.uniform((b, 1, 1, 1), 0.0, self.max_sigma)
         apply = tf.cast(self.rng.uniform((b, 1, 1, 1)) < self.p, tf.float32)
         return x + self.rng.normal(tf.shape(x)) * sigma * apply
 
 
-class RandomApply:
+class RandomApply(_Stage):
     """Apply ``stages`` (in order) to each image with probability ``p``, else leave it unchanged."""
 
     def __init__(self, stages, p: float = 0.5, seed=None):
@@ -98,12 +95,7 @@ class RandomApply:
         self.p = float(p)
         self.rng = _generator(seed)
 
-    def __call__(self, images, training=True):
-        return _batched(self._call)(images, training)
-
-    def _call(self, x, training):
-        if not training:
-            return x
+    def _apply(self, x):
         y = x
         for s in self.stages:
             y = s(y, training=True)
@@ -111,7 +103,7 @@ class RandomApply:
         return tf.where(apply, tf.cast(y, tf.float32), x)
 
 
-class ReflectPadded:
+class ReflectPadded(_Stage):
     """Run ``stage`` on the image reflect-padded by ``pad`` pixels, then crop back.
 
     ``keras.layers.RandomGaussianBlur`` convolves with zero padding, which darkens a
@@ -121,17 +113,14 @@ class ReflectPadded:
     def __init__(self, stage, pad: int):
         self.stage, self.pad = stage, int(pad)
 
-    def __call__(self, images, training=True):
-        return _batched(self._call)(images, training)
-
-    def _call(self, x, training):
+    def _apply(self, x):
         p = self.pad
         y = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="REFLECT")
-        y = tf.cast(self.stage(y, training=training), tf.float32)
+        y = tf.cast(self.stage(y, training=True), tf.float32)
         return y[:, p:-p, p:-p, :]
 
 
-class ShiftScaleRotate:
+class ShiftScaleRotate(_Stage):
     """albumentations' ShiftScaleRotate as one affine warp per image (reflect border, bilinear).
 
     shift ~ U(-shift, shift) of the side, scale ~ U(1 - scale, 1 + scale), angle ~
@@ -144,12 +133,7 @@ class ShiftScaleRotate:
         self.shift, self.scale, self.rotate, self.p = float(shift), float(scale), float(rotate), float(p)
         self.rng = _generator(seed)
 
-    def __call__(self, images, training=True):
-        return _batched(self._call)(images, training)
-
-    def _call(self, x, training):
-        if not training:
-            return x
+    def _apply(self, x):
         shape = tf.shape(x)
         n, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
         on = tf.cast(self.rng.uniform((n,)) < self.p, tf.float32)
@@ -170,7 +154,7 @@ class ShiftScaleRotate:
             interpolation="BILINEAR", fill_mode="REFLECT")
 
 
-class CoarseDropout:
+class CoarseDropout(_Stage):
     """albumentations' CoarseDropout: with probability ``p`` an image gets 1..``max_holes``
     rectangles (each side ``size`` = (min, max) fraction of the image side) set to ``fill``."""
 
@@ -178,12 +162,7 @@ class CoarseDropout:
         self.max_holes, self.size, self.fill, self.p = int(max_holes), tuple(map(float, size)), float(fill), float(p)
         self.rng = _generator(seed)
 
-    def __call__(self, images, training=True):
-        return _batched(self._call)(images, training)
-
-    def _call(self, x, training):
-        if not training:
-            return x
+    def _apply(self, x):
         shape = tf.shape(x)
         n, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
         k = self.max_holes
@@ -207,7 +186,7 @@ _GRAY = (0.299, 0.587, 0.114)
 _YIQ = ((0.299, 0.587, 0.114), (0.595716, -0.274453, -0.321263), (0.211456, -0.522591, 0.311135))
 
 
-class ColorJitter:
+class ColorJitter(_Stage):
     """torchvision-style ColorJitter on float images in [0, 255], as one 3x3 colour matrix per image.
 
     brightness, contrast, saturation: factors drawn from ``[1 - f, 1 + f]`` (brightness
@@ -228,15 +207,10 @@ class ColorJitter:
         self.brightness, self.contrast, self.saturation, self.hue = map(float, (brightness, contrast, saturation, hue))
         self.rng = _generator(seed)
 
-    def __call__(self, images, training=True):
-        return _batched(self._call)(images, training)
-
     def _factor(self, n, f):
         return self.rng.uniform((n,), 1.0 - f, 1.0 + f)
 
-    def _call(self, x, training):
-        if not training:
-            return x
+    def _apply(self, x):
         n = tf.shape(x)[0]
         gray_w = tf.constant(_GRAY, tf.float32)
         b = self._factor(n, self.brightness)
