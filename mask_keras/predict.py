@@ -383,7 +383,8 @@ def compare_table(preds, combined: Combined, y_true, name: str = "ensemble") -> 
 
     ``macro_f1``/``accuracy`` over the 18 classes for models that cover all three tasks
     (NaN for a single-task model); ``f1_mask``/``f1_gender``/``f1_age`` the macro F1 of
-    each task a model covers (from its per-task argmax).
+    each task a model covers: for a single-task model from its argmax, otherwise from
+    its 18-class answer decoded (as ``mask-keras evaluate`` scores a submission).
     """
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -402,9 +403,12 @@ def compare_table(preds, combined: Combined, y_true, name: str = "ensemble") -> 
         rows.append(r)
 
     for p in preds:
-        per = {t: a.argmax(axis=1) for t, a in p.tasks().items()}
         p18 = p.p18()
-        row(p.name, p.task, per, None if p18 is None else p18.argmax(axis=1))
+        if p18 is None:  # a single-task model: its own argmax
+            row(p.name, p.task, {t: a.argmax(axis=1) for t, a in p.tasks().items()}, None)
+        else:  # scored like its submission would be: the 18-class answer, decoded per task
+            y18 = p18.argmax(axis=1)
+            row(p.name, p.task, dict(zip(TASK_ORDER, L.decode(y18))), y18)
     row(name, f"{len(preds)} models", dict(zip(TASK_ORDER, L.decode(combined.labels))), combined.labels)
     return pd.DataFrame(rows)
 

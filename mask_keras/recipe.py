@@ -107,14 +107,14 @@ def load_recipe(path):
     spec = importlib.util.spec_from_file_location(f"_recipe_{path.stem}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # recipes run only under `if __name__ == "__main__"`
-    if not isinstance(getattr(mod, "FULL", None), Config):
-        raise ConfigError(f"{path}: defines no FULL config")
     return mod
 
 
 def member_from_recipe(path) -> tuple:
-    """``(FULL, DEMO)`` of a recipe file: a member for :func:`run_ensemble`."""
+    """``(FULL, DEMO)`` of a single-model recipe file: a member for :func:`run_ensemble`."""
     mod = load_recipe(path)
+    if not isinstance(getattr(mod, "FULL", None), Config):
+        raise ConfigError(f"{path}: defines no FULL config")
     return mod.FULL, getattr(mod, "DEMO", None)
 
 

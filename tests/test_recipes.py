@@ -1,0 +1,117 @@
+"""Every team recipe runs end to end at a tiny scale: trains, writes a submission that evaluate scores."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mask_keras import recipe
+from mask_keras.config import Config
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TEAM_RECIPES = ["three_task_ensemble", "resnext50_f1focal", "efficientnet_b2_f1", "swin_efficientnet_ensemble",
+                "resnet34_weighted_ce"]
+#: shrink any recipe: the fast CPU backbone, tiny images, few people, one epoch
+TINY = ["--epochs", "1", "--image-size", "32x24", "--max-people", "20", "--set", "model.backbone=tiny_cnn",
+        "--set", "model.weights=null", "--set", "train.verbose=0"]
+
+
+def _run(name, root, out, *extra):
+    mod = recipe.load_recipe(RECIPES / f"{name}.py")
+    return mod, mod.main(["--data-dir", str(root), "--out-dir", str(out), *TINY, *extra])
+
+
+def _check_submission(res, root):
+    from mask_keras.cli import main
+
+    sub = pd.read_csv(res.out_dir / "submission.csv")
+    info = pd.read_csv(root / "eval" / "info.csv")
+    assert sub["ImageID"].tolist() == info["ImageID"].tolist() and sub["ans"].between(0, 17).all()
+    assert main(["evaluate", "--gt", str(root / "eval" / "gt.csv"), "--pred", str(res.out_dir / "submission.csv"),
+                 "--json"]) == 0
+    summary = json.loads((res.out_dir / "ensemble.json").read_text())
+    assert summary["score"]["macro_f1"] == pytest.approx(res.metrics["macro_f1"])
+    assert (res.out_dir / "eval" / "report.txt").is_file() and (res.out_dir / "comparison.csv").is_file()
+    return summary
+
+
+@pytest.mark.parametrize("name", TEAM_RECIPES)
+def test_demo_configs_validate(name):
+    """The demo and full configs of every member are valid (without training or data)."""
+    mod = recipe.load_recipe(RECIPES / f"{name}.py")
+    members = getattr(mod, "MEMBERS", None) or {"model": (mod.FULL, getattr(mod, "DEMO", None))}
+    for full, demo in members.values():
+        full.validate()
+        full.override(**{**recipe.DEMO, **(demo or {})}).validate()
+    assert mod.__doc__ and "demo" in mod.__doc__.lower()
+
+
+@pytest.mark.slow
+def test_three_task_ensemble_end_to_end_then_loads(synth_root, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "t000"
+    _, res = _run("three_task_ensemble", synth_root, out)
+    summary = _check_submission(res, synth_root)
+    assert {n: m["task"] for n, m in summary["members"].items()} == {"mask": "mask", "gender": "gender", "age": "age"}
+    assert summary["tta"] and summary["level"] == "task"
+    text = capsys.readouterr().out
+    for line in ("macro F1:", "F1 mask:", "F1 gender:", "F1 age:", "ensemble against each model"):
+        assert line in text
+    table = pd.read_csv(out / "comparison.csv")
+    assert table["model"].tolist() == ["mask", "gender", "age", "ensemble"]
+    m = res.metrics
+    ens = table.set_index("model").loc["ensemble"]
+    assert [ens[k] for k in ("macro_f1", "f1_mask", "f1_gender", "f1_age")] == pytest.approx(
+        [m[k] for k in ("macro_f1", "f1_mask", "f1_gender", "f1_age")])
+    # the members keep their own recipe's settings (age: threshold 59, 60+ oversampling, MixUp)
+    age = Config.load(out / "age")
+    assert (age.data.age_upper, age.sampling.old_factor, age.augment.mixup) == (59, 3.0, 0.5)
+
+    # loading the three artifacts instead of training them gives the same submission
+    import mask_keras.train
+
+    monkeypatch.setattr(mask_keras.train, "train", lambda *a, **k: pytest.fail("trained instead of loading"))
+    _, again = _run("three_task_ensemble", synth_root, tmp_path / "loaded",
+                    *[f"--load={t}={out / t}" for t in ("mask", "gender", "age")])
+    assert again.prediction.submission.equals(res.prediction.submission)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,extra,check", [
+    ("resnext50_f1focal", [], {"loss.terms": (("f1", 0.4), ("focal", 0.6)), "sampling.balance": "class",
+                               "sampling.class_weights": True, "data.age_upper": 58,
+                               "preprocess.crop_size": (400, 200), "augment.preset": "team001",
+                               "train.mixed_precision": True, "model.head": "shallow"}),
+    ("efficientnet_b2_f1", ["--folds", "2"], {"loss.name": "f1", "data.relabel": "all",
+                                              "augment.preset": "team002", "data.folds": 2}),
+    ("swin_efficientnet_ensemble", [], {"model.head": "shallow", "model.freeze_epochs": 2}),
+    ("resnet34_weighted_ce", ["--folds", "2"], {"sampling.class_weights": True, "augment.mix_old_only": True,
+                                                "train.early_stopping": 3, "data.folds": 2}),
+])
+def test_team_recipe_end_to_end(name, extra, check, synth_root, tmp_path):
+    _, res = _run(name, synth_root, tmp_path / name, *extra)
+    summary = _check_submission(res, synth_root)
+    for cfg in res.configs.values():
+        d = cfg.to_dict()
+        for key, want in check.items():
+            section, opt = key.split(".")
+            got = d[section][opt]
+            assert (tuple(map(tuple, got)) if key == "loss.terms" else tuple(got) if isinstance(got, list)
+                    else got) == want, key
+    if name == "efficientnet_b2_f1":
+        assert summary["vote"] == "hard" and len(summary["models"]) == 2  # the two folds vote
+        assert json.loads((res.out_dir / "kfold_summary.json").read_text())["k"] == 2
+    if name == "swin_efficientnet_ensemble":
+        assert list(summary["members"]) == ["swin", "efficientnet"] and summary["level"] == "class"
+        assert pd.read_csv(res.out_dir / "comparison.csv")["model"].tolist() == ["swin", "efficientnet", "ensemble"]
+    if name == "resnet34_weighted_ce":
+        assert summary["vote"] == "soft" and len(summary["models"]) == 2
+
+
+def test_load_of_an_unknown_member_is_a_clear_error(tmp_path):
+    from mask_keras.config import ConfigError
+
+    mod = recipe.load_recipe(RECIPES / "three_task_ensemble.py")
+    with pytest.raises(ConfigError, match=r"--load: unknown member\(s\) \['colour'\]; members: mask, gender, age"):
+        mod.main(["--data-dir", str(tmp_path), "--load", f"colour={tmp_path}"])
