@@ -247,9 +247,15 @@ def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
     pred = predict_submission(data_dir=data_dir, out_csv=out / "submission.csv", roles=roles, tta=tta, crops=crops,
                               vote=vote, level=level, probs_csv=out / "probs.csv", gt=gt,
                               batch_size=max(c.train.batch_size for c in res.configs.values()))
-    summary = {"members": {n: {"task": c.train.task, "backbone": c.model.backbone, "folds": c.data.folds,
-                               "dir": str(res.runs[n] if isinstance(res.runs[n], Path) else res.runs[n].out_dir)}
-                           for n, c in res.configs.items()},
+    members = {}
+    for n, c in res.configs.items():
+        loaded = isinstance(res.runs[n], Path)
+        d = res.runs[n] if loaded else res.runs[n].out_dir
+        if loaded:  # describe what was loaded, not what the recipe would have trained
+            c = Config.load(d)
+        members[n] = {"task": c.train.task, "backbone": c.model.backbone, "folds": c.data.folds, "dir": str(d),
+                      "loaded": loaded}
+    summary = {"members": members,
                "models": [str(p.artifact.path) for p in pred.predictions], "vote": vote,
                "level": pred.combined.level, "tta": bool(tta), "crops": list(crops),
                "submission": str(pred.out_csv), "data_dir": str(data_dir)}

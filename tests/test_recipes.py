@@ -75,6 +75,8 @@ def test_three_task_ensemble_end_to_end_then_loads(synth_root, tmp_path, capsys,
     _, again = _run("three_task_ensemble", synth_root, tmp_path / "loaded",
                     *[f"--load={t}={out / t}" for t in ("mask", "gender", "age")])
     assert again.prediction.submission.equals(res.prediction.submission)
+    loaded = json.loads((tmp_path / "loaded" / "ensemble.json").read_text())["members"]
+    assert all(m["loaded"] for m in loaded.values()) and loaded["age"]["dir"] == str(out / "age")
 
 
 @pytest.mark.slow
