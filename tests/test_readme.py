@@ -7,8 +7,10 @@ import pytest
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _python_blocks():
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def _api_example() -> str:
+    """The first python block of the "Python API" section."""
+    section = README.read_text().split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
 
 
 def test_readme_opens_with_the_two_commands():
@@ -20,7 +22,7 @@ def test_readme_opens_with_the_two_commands():
 
 @pytest.mark.slow
 def test_python_api_example_runs(synth_root, tmp_path, monkeypatch):
-    (code,) = _python_blocks()
+    code = _api_example()
     # the same code on the session's tiny set, with the fast CPU backbone and small images
     code = (code.replace('"data/default"', repr(str(synth_root)))
                 .replace('"efficientnet_b0"', '"tiny_cnn"')
