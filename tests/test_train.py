@@ -115,3 +115,27 @@ def test_batch_larger_than_the_data_is_a_clear_error(synth_root, tmp_path):
     with pytest.raises(ConfigError, match="batch_size"):
         train(_cfg(synth_root, tmp_path / "run", **{"train.task": "mask", "train.batch_size": 4096,
                                                     "train.epochs": 1}))
+
+
+@pytest.mark.slow
+def test_training_options_together(synth_root, tmp_path, monkeypatch):
+    """mixed_bfloat16, gradient accumulation, step LR with warm-up, AdamW, early stopping,
+    melting (freeze then unfreeze) and the offline wandb logger in one short run."""
+    import keras
+
+    from mask_keras.train import train
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = _cfg(synth_root, tmp_path / "run", **{
+        "train.task": "gender", "train.epochs": 2, "train.mixed_precision": True, "train.grad_accum": 2,
+        "train.optimizer": "adamw", "train.schedule": "step", "train.step_epochs": 1, "train.warmup_epochs": 0.5,
+        "train.early_stopping": 1, "train.wandb": True, "model.freeze_epochs": 1,
+        "model.weights": None})
+    res = train(cfg)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert 1 <= len(hist) <= 3 and list(hist["epoch"]) == list(range(len(hist)))
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "wandb offline run missing"
+    m = keras.saving.load_model(res.model_path)
+    assert m.get_layer("probs").dtype_policy.name in ("float32", "mixed_bfloat16")
