@@ -21,10 +21,12 @@ demo: $(STAMP)
 	$(BIN)/python recipes/efficientnet_gender.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
+# every benchmark, ratios against references measured in the same run (bench/README.md);
+# BENCH_ARGS=--quick for a short run, --mixed-precision for bf16 training (GPU)
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
