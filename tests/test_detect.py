@@ -419,3 +419,28 @@ def test_box_iou():
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1
     assert np.isclose(box_iou((0, 0, 10, 10), (5, 0, 15, 10)), 50 / 150)
     assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0
+
+
+@pytest.mark.slow
+def test_synthetic_set_detects_and_the_face_crop_pipeline_falls_back(detector, tmp_path):
+    """`detect` finishes on a synthetic set and reports its counts; crop="face" then feeds the
+    pipeline, with every image either cropped to its face or counted as a fallback."""
+    from mask_keras import pipeline
+    from mask_keras.data.synth import generate
+    from mask_keras.detect import detect_dir, face_crop_boxes
+
+    root = tmp_path / "synth"
+    generate(root, people=3, eval_people=1, seed=5, image_size=(512, 384), workers=1, progress=False)
+    s = detect_dir(root, detector=detector, progress=False)
+    assert s["images"] == 28 and s["processed"] == 28
+    assert s["found"] + s["not_found"] + s["errors"] == 28 and s["errors"] == 0
+    cfg = Config().override(**{"preprocess.crop": "face", "preprocess.image_size": (64, 48),
+                               "train.task": "mask", "train.batch_size": 8})
+    table = face_crop_boxes(read_train(root), cfg.preprocess)
+    counts = table.attrs["face_fallbacks"]
+    assert counts["of"] == 21 and counts["total"] == int(table["crop_fallback"].sum())
+    # every image has a box: its face, or the centre fallback
+    assert (table["crop_y1"] > table["crop_y0"]).all() and (table["crop_x1"] > table["crop_x0"]).all()
+    ds = pipeline.make_dataset(table, cfg, training=False)
+    n = sum(int(w.sum()) for _, _, w in ds.as_numpy_iterator())
+    assert n == 21
