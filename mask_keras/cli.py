@@ -173,6 +173,13 @@ def _cmd_detect(a):
     print(json.dumps(s, indent=2, default=str) if a.json else format_summary(s))
 
 
+def _cmd_export(a):
+    from .export import export_artifact
+
+    out = export_artifact(a.run_dir, a.out_dir, format=a.format, verify=a.verify)
+    print(f"exported {a.run_dir} -> {out} ({a.format})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mask-keras", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -210,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_predict_parser(sub)
 
+    s = sub.add_parser("export", help="export a run directory for fast CPU inference (TF SavedModel)")
+    s.add_argument("run_dir", help="a run directory written by `mask-keras train`")
+    s.add_argument("out_dir", help="where the export goes (replaced only once complete)")
+    s.add_argument("--format", choices=["tf_saved_model", "jax2tf"], default="tf_saved_model",
+                   help="tf_saved_model: native TF ops, fast on CPU (default); jax2tf: the XLA program")
+    s.add_argument("--verify", action="store_true", help="check the export against the Keras model (1e-4)")
+    s.set_defaults(func=_cmd_export)
+
     s = sub.add_parser("detect", help="detect faces in train/ and eval/ and cache the boxes")
     s.add_argument("data_dir")
     s.add_argument("--batch-size", type=int, default=32)
@@ -227,10 +242,11 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from .config import ConfigError
     from .data.layout import LayoutError
+    from .export import ExportError
 
     try:
         args.func(args)
-    except (ConfigError, LayoutError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (ConfigError, LayoutError, FileNotFoundError, FileExistsError, ValueError, ExportError) as e:
         if args.verbose:
             raise
         print(f"mask-keras {args.cmd}: error: {e}", file=sys.stderr)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-SUBCOMMANDS = ["synth", "inspect", "train", "evaluate", "detect", "tune"]
+SUBCOMMANDS = ["synth", "inspect", "train", "evaluate", "detect", "tune", "predict", "export"]
 
 
 def run(*args, check=True):

@@ -78,3 +78,20 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     with pytest.raises(ExportError, match="saved_model.pb"):
         load_exported(tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_export_command_line(synth_root, tmp_path):
+    import subprocess
+    import sys
+
+    from mask_keras.export import load_exported
+
+    run, model, _ = _run_dir(tmp_path / "run", "gender", synth_root)
+    p = subprocess.run([sys.executable, "-m", "mask_keras", "export", str(run), str(tmp_path / "exp"),
+                        "--format", "jax2tf", "--verify"], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    x = np.random.default_rng(3).normal(size=(4, 32, 24, 3)).astype("float32")
+    np.testing.assert_allclose(load_exported(tmp_path / "exp").predict(x), model.predict(x, verbose=0), atol=1e-4)
+    p = subprocess.run([sys.executable, "-m", "mask_keras", "export", str(tmp_path / "nothing"), str(tmp_path / "x")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "no model.keras" in p.stderr
