@@ -15,11 +15,8 @@ F1 is the one the leaderboard would compute.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
