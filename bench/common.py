@@ -132,6 +132,10 @@ class Timer:
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
 
+    def elapsed(self) -> float:
+        """Seconds since entering (inside the block)."""
+        return time.perf_counter() - self.t0
+
 
 def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table."""

@@ -3,8 +3,8 @@
     python bench/inference.py                         # demo model + EfficientNet-B0 224x224
     python bench/inference.py --models demo --images 700 --jax2tf
 
-End to end from the eval folder of the synthetic 512x384 set: read, decode, crop, resize,
-normalise, run the model, probabilities in memory. Rows (one process, interleaved rounds,
+End to end from the eval folder of the synthetic 512x384 set: read, decode, crop, resize
+(uint8 pixels), run the model, probabilities in memory. Rows (one process, interleaved rounds,
 best of each):
 
 * ``JAX (keras .keras)``: ``predict.predict_probs(load_artifact(run), paths)`` - the
@@ -55,7 +55,7 @@ def worker(a) -> dict:
         import keras
 
         keras.utils.set_random_seed(0)
-        model = build_model(cfg.model, cfg.train.task, (h, w), mean=cfg.preprocess.mean, std=cfg.preprocess.std)
+        model = build_model(cfg.model, cfg.train.task, (h, w))
         model.save(run / "model.keras")
         cfg.save(run / "config.json")
         del model

@@ -87,13 +87,13 @@ def worker(a) -> dict:
     val_t = val_all.iloc[:n_val].reset_index(drop=True)
 
     def fresh_model():
-        m = build_model(cfg.model, cfg.train.task, (h, w), mean=cfg.preprocess.mean, std=cfg.preprocess.std)
+        m = build_model(cfg.model, cfg.train.task, (h, w), augment=cfg.augment.preset, seed=0)
         return T._compile(m, cfg, train_t, a.fit_steps)
 
     model = fresh_model()
     k = T.num_classes(cfg.train.task)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(b, h, w, 3)).astype("float32")
+    x = rng.integers(0, 256, size=(b, h, w, 3), dtype="uint8")  # what the pipeline ships: uint8 pixels
     y = np.eye(k, dtype="float32")[rng.integers(0, k, b)]
     res = {"model": a.model, "phase": a.phase, "backbone": cfg.model.backbone, "image_size": [h, w],
            "task": cfg.train.task, "batch_size": b, "params": int(model.count_params()),

@@ -10,13 +10,13 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from . import labels  # noqa: E402  (light: numpy only)
 from .data.layout import LayoutError, read_eval, read_train  # noqa: E402
 
 # register every custom Keras object, so `import mask_keras` is all a fresh process
 # needs before keras.saving.load_model("model.keras")
-from . import losses, metrics, models  # noqa: E402,F401
+from . import augment, losses, metrics, models  # noqa: E402,F401
 
 __all__ = ["labels", "read_train", "read_eval", "LayoutError", "__version__"]

@@ -20,9 +20,6 @@ from typing import Any
 
 from . import labels as L
 
-#: the baseline's normalisation (dataset statistics of the real train set)
-DATASET_MEAN = (0.548, 0.504, 0.479)
-DATASET_STD = (0.237, 0.247, 0.246)
 CROPS = ("none", "center", "face")
 
 
@@ -59,8 +56,9 @@ class PreprocessConfig:
     face_margins: tuple = (30, 60, 30, 30)  # (left, top, right, bottom) px around the detected box
     face_fallback: tuple = (340, 256)  # centre crop (h, w) when no face / low confidence
     face_min_confidence: float = 0.9
-    mean: tuple = DATASET_MEAN
-    std: tuple = DATASET_STD
+    # JPEGs: decode only the crop window, downscaled in the DCT (1/2, 1/4, 1/8) while it stays
+    # >= image_size; False decodes the whole image at full size (like PIL). See mask_keras.pipeline.
+    jpeg_scaled_decode: bool = True
 
 
 @dataclass
@@ -123,7 +121,7 @@ class TrainConfig:
     wandb_project: str = "mask_keras"
     wandb_mode: str = "offline"  # offline | online
     devices: str = "auto"  # auto (one device) | all (DataParallel over local devices)
-    cache: str = "memory"  # memory | none | <path> for tf.data cache
+    cache: str = "memory"  # memory | none | <path prefix>: decoded uint8 images saved as <prefix>_<key>.npy
     verbose: int = 1
 
 
@@ -159,6 +157,10 @@ class Config:
             raise ConfigError(f"{path}: config not found") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        if {"mean", "std"} & set((d.get("preprocess") or {})):
+            raise ConfigError(f"{path}: written by mask_keras 0.1, whose models take images normalised with "
+                              f"preprocess.mean/std; models now take 0..255 pixels. Retrain with this version "
+                              f"(or use mask_keras 0.1 for that artifact).")
         return cls.from_dict(d)
 
     def override(self, **dotted) -> "Config":
@@ -210,8 +212,6 @@ class Config:
             raise ConfigError(f"preprocess.image_size {tuple(p.image_size)} does not fit the centre crop "
                               f"{tuple(p.crop_size)}: the model would see upsampled pixels; "
                               f"use an image size no larger than the crop, or a larger crop_size")
-        if len(p.mean) != 3 or len(p.std) != 3 or min(p.std) <= 0:
-            raise ConfigError("preprocess.mean/std need 3 values each, std > 0")
         if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
         if not 0 < t.lr < 1:

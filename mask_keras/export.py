@@ -19,7 +19,7 @@ Formats (``export_artifact(..., format=...)``):
 An exported directory (``out_dir``)::
 
     saved_model/     the SavedModel; signature ``serve(images)``: float32 (N, H, W, 3)
-                     normalised like the pipeline -> probabilities (N, C), or a dict
+                     RGB pixels in 0..255 -> probabilities (N, C), or a dict
                      {"mask", "gender", "age"} for a multihead model
     config.json      the run's config (preprocessing is re-applied from it)
     export.json      format, task, image size, outputs, source, versions
@@ -30,7 +30,7 @@ Use it::
     export_artifact("runs/mask", "exports/mask")             # once
     m = load_exported("exports/mask")
     probs = m.predict_files(paths)                           # files -> probabilities
-    probs = m.predict(x)                                     # normalised batch -> probabilities
+    probs = m.predict(x)                                     # 0..255 RGB batch -> probabilities
 
 The loader needs TensorFlow only (no JAX, no Keras model code): a serving host can run it.
 """
@@ -190,7 +190,9 @@ class ExportedModel:
         return self.meta["format"]
 
     def _run(self, x):
-        out = self._fn(x)
+        from ._tf import tf
+
+        out = self._fn(tf.cast(x, tf.float32))
         if isinstance(out, dict):
             return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
         if isinstance(out, (list, tuple)):
@@ -198,7 +200,7 @@ class ExportedModel:
         return np.asarray(out, dtype=np.float32)
 
     def predict(self, x, batch_size: int = 64):
-        """Normalised images (N, H, W, 3) -> probabilities (N, C), or a dict of heads."""
+        """RGB pixels in 0..255 (N, H, W, 3), uint8 or float -> probabilities (N, C), or a dict of heads."""
         x = np.asarray(x, dtype=np.float32)
         parts = [self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return _concat(parts)
@@ -241,10 +243,10 @@ def load_exported(path) -> ExportedModel:
 
 def max_abs_difference(run_dir, export_dir, n: int = 4, seed: int = 0) -> float:
     """Largest absolute difference between the Keras model of ``run_dir`` (this process'
-    backend) and the export in ``export_dir`` on ``n`` random normalised images."""
+    backend) and the export in ``export_dir`` on ``n`` random images (0..255 pixels)."""
     run, cfg = _check_run_dir(run_dir)
     h, w = (int(v) for v in cfg.preprocess.image_size)
-    x = np.random.default_rng(seed).normal(size=(n, h, w, 3)).astype(np.float32)
+    x = np.random.default_rng(seed).uniform(0, 255, size=(n, h, w, 3)).astype(np.float32)
     ref = _load_keras(run).predict(x, verbose=0)
     got = ExportedModel(export_dir).predict(x)
     if isinstance(ref, (list, tuple)):

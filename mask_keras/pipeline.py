@@ -1,16 +1,29 @@
 """From the image table to ``tf.data`` batches for ``model.fit`` / ``predict``.
 
 One deterministic preprocessing, shared by training, evaluation and inference
-(:func:`load_and_preprocess`: read, decode jpg/png, crop, resize, uint8), so a model
-always sees at test time exactly what it saw in validation::
+(:func:`load_and_preprocess`: read, decode, crop, resize, uint8), so a model always sees
+at test time exactly what it saw in validation. The host does only that work; everything
+per-pixel and random runs on the accelerator, inside the model's jitted step::
 
-    rows --decode+crop+resize (uint8)--> [cache] --+-- training:   [oversample >=60] shuffle
-                                                   |                (or class-balanced draw)
-                                                   |                batch (drop remainder)
-                                                   |                augment, MixUp/CutMix
-                                                   +-- evaluation: pad to full batches,
-                                                                    weight 0 for the pads
-                                       --> normalise (float32, mean/std) --> prefetch
+    rows --decode+crop+resize (uint8)--> image store  (cache: every image decoded once,
+                                                        held in memory / a .npy file)
+    row indices --training: [oversample >=60] shuffle (or class-balanced draw),
+                            batch (drop remainder), gather the uint8 images,
+                            [MixUp / CutMix on the host, float32]
+                --evaluation: in order, pad to full batches (weight 0 for the pads)
+    --> prefetch --> model: Augmentation (training only) -> InputAdapter (pixels -> the
+                            backbone's convention) -> backbone
+
+What moves through ``tf.data`` are integer row indices; images are gathered a whole
+batch at a time from the store, so a cached epoch costs one gather per batch and the
+shuffle never holds images (it shuffles indices, so the first epoch streams too).
+Without a cache (``train.cache="none"``) the shuffled indices are decoded on the fly by
+parallel map calls.
+
+Batches carry **pixels**: uint8 ``(B, H, W, 3)`` RGB in 0..255 (float32 0..255 when
+MixUp/CutMix mixes images on the host). Models from :func:`mask_keras.models.build_model`
+take pixels, so the host never normalises and a batch is 4x smaller on the way to the
+device than a float32 one.
 
 Shapes are static (JAX compiles once): every batch has ``batch_size`` rows. Training drops
 the last partial batch (the data is reshuffled every epoch, so every image is used);
@@ -20,7 +33,14 @@ the pads, so no sample is dropped and none is counted twice.
 Targets are one-hot float32: ``(B, C)`` for ``mask``/``gender``/``age``/``multi``, and a dict
 ``{"mask": (B, 3), "gender": (B, 2), "age": (B, 3)}`` for ``multihead``.
 
-Images are cached after resizing as uint8 (the 18,900-image set at 128x96 is ~0.7 GB).
+JPEG decoding (``preprocess.jpeg_scaled_decode``, on by default) decodes only the crop
+window and lets libjpeg downscale it in the DCT by the largest factor 1/2, 1/4 or 1/8 that
+keeps it at least ``image_size`` (a 400x200 crop for 128x96 decodes at 200x100): less
+work for the decoder, and what is left to resize is then usually less than 2x, which plain
+bilinear interpolation does without aliasing (antialiased only when 2x or more is left).
+Pixels differ slightly (a few levels) from decoding at full size and resizing with
+antialiasing, which ``False`` does (like PIL; PNGs always take that path).
+
 Undecodable files are found before any work starts (:func:`check_images`, a cheap header
 and trailer check of every file) and reported by path; anything that still fails to
 decode later stops the pipeline with an error naming the file, never a silent drop.
@@ -86,33 +106,40 @@ def decode_image(data):
     return img
 
 
-def crop_image(img, box, preprocess_cfg):
-    """Crop a decoded image: ``none``; ``center`` (``crop_size``, clipped to the image when it is
-    smaller); ``face`` (``box`` = (y0, x0, y1, x1) in pixels, clipped to the image)."""
+def crop_window(h, w, box, preprocess_cfg):
+    """``(y0, x0, y1, x1)`` int32 of the crop in an ``h`` x ``w`` image: ``none`` (the whole
+    image); ``center`` (``crop_size``, clipped to the image when it is smaller); ``face``
+    (``box`` = (y0, x0, y1, x1) in pixels, clipped to the image, at least 1 pixel)."""
     mode = preprocess_cfg.crop
+    h, w = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
     if mode == "none":
-        return img
-    shape = tf.shape(img)
-    h, w = shape[0], shape[1]
+        return tf.constant(0), tf.constant(0), h, w
     if mode == "center":
         ch = tf.minimum(h, int(preprocess_cfg.crop_size[0]))
         cw = tf.minimum(w, int(preprocess_cfg.crop_size[1]))
         y0, x0 = (h - ch) // 2, (w - cw) // 2
-        return img[y0:y0 + ch, x0:x0 + cw]
+        return y0, x0, y0 + ch, x0 + cw
     if mode == "face":
         box = tf.cast(box, tf.int32)
         y0 = tf.clip_by_value(box[0], 0, h - 1)
         x0 = tf.clip_by_value(box[1], 0, w - 1)
         y1 = tf.clip_by_value(box[2], y0 + 1, h)
         x1 = tf.clip_by_value(box[3], x0 + 1, w)
-        return img[y0:y1, x0:x1]
+        return y0, x0, y1, x1
     raise ValueError(f"unknown crop {mode!r}; choose one of none, center, face")
 
 
-def resize_image(img, image_size):
-    """Bilinear resize with antialiasing (like PIL's), rounded back to uint8 (h, w, 3)."""
+def crop_image(img, box, preprocess_cfg):
+    """Crop a decoded image (see :func:`crop_window`)."""
+    shape = tf.shape(img)
+    y0, x0, y1, x1 = crop_window(shape[0], shape[1], box, preprocess_cfg)
+    return img[y0:y1, x0:x1]
+
+
+def resize_image(img, image_size, antialias: bool = True):
+    """Bilinear resize, with antialiasing by default (like PIL's), rounded back to uint8 (h, w, 3)."""
     h, w = int(image_size[0]), int(image_size[1])
-    out = tf.image.resize(img, (h, w), method="bilinear", antialias=True)
+    out = tf.image.resize(img, (h, w), method="bilinear", antialias=antialias)
     out = tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
     out.set_shape([h, w, 3])
     return out
@@ -123,23 +150,60 @@ def preprocess_image(img, box, preprocess_cfg):
     return resize_image(crop_image(img, box, preprocess_cfg), preprocess_cfg.image_size)
 
 
+#: libjpeg's DCT scaling factors (``ratio`` of ``tf.io.decode_and_crop_jpeg``)
+JPEG_RATIOS = (1, 2, 4, 8)
+
+
+def _resize_after_dct_scaling(img, image_size):
+    """The resize that follows a DCT-scaled decode: the scaling already low-passed the image,
+    and what is left is usually a factor below 2 on both sides, where plain bilinear
+    interpolation samples every input pixel and antialiasing (which costs as much as the
+    decode itself in TF) changes nothing visible; a factor of 2 or more still gets it."""
+    shape = tf.shape(img)
+    h, w = int(image_size[0]), int(image_size[1])
+    far = tf.logical_or(shape[0] >= 2 * h, shape[1] >= 2 * w)
+    return tf.cond(far, lambda: resize_image(img, image_size),
+                   lambda: resize_image(img, image_size, antialias=False))
+
+
+def _decode_jpeg_window(data, box, preprocess_cfg):
+    """A JPEG -> its crop window only, decoded at the largest DCT downscale 1/r that keeps
+    the window at least ``image_size`` (uint8, (~h/r, ~w/r, 3))."""
+    shape = tf.io.extract_jpeg_shape(data)
+    y0, x0, y1, x1 = crop_window(shape[0], shape[1], box, preprocess_cfg)
+    ch, cw = y1 - y0, x1 - x0
+    oh, ow = (int(v) for v in preprocess_cfg.image_size)
+    fits = [tf.logical_and(ch // r >= oh, cw // r >= ow) for r in JPEG_RATIOS]
+    k = tf.reduce_sum(tf.cast(tf.stack(fits[1:]), tf.int32))  # ratios are nested: count those that fit
+
+    def branch(r):
+        def fn():
+            window = tf.stack([y0 // r, x0 // r, tf.maximum(ch // r, 1), tf.maximum(cw // r, 1)])
+            img = tf.io.decode_and_crop_jpeg(data, window, channels=3, ratio=r, dct_method="INTEGER_ACCURATE")
+            img.set_shape([None, None, 3])
+            return img
+        return fn
+
+    return tf.switch_case(k, [branch(r) for r in JPEG_RATIOS])
+
+
+def decode_and_preprocess(data, box, preprocess_cfg):
+    """Encoded bytes -> uint8 (h, w, 3): decode, crop, resize (see the module docstring)."""
+    if not getattr(preprocess_cfg, "jpeg_scaled_decode", False):
+        return preprocess_image(decode_image(data), box, preprocess_cfg)
+
+    def jpeg():
+        return _resize_after_dct_scaling(_decode_jpeg_window(data, box, preprocess_cfg), preprocess_cfg.image_size)
+
+    def other():
+        return preprocess_image(decode_image(data), box, preprocess_cfg)
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
 def load_and_preprocess(path, box, preprocess_cfg):
     """File path -> uint8 (h, w, 3): read, decode, crop, resize. Used by every dataset."""
-    return preprocess_image(decode_image(tf.io.read_file(path)), box, preprocess_cfg)
-
-
-def normalize(images, preprocess_cfg):
-    """uint8 or float images in [0, 255] -> float32 ``(x / 255 - mean) / std``."""
-    mean = tf.constant(preprocess_cfg.mean, tf.float32)
-    std = tf.constant(preprocess_cfg.std, tf.float32)
-    return (tf.cast(images, tf.float32) / 255.0 - mean) / std
-
-
-def denormalize(x, preprocess_cfg) -> np.ndarray:
-    """Inverse of :func:`normalize`, back to uint8 (for plots)."""
-    x = np.asarray(x, np.float32) * np.asarray(preprocess_cfg.std, np.float32) + np.asarray(preprocess_cfg.mean,
-                                                                                           np.float32)
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+    return decode_and_preprocess(tf.io.read_file(path), box, preprocess_cfg)
 
 
 # ---------------------------------------------------------------------------
@@ -282,17 +346,18 @@ def _targets(table: pd.DataFrame, task: str | None) -> np.ndarray:
     return np.asarray(L.task_target(task, m, g, a), dtype=np.int32).reshape(-1)
 
 
-def _rows(table: pd.DataFrame, preprocess_cfg, task: str | None, counts=None) -> dict:
-    n = len(table)
-    age = table["age_group"].to_numpy().astype(np.int32) if "age_group" in table.columns else np.full(n, -1, np.int32)
-    return {
-        "index": np.arange(n, dtype=np.int64),
-        "path": table["path"].astype(str).to_numpy(),
-        "box": _boxes(table, preprocess_cfg),
-        "target": _targets(table, task),
-        "age": age,
-        "repeat": np.ones(n, np.int64) if counts is None else np.asarray(counts, np.int64),
-    }
+class Rows:
+    """The per-row arrays of a table: file ``path``, crop ``box``, integer ``target`` (-1:
+    none), ``age`` group (for MixUp's old-only pairs, -1 when unknown)."""
+
+    def __init__(self, table: pd.DataFrame, preprocess_cfg, task: str | None):
+        n = len(table)
+        self.n = n
+        self.path = table["path"].astype(str).to_numpy()
+        self.box = _boxes(table, preprocess_cfg)
+        self.target = _targets(table, task)
+        self.age = (table["age_group"].to_numpy().astype(np.int32) if "age_group" in table.columns
+                    else np.full(n, -1, np.int32))
 
 
 def one_hot_targets(target, task: str):
@@ -302,77 +367,137 @@ def one_hot_targets(target, task: str):
     return tf.one_hot(target, L.TASK_CLASSES[task], dtype=tf.float32)
 
 
-def _cache_key(rows: dict, preprocess_cfg, tag: str) -> str:
+def _cache_key(rows: Rows, preprocess_cfg) -> str:
+    """Names a cache after everything that determines its pixels (files, boxes, preprocessing)."""
     h = hashlib.sha1()
-    h.update(json.dumps([tag, list(preprocess_cfg.image_size), preprocess_cfg.crop,
-                         list(preprocess_cfg.crop_size)]).encode())
-    h.update("\0".join(rows["path"].tolist()).encode())
-    h.update(np.ascontiguousarray(rows["box"]).tobytes())
+    h.update(json.dumps([list(preprocess_cfg.image_size), preprocess_cfg.crop, list(preprocess_cfg.crop_size),
+                         bool(getattr(preprocess_cfg, "jpeg_scaled_decode", False))]).encode())
+    h.update("\0".join(rows.path.tolist()).encode())
+    h.update(np.ascontiguousarray(rows.box).tobytes())
     return h.hexdigest()[:16]
 
 
-def _cache(ds, cache: str, key: str):
-    """``memory`` | ``none`` | a file prefix (the cache file is named after the content, so a
-    changed table or preprocessing never reads a stale cache)."""
-    if cache in (None, "none"):
-        return ds
-    if cache == "memory":
-        return ds.cache()
-    prefix = Path(f"{cache}_{key}")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    return ds.cache(str(prefix))
+def decode_stream(indices, rows: Rows, preprocess_cfg, deterministic: bool = True):
+    """A dataset of row indices -> ``(index, image)`` with the decoded uint8 image of each row.
 
-
-def decoded_dataset(rows: dict, preprocess_cfg, cache: str = "none", tag: str = "data"):
-    """Rows (see :func:`_rows`) -> elements with the preprocessed uint8 ``image``, in row order.
-
-    A file that fails to decode stops iteration with an error naming it: decoding errors are
-    caught (``ignore_errors``) and the resulting gap in the row sequence is detected at once
-    (a sentinel row closes the sequence), raising an ``InvalidArgumentError`` whose message
-    carries the path. Nothing is dropped silently.
+    Decoding runs in parallel map calls, in stream order. A file that fails to decode stops
+    iteration with an error naming it, never a silent drop: decode errors are caught
+    (``ignore_errors``) and every element carries the index that preceded it in the stream,
+    so the gap a dropped element leaves is detected at the next element (a sentinel closes
+    the stream) and raised as an ``InvalidArgumentError`` whose message names the file.
+    Index ``n`` (one past the last row) is a pad: a zero image, never read from disk.
     """
-    n = len(rows["path"])
+    n = rows.n
     h, w = (int(v) for v in preprocess_cfg.image_size)
-    paths = tf.constant(rows["path"].tolist() if n else [""], tf.string)
-    src = tf.data.Dataset.from_tensor_slices(rows)
-    sentinel = {k: np.zeros_like(v[:1]) if len(v) else np.zeros((1,) + v.shape[1:], v.dtype) for k, v in rows.items()}
-    sentinel["index"] = np.array([n], np.int64)
-    sentinel["path"] = np.array([""])
-    src = src.concatenate(tf.data.Dataset.from_tensor_slices(sentinel))
+    paths = tf.constant(rows.path.tolist() if n else [""], tf.string)
+    boxes = tf.constant(rows.box if n else np.zeros((1, 4), np.int32), tf.int32)
+    ds = indices.map(lambda i: tf.cast(i, tf.int64)).concatenate(
+        tf.data.Dataset.from_tensors(tf.constant(-1, tf.int64)))
+    ds = ds.scan(tf.constant(-2, tf.int64), lambda prev, i: (i, (i, prev)))
 
-    def load(r):
-        out = {k: v for k, v in r.items() if k != "path"}
-        out["image"] = tf.cond(r["index"] < n, lambda: load_and_preprocess(r["path"], r["box"], preprocess_cfg),
-                               lambda: tf.zeros((h, w, 3), tf.uint8))
-        return out
+    def load(i, prev):
+        j = tf.clip_by_value(i, 0, max(n - 1, 0))
+        img = tf.cond(tf.logical_and(i >= 0, i < n), lambda: load_and_preprocess(paths[j], boxes[j], preprocess_cfg),
+                      lambda: tf.zeros((h, w, 3), tf.uint8))
+        return i, prev, img
 
-    def check(k, r):
-        ok = tf.equal(k, r["index"])
-        assert_op = tf.debugging.Assert(ok, [
-            tf.constant("mask_keras: cannot read or decode image file"), tf.gather(paths, tf.minimum(k, n - 1)),
-            tf.constant("(corrupt, truncated or not an image; run mask_keras.pipeline.check_images on the "
-                        "table's paths, replace the file or drop its row)")])
+    def check(last, elem):
+        i, prev, img = elem
+        assert_op = tf.debugging.Assert(tf.equal(prev, last), [
+            tf.constant("mask_keras: cannot read or decode image file"), tf.gather(paths, tf.clip_by_value(prev, 0, max(n - 1, 0))),
+            tf.constant("(corrupt, truncated or not an image; run mask_keras.pipeline.check_images(paths, "
+                        "'full') on the table's paths, replace the file or drop its row)")])
         with tf.control_dependencies([assert_op]):
-            return {key: tf.identity(v) for key, v in r.items()}
+            return tf.identity(i), (tf.identity(i), img)
 
-    ds = src.map(load, num_parallel_calls=AUTOTUNE, deterministic=True).ignore_errors()
-    ds = ds.enumerate().map(check).filter(lambda r: r["index"] < n)
-    return _cache(ds, cache, _cache_key(rows, preprocess_cfg, tag))
-
-
-def _repeat_rows(ds, counts):
-    if np.all(np.asarray(counts) == 1):
-        return ds
-    return ds.flat_map(lambda r: tf.data.Dataset.from_tensors(r).repeat(r["repeat"]))
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic).ignore_errors()
+    return ds.scan(tf.constant(-2, tf.int64), check).filter(lambda i, img: i >= 0)
 
 
-def _padded_batches(ds, n: int, batch_size: int, pad_element):
-    """Pad a finite dataset of ``n`` elements to full batches with ``pad_element`` and batch it."""
-    pad = (-n) % batch_size
-    if pad:
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(pad_element).repeat(pad))
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.apply(tf.data.experimental.assert_cardinality((n + pad) // batch_size))
+def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool = True) -> np.ndarray:
+    """Every row's preprocessed uint8 image, ``(n, h, w, 3)``, in row order.
+
+    ``cache`` a file prefix: the array is saved to ``<prefix>_<key>.npy`` (``key`` hashes the
+    files, crop boxes and preprocessing, so a changed table never reads a stale cache;
+    written to a temporary file, then renamed) and loaded from there by later runs.
+    """
+    h, w = (int(v) for v in preprocess_cfg.image_size)
+    file = None
+    if cache not in (None, "none", "memory"):
+        file = Path(f"{cache}_{_cache_key(rows, preprocess_cfg)}.npy")
+        if file.exists():
+            arr = np.load(file)
+            if arr.shape == (rows.n, h, w, 3) and arr.dtype == np.uint8:
+                return arr
+            log.warning("%s: unexpected array %s %s; decoding again", file, arr.shape, arr.dtype)
+    from tqdm.auto import tqdm
+
+    out = np.empty((rows.n, h, w, 3), np.uint8)
+    ds = decode_stream(tf.data.Dataset.range(rows.n), rows, preprocess_cfg).batch(256).prefetch(2)
+    k = 0
+    with tqdm(total=rows.n, desc="decode images", unit="img", disable=not progress or rows.n < 500) as bar:
+        for idx, img in ds.as_numpy_iterator():
+            out[k:k + len(idx)] = img
+            k += len(idx)
+            bar.update(len(idx))
+    if k != rows.n:  # pragma: no cover - decode_stream raises first
+        raise RuntimeError(f"decoded {k} of {rows.n} images")
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, out)
+            os.replace(tmp, file)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return out
+
+
+class ImageStore:
+    """Where a dataset's pixels come from: every image decoded once and held as one uint8
+    tensor (``cache`` memory or a file), or decoded on demand (``cache="none"``).
+
+    The cache holds ``n * h * w * 3`` bytes (0.65 GiB for 18,900 images at 128x96); while
+    it is built, the decoded array and its tensor copy briefly coexist (twice that).
+    """
+
+    def __init__(self, rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool = True):
+        self.rows, self.pcfg = rows, preprocess_cfg
+        self.cached = cache not in (None, "none")
+        self.images, self.nbytes = None, 0
+        if self.cached:
+            arr = decode_all(rows, preprocess_cfg, cache, progress)
+            self.nbytes = arr.nbytes
+            self.images = tf.constant(arr)  # gathered a batch at a time inside tf.data
+        # a pad row (index n): zero image, target -1 (one-hot zeros), unknown age
+        t = rows.target
+        self.targets = tf.constant(np.concatenate([t, np.full((1,) + t.shape[1:], -1, t.dtype)]))
+        self.ages = tf.constant(np.concatenate([rows.age, [-1]]).astype(np.int32))
+
+    def batches(self, indices, batch_size: int, deterministic: bool = True):
+        """Row indices (``n`` = pad row) -> batches ``{"index", "image", "target", "age"}``."""
+        b = int(batch_size)
+        if self.cached:
+            images, last = self.images, max(self.rows.n - 1, 0)
+
+            def gather(i):
+                x = tf.gather(images, tf.minimum(i, last))
+                x = tf.where((i < self.rows.n)[:, None, None, None], x, tf.zeros_like(x))  # pads: zeros
+                return {"index": i, "image": x, "target": tf.gather(self.targets, i), "age": tf.gather(self.ages, i)}
+
+            return indices.batch(b, drop_remainder=True).map(gather, num_parallel_calls=AUTOTUNE,
+                                                             deterministic=deterministic)
+        ds = decode_stream(indices, self.rows, self.pcfg, deterministic)
+        ds = ds.batch(b, drop_remainder=True)
+        return ds.map(lambda i, img: {"index": i, "image": img, "target": tf.gather(self.targets, i),
+                                      "age": tf.gather(self.ages, i)})
+
+
+def _with_pads(n: int, batch_size: int):
+    """Indices 0..n-1 then ``n`` (the pad row) up to a multiple of ``batch_size``."""
+    pad = (-n) % int(batch_size)
+    return np.concatenate([np.arange(n), np.full(pad, n)]).astype(np.int64), pad
 
 
 # ---------------------------------------------------------------------------
@@ -394,18 +519,21 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
 
     table: the image table (``path``, ``mask``, ``gender``, ``age_group``; ``crop_*`` for
     ``crop="face"``, computed with :mod:`mask_keras.detect` when absent).
-    cfg: the run's :class:`mask_keras.config.Config` (preprocess, augment, sampling,
-    train.batch_size/seed/cache). task: defaults to ``cfg.train.task``.
-    deterministic: run the augmentation map sequentially so that a seed reproduces the exact
-    augmented batches (slower); parallel otherwise.
+    cfg: the run's :class:`mask_keras.config.Config` (preprocess, augment (MixUp/CutMix),
+    sampling, train.batch_size/seed/cache). task: defaults to ``cfg.train.task``.
+    deterministic: run the host's random map (MixUp/CutMix) sequentially so that a seed
+    reproduces the exact batches (the shuffle is seeded either way).
     check: file check before building (``fast`` | ``full`` | ``none``, see :func:`check_images`);
     undecodable files raise :class:`ImageError` (or are skipped with a report when
     ``cfg.data.on_error == "skip"``).
 
-    The returned dataset carries ``num_examples`` (real rows per epoch) and ``num_steps``
-    (batches per epoch); evaluation batches are padded and weighted 0 for the pads.
+    ``x`` is uint8 pixels (float32 0..255 when MixUp/CutMix is on); per-image augmentation
+    (``augment.preset``) is the model's job (:class:`mask_keras.augment.Augmentation`).
+    The returned dataset carries ``num_examples`` (real rows per epoch), ``num_steps``
+    (batches per epoch) and ``cache_bytes`` (pixels held by the cache, 0 without one);
+    evaluation batches are padded and weighted 0 for the pads.
     """
-    from .augment import Augmenter, BatchMixer
+    from .augment import BatchMixer
 
     task = L.check_task(task or cfg.train.task)
     pcfg, b, seed = cfg.preprocess, int(cfg.train.batch_size), int(cfg.train.seed)
@@ -415,88 +543,80 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     table = _checked(table, check, getattr(cfg.data, "on_error", "raise"), progress=bool(verbose))
     if pcfg.crop == "face":
         table = ensure_crop_boxes(table, pcfg)
-    cache = cfg.train.cache
     split = "train" if training else "eval"
-
-    if not training:
-        rows = _rows(table, pcfg, task)
-        n = len(table)
-        ds = decoded_dataset(rows, pcfg, cache, tag=f"{split}-{task}")
-        ds = ds.map(lambda r: (r["image"], r["target"], tf.constant(1.0, tf.float32)))
-        h, w = (int(v) for v in pcfg.image_size)
-        pad_target = np.full(rows["target"].shape[1:], -1, np.int32)
-        ds = _padded_batches(ds, n, b, (tf.zeros((h, w, 3), tf.uint8), pad_target, tf.constant(0.0)))
-        ds = ds.map(lambda x, t, wt: (normalize(x, pcfg), one_hot_targets(t, task), wt), num_parallel_calls=AUTOTUNE)
-        ds = ds.prefetch(AUTOTUNE)
-        steps = -(-n // b)
-        _report(f"{split} dataset ({task}): {n} images, batch {b}, {steps} steps "
-                f"(last batch padded with {(-n) % b} weight-0 rows)", verbose)
-        ds.num_examples, ds.num_steps = n, steps
-        return ds
-
-    counts = sampling.old_repeat_counts(table, cfg.sampling.old_factor, seed)
-    n_epoch = int(counts.sum())
-    steps = n_epoch // b
-    if steps == 0:
+    rows = Rows(table, pcfg, task)
+    n = rows.n
+    counts = sampling.old_repeat_counts(table, cfg.sampling.old_factor, seed) if training else None
+    n_epoch = int(counts.sum()) if training else n
+    steps = n_epoch // b if training else -(-n // b)
+    if training and steps == 0:
         raise ValueError(f"training set of {n_epoch} images is smaller than one batch ({b}); "
                          f"lower train.batch_size or add data")
+    store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
+    cached = (f", {store.nbytes / 2**20:.0f} MiB uint8 cache" if store.cached else ", decoded on the fly")
+
+    if not training:
+        idx, pad = _with_pads(n, b)
+        ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), b, deterministic=True)
+        ds = ds.map(lambda r: (r["image"], one_hot_targets(r["target"], task),
+                               tf.cast(r["index"] < n, tf.float32)), num_parallel_calls=AUTOTUNE)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
+        _report(f"{split} dataset ({task}): {n} images, batch {b}, {steps} steps "
+                f"(last batch padded with {pad} weight-0 rows){cached}", verbose)
+        ds.num_examples, ds.num_steps, ds.cache_bytes = n, steps, store.nbytes
+        return ds
+
     if cfg.sampling.balance == "class":
         cls = sampling.class_ids(table, task)
         streams, present = [], []
         for c in np.unique(cls):
-            sel = cls == c
-            sub_rows = _rows(table[sel], pcfg, task, counts[sel])
-            s = decoded_dataset(sub_rows, pcfg, cache, tag=f"{split}-{task}-c{c}")
-            s = _repeat_rows(s, counts[sel]).repeat()
-            # buffer > one pass: filling it reads the whole class, which completes its cache
-            streams.append(s.shuffle(int(counts[sel].sum()) + 1, seed=seed + 1 + int(c), reshuffle_each_iteration=True))
+            sel = np.flatnonzero(cls == c)
+            ids = np.repeat(sel, counts[sel]).astype(np.int64)
+            streams.append(tf.data.Dataset.from_tensor_slices(ids).repeat()
+                           .shuffle(len(ids), seed=seed + 1 + int(c), reshuffle_each_iteration=True))
             present.append(int(c))
         k = sampling.num_sampling_classes(task)
         if len(present) < k:
             log.warning("balanced sampling: class(es) %s absent from the training table",
                         sorted(set(range(k)) - set(present)))
-        ds = sampling.balanced_dataset(streams, seed=seed).take(n_epoch)
+        indices = sampling.balanced_dataset(streams, seed=seed).take(n_epoch)
         how = f"class-balanced over {len(present)} classes"
     else:
-        rows = _rows(table, pcfg, task, counts)
-        ds = decoded_dataset(rows, pcfg, cache, tag=f"{split}-{task}")
-        ds = _repeat_rows(ds, counts)
-        ds = ds.shuffle(n_epoch, seed=seed, reshuffle_each_iteration=True)
+        ids = np.repeat(np.arange(n), counts).astype(np.int64)
+        indices = tf.data.Dataset.from_tensor_slices(ids).shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
         how = "shuffled"
-    ds = ds.batch(b, drop_remainder=True).apply(tf.data.experimental.assert_cardinality(steps))
-
-    augmenter = Augmenter(cfg.augment.preset, seed)
+    ds = store.batches(indices, b, deterministic=True)
     mixer = BatchMixer.from_config(cfg.augment, seed=seed + 7)
 
+    @tf.autograph.experimental.do_not_convert  # plain TF ops; autograph trips on BatchMixer's lazy imports
     def train_batch(r):
-        x = augmenter(r["image"]) if augmenter else tf.cast(r["image"], tf.float32)
         y = one_hot_targets(r["target"], task)
-        if mixer is not None:
-            x, y = mixer(x, y, r["age"])
-        return normalize(x, pcfg), y
+        if mixer is None:
+            return r["image"], y
+        return mixer(tf.cast(r["image"], tf.float32), y, r["age"])
 
-    ds = ds.map(train_batch) if deterministic else ds.map(train_batch, num_parallel_calls=AUTOTUNE,
-                                                           deterministic=True)
-    ds = ds.prefetch(AUTOTUNE)
-    extra = n_epoch - len(table)
-    _report(f"{split} dataset ({task}): {len(table)} images"
+    ds = ds.map(train_batch) if deterministic or mixer is None else ds.map(
+        train_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
+    extra = n_epoch - n
+    _report(f"{split} dataset ({task}): {n} images"
             + (f" + {extra} repeats of >=60 faces (old_factor {cfg.sampling.old_factor})" if extra else "")
             + f", {how}, batch {b}, {steps} steps per epoch"
             + (f" (last {n_epoch - steps * b} dropped, different ones each epoch)" if n_epoch % b else "")
-            + f"; augmentation {cfg.augment.preset!r}"
-            + (f", mixup {cfg.augment.mixup} / cutmix {cfg.augment.cutmix}"
+            + cached
+            + (f"; mixup {cfg.augment.mixup} / cutmix {cfg.augment.cutmix}"
                + (" (>=60 pairs only)" if cfg.augment.mix_old_only else "") if mixer is not None else ""),
             verbose)
-    ds.num_examples, ds.num_steps = n_epoch, steps
+    ds.num_examples, ds.num_steps, ds.cache_bytes = n_epoch, steps, store.nbytes
     return ds
 
 
 def make_predict_dataset(paths, preprocess_cfg, batch_size: int, flip: bool = False, check: str = "fast",
                          progress: bool = True):
-    """``(dataset of x batches, n)`` for inference: the evaluation preprocessing, padded to full
-    batches (drop the predictions past ``n``). ``flip=True`` gives the horizontally flipped view
-    (test-time augmentation). ``paths``: a list of files or a table with ``path`` (and
-    ``crop_*`` for ``crop="face"``)."""
+    """``(dataset of x batches, n)`` for inference: uint8 pixels with the evaluation
+    preprocessing, padded to full batches (drop the predictions past ``n``). ``flip=True``
+    gives the horizontally flipped view (test-time augmentation). ``paths``: a list of files
+    or a table with ``path`` (and ``crop_*`` for ``crop="face"``)."""
     table = paths.copy() if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
     n = len(table)
     if n == 0:
@@ -506,56 +626,21 @@ def make_predict_dataset(paths, preprocess_cfg, batch_size: int, flip: bool = Fa
         raise ImageError(bad, total=table["path"].nunique())
     if preprocess_cfg.crop == "face":
         table = ensure_crop_boxes(table, preprocess_cfg)
-    rows = _rows(table, preprocess_cfg, None)
-    ds = decoded_dataset(rows, preprocess_cfg, "none", tag="predict").map(lambda r: r["image"])
-    h, w = (int(v) for v in preprocess_cfg.image_size)
-    ds = _padded_batches(ds, n, int(batch_size), tf.zeros((h, w, 3), tf.uint8))
-
-    def finish(x):
-        x = normalize(x, preprocess_cfg)
-        return tf.reverse(x, axis=[2]) if flip else x
-
-    return ds.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE), n
+    store = ImageStore(Rows(table, preprocess_cfg, None), preprocess_cfg, "none")
+    idx, _ = _with_pads(n, batch_size)
+    ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), batch_size)
+    ds = ds.map(lambda r: tf.reverse(r["image"], axis=[2]) if flip else r["image"])
+    return ds.prefetch(AUTOTUNE), n
 
 
 def load_images(paths, preprocess_cfg) -> np.ndarray:
     """The preprocessed uint8 images (n, h, w, 3) of a few files or table rows (plots, tests)."""
     table = paths if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
+    if len(table) == 0:
+        return np.zeros((0, *preprocess_cfg.image_size, 3), np.uint8)
     if preprocess_cfg.crop == "face":
         table = ensure_crop_boxes(table, preprocess_cfg)
-    ds = decoded_dataset(_rows(table, preprocess_cfg, None), preprocess_cfg).map(lambda r: r["image"])
-    return np.stack([x.numpy() for x in ds]) if len(table) else np.zeros((0, *preprocess_cfg.image_size, 3), np.uint8)
-
-
-def dataset_mean_std(table, image_size=(128, 96), n: int = 2000, *, crop: str = "none", crop_size=(400, 200),
-                     preprocess_cfg=None, seed: int = 0, batch_size: int = 64):
-    """Per-channel mean and std (in [0, 1] units, for ``PreprocessConfig.mean/std``) of ``n``
-    images drawn without replacement (all if fewer), after crop and resize.
-
-    ``preprocess_cfg`` (optional) overrides ``image_size``/``crop``/``crop_size``.
-    """
-    from .config import PreprocessConfig
-
-    pcfg = preprocess_cfg or PreprocessConfig(image_size=tuple(image_size), crop=crop, crop_size=tuple(crop_size))
-    table = table if isinstance(table, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in table]})
-    if len(table) == 0:
-        raise ValueError("dataset_mean_std: no images")
-    if len(table) > n:
-        table = table.iloc[np.sort(np.random.default_rng(seed).choice(len(table), size=n, replace=False))]
-    if pcfg.crop == "face":
-        table = ensure_crop_boxes(table, pcfg)
-    ds = decoded_dataset(_rows(table, pcfg, None), pcfg).map(lambda r: r["image"]).batch(batch_size)
-    s = np.zeros(3, np.float64)
-    s2 = np.zeros(3, np.float64)
-    count = 0
-    for x in ds:
-        x = x.numpy().astype(np.float64) / 255.0
-        s += x.sum(axis=(0, 1, 2))
-        s2 += (x * x).sum(axis=(0, 1, 2))
-        count += x.shape[0] * x.shape[1] * x.shape[2]
-    mean = s / count
-    std = np.sqrt(np.maximum(s2 / count - mean * mean, 0.0))
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    return decode_all(Rows(table, preprocess_cfg, None), preprocess_cfg, "memory", progress=False)
 
 
 def _report(msg: str, verbose) -> None:

@@ -1,7 +1,7 @@
 """From saved artifacts to probabilities, an ensemble answer and a submission.
 
 An artifact is a run directory (``model.keras`` + ``config.json``): the config records
-the task, image size, crop and normalisation, so inference applies exactly the
+the task, image size and crop, so inference applies exactly the
 deterministic preprocessing the model was validated with
 (:func:`mask_keras.pipeline.make_predict_dataset`). A K-fold run directory
 (``fold_0``, ``fold_1``, ... beside ``kfold_summary.json``) expands to its fold

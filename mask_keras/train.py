@@ -180,7 +180,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         val_ds = pipeline.make_dataset(val_t, cfg, training=False)
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
-                                        mean=cfg.preprocess.mean, std=cfg.preprocess.std)
+                                        augment=cfg.augment.preset, seed=cfg.train.seed)
         cbs = _callbacks(cfg, out, val_ds, t.task == "multihead") + list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()

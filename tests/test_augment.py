@@ -1,18 +1,22 @@
-"""Augmentation presets (inside tf.data), MixUp / CutMix, gallery."""
+"""Augmentation layer and presets (in the model, JAX backend), MixUp / CutMix (tf.data), gallery."""
 from __future__ import annotations
 
 import dataclasses
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
+from keras import ops
 from PIL import Image
 
 from mask_keras import augment as A
 from mask_keras import labels as L
 from mask_keras import pipeline as P
 from mask_keras._tf import tf
-from mask_keras.config import Config, PreprocessConfig
+from mask_keras.config import Config, ConfigError, PreprocessConfig
+
+SHAPE = (32, 24, 3)
 
 
 def _images(n=4, h=32, w=24, seed=0):
@@ -20,6 +24,10 @@ def _images(n=4, h=32, w=24, seed=0):
     base = rng.integers(0, 256, (n, 1, 1, 3))
     grad = np.linspace(0, 1, w)[None, None, :, None]
     return np.clip(base * grad + rng.integers(0, 40, (n, h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
 
 
 def _table(tmp_path, n=12):
@@ -41,96 +49,253 @@ def _cfg(preset="none", batch=4, **augment):
     return cfg
 
 
-def test_presets_registered():
-    assert {"none", "base", "team000", "team001", "team002", "team004", "randaugment"} <= set(A.PRESETS)
-    assert A.Augmenter("none").stages == []
-    with pytest.raises(ValueError, match="did you mean 'team002'"):
-        A.Augmenter("team02")
+class _Probe(keras.layers.Layer):
+    """Identity on the augmented images; in training records (min, max, all finite, mean |change|)
+    into a variable, so that the values seen inside the jitted train step can be checked after fit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(dtype="float32", **kwargs)
+        self.stats = self.add_weight(shape=(4,), initializer="zeros", trainable=False, name="stats")
+
+    def call(self, inputs, training=None):
+        raw, aug = inputs
+        if training:
+            finite = ops.cast(ops.all(ops.isfinite(aug)), "float32")
+            change = ops.mean(ops.abs(aug - ops.cast(raw, "float32")))
+            self.stats.assign(ops.stack([ops.min(aug), ops.max(aug), finite, change]))
+        return aug
+
+
+def _model(layer, probe=True):
+    """Input -> layer (-> probe) -> a tiny classifier; outputs (logits, augmented images)."""
+    inp = keras.Input(SHAPE)
+    x = layer(inp)
+    if probe:
+        x = _Probe()([inp, x])
+    logits = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(x)))
+    return keras.Model(inp, [logits, x])
+
+
+# ----------------------------------------------------------------- presets and the Augmentation layer
+def test_presets_registered_and_unknown_preset():
+    assert {"none", "base", "team000", "team000_mask", "team001", "team002", "team004",
+            "randaugment"} <= set(A.PRESETS)
+    assert A.build_augmentation("none") is None
+    assert A.Augmentation("none").stages == []
+    assert isinstance(A.build_augmentation("team004", 1), A.Augmentation)
+    for make in (A.Augmentation, A.build_augmentation):
+        with pytest.raises(ConfigError, match="unknown augmentation preset 'team02' .*did you mean 'team002'"):
+            make("team02")
 
 
 @pytest.mark.parametrize("preset", sorted(A.PRESETS))
-def test_each_preset_runs_in_tf_data_finite_and_in_range(preset):
+def test_each_preset_trains_in_a_model_finite_and_in_range(preset):
     x = _images()
-    aug = A.Augmenter(preset, seed=1)
-    ds = tf.data.Dataset.from_tensor_slices(x).batch(4).map(lambda b: aug(b), num_parallel_calls=2)
-    out = np.concatenate([b.numpy() for b in ds.repeat(2)])
-    assert out.dtype == np.float32 and out.shape == (8, 32, 24, 3)
-    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 255
+    aug = A.Augmentation(preset, seed=1)
+    model = _model(aug)
+    assert model.outputs[1].dtype == "float32"
+    seeds = [np.array(v) for v in aug.non_trainable_variables]
+    # RandAugment's jitted graph takes ~40 s to compile on CPU (Keras' JAX Equalization unrolls a
+    # 256-bin histogram loop); its train step runs eagerly here, the other presets go through jit
+    model.compile(optimizer="sgd", loss=["mse", None], run_eagerly=preset == "randaugment")
+    hist = model.fit(x, np.zeros((4, 3), np.float32), batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    probe = next(m for m in model.layers if isinstance(m, _Probe))
+    lo, hi, finite, change = np.array(probe.stats)  # what the train step saw
+    assert finite == 1 and 0 <= lo <= hi <= 255
     if preset != "none":
-        assert not np.allclose(out, np.concatenate([x, x]))  # something happened
-    if preset != "randaugment":  # its graph takes ~10 s to trace on a busy CPU; once is enough
-        single = aug(tf.constant(x[0]))  # one image, eagerly, after use in tf.data, also works
-        assert single.shape == (32, 24, 3) and np.isfinite(single.numpy()).all()
+        assert change > 0.5  # something happened
+        assert any(not np.array_equal(a, np.array(b)) for a, b in zip(seeds, aug.non_trainable_variables, strict=True))
+    # evaluation / prediction: the cast only
+    _, pred = model.predict(x, batch_size=4, verbose=0)
+    assert pred.dtype == np.float32
+    np.testing.assert_array_equal(pred, x.astype(np.float32))
 
 
-def test_same_seed_same_augmentation_and_eager_matches():
-    x = tf.constant(_images(8))
-    a = A.Augmenter("team002", seed=11)(x).numpy()
-    b = A.Augmenter("team002", seed=11)(x).numpy()
-    c = A.Augmenter("team002", seed=12)(x).numpy()
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
+def test_training_false_is_identity_and_accepts_one_image():
+    layer = A.Augmentation("team004", seed=0)
+    x = _images()
+    for out in (layer(x), layer(x, training=False), layer(x.astype(np.float32), training=None)):
+        assert str(out.dtype) == "float32"
+        np.testing.assert_array_equal(_np(out), x.astype(np.float32))
+    single = _np(A.Augmentation("base", seed=0)(x[0], training=True))
+    assert single.shape == SHAPE and np.isfinite(single).all()
 
 
-def test_pipeline_deterministic_augmentation_reproducible(tmp_path):
-    t = _table(tmp_path, 8)
-    cfg = _cfg("team000", batch=4)
-    runs = [np.concatenate([b[0].numpy() for b in P.make_dataset(t, cfg, True, "mask", deterministic=True)])
-            for _ in range(2)]
-    np.testing.assert_array_equal(runs[0], runs[1])
+def test_same_seed_same_augmentation():
+    x = _images()
+    a, b, c = (A.Augmentation("team002", seed=s) for s in (11, 11, 12))
+    first_a, first_b, first_c = (_np(m(x, training=True)) for m in (a, b, c))
+    np.testing.assert_array_equal(first_a, first_b)
+    assert not np.array_equal(first_a, first_c)
+    # the same sequence of calls gives the same draws; the next call draws anew
+    second_a, second_b = _np(a(x, training=True)), _np(b(x, training=True))
+    np.testing.assert_array_equal(second_a, second_b)
+    assert not np.array_equal(first_a, second_a)
 
 
-def test_eval_path_applies_no_augmentation(tmp_path):
-    t = _table(tmp_path, 6)
-    strong = _cfg("team004", batch=4, mixup=1.0)
-    plain = _cfg("none", batch=4)
-    a = [b[0].numpy() for b in P.make_dataset(t, strong, False, "multi")]
-    b = [b[0].numpy() for b in P.make_dataset(t, strong, False, "multi")]
-    c = [b[0].numpy() for b in P.make_dataset(t, plain, False, "multi")]
-    for x, y, z in zip(a, b, c):
-        np.testing.assert_array_equal(x, y)
-        np.testing.assert_array_equal(x, z)
+def test_float32_under_mixed_precision():
+    prev = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        layer = A.Augmentation("team002", seed=0)
+        out = layer(_images(), training=True)
+    finally:
+        keras.config.set_dtype_policy(prev)
+    assert str(out.dtype) == "float32"
+    assert all(s.compute_dtype == "float32" for s in layer.stages)
 
 
+# ----------------------------------------------------------------- stages
 def test_color_jitter_identity_and_grey_preserved():
-    x = tf.constant(_images(4), tf.float32)
-    ident = A.ColorJitter(0, 0, 0, 0, seed=0)(x)
-    np.testing.assert_allclose(ident, x, atol=1e-3)
-    grey = tf.fill((2, 8, 8, 3), 100.0)
-    out = A.ColorJitter(0, 0.5, 0.5, 0.5, seed=0)(grey).numpy()  # grey has no saturation/hue; contrast keeps mean
+    x = _images(4).astype(np.float32)
+    np.testing.assert_allclose(_np(A.ColorJitter(0, 0, 0, 0, seed=0)(x)), x, atol=1e-3)
+    grey = np.full((4, *SHAPE), 100.0, np.float32)
+    out = _np(A.ColorJitter(0, 0.5, 0.5, 0.5, seed=0)(grey))  # grey has no saturation/hue; contrast keeps mean
     np.testing.assert_allclose(out, 100.0, atol=1e-2)
-    # brightness only multiplies
-    out = A.ColorJitter(0.5, 0, 0, 0, seed=0)(grey).numpy()
+    out = _np(A.ColorJitter(0.5, 0, 0, 0, seed=0)(grey))  # brightness only multiplies
     assert np.allclose(out[0], out[0, 0, 0, 0]) and 50 <= out.min() and out.max() <= 150
+    # a pure hue shift keeps the luma (Y of YIQ) of a colourful image, up to the clip
+    mid = np.random.default_rng(0).uniform(90, 160, (4, *SHAPE)).astype(np.float32)
+    out = _np(A.ColorJitter(0, 0, 0, 0.1, seed=0)(mid))
+    np.testing.assert_allclose(out @ A._GRAY, mid @ A._GRAY, atol=0.05)
+    assert not np.allclose(out, mid, atol=1)
+    with pytest.raises(ValueError, match="hue must be in"):
+        A.ColorJitter(hue=0.7)
 
 
 def test_blur_keeps_a_flat_image_flat():
-    import keras
-
     blur = A.ReflectPadded(keras.layers.RandomGaussianBlur(factor=(1.0, 1.0), kernel_size=5, sigma=(1.0, 1.5),
                                                            value_range=(0, 255), seed=0, dtype="float32"), pad=2)
-    out = tf.function(lambda b: blur(b))(tf.fill((2, 16, 12, 3), 200.0)).numpy()
-    assert out.shape == (2, 16, 12, 3)
-    np.testing.assert_allclose(out, 200.0, atol=1e-2)
+    out = _np(blur(np.full((4, *SHAPE), 200.0, np.float32)))
+    assert out.shape == (4, *SHAPE)
+    np.testing.assert_allclose(out, 200.0, atol=1e-2)  # the border too
+    noisy = _images().astype(np.float32)
+    assert _np(blur(noisy)).std() < noisy.std()  # it does blur
+
+
+def _coords(n, h, w, centred=False):
+    """(n, h, w, 3) float32 images whose channels are the x and y pixel coordinates (and 0)."""
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    if centred:
+        xx, yy = xx - (w - 1) / 2, yy - (h - 1) / 2
+    return np.broadcast_to(np.stack([xx, yy, np.zeros_like(xx)], -1), (n, h, w, 3)).copy()
+
+
+def test_affine_warp_matches_keras_affine_transform():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (4, *SHAPE)).astype(np.float32)
+    t = _np(A.ShiftScaleRotate(shift=0.2, scale=0.2, rotate=40.0, p=1.0, seed=0).transforms(4, 32.0, 24.0))
+    t[0] = [1, 0, 0, 0, 1, 0]  # identity
+    t[1] = [1, 0, 30.5, 0, 1, -40.25]  # far outside the image: reflected more than once
+    ref = ops.image.affine_transform(x, np.pad(t, ((0, 0), (0, 2))), interpolation="bilinear",
+                                     fill_mode="reflect", data_format="channels_last")
+    out = _np(A.affine_warp(x, t))
+    np.testing.assert_allclose(out, _np(ref), atol=0.02)
+    np.testing.assert_allclose(out[0], x[0], atol=1e-4)
 
 
 def test_shift_scale_rotate_identity_and_geometry():
-    x = tf.constant(_images(4), tf.float32)
-    np.testing.assert_allclose(A.ShiftScaleRotate(p=0.0, seed=0)(x), x, atol=1e-3)
-    np.testing.assert_allclose(A.ShiftScaleRotate(0, 0, 0, p=1.0, seed=0)(x), x, atol=1e-3)
-    flat = A.ShiftScaleRotate(p=1.0, seed=0)(tf.fill((3, 16, 12, 3), 90.0)).numpy()
+    x = _images(4).astype(np.float32)
+    np.testing.assert_allclose(_np(A.ShiftScaleRotate(p=0.0, seed=0)(x)), x, atol=1e-3)
+    np.testing.assert_allclose(_np(A.ShiftScaleRotate(0, 0, 0, p=1.0, seed=0)(x)), x, atol=1e-3)
+    flat = _np(A.ShiftScaleRotate(p=1.0, seed=0)(np.full((4, *SHAPE), 90.0, np.float32)))
     np.testing.assert_allclose(flat, 90.0, atol=1e-3)  # reflect border: no black corners
-    moved = A.ShiftScaleRotate(p=1.0, seed=0)(x).numpy()
-    assert all(not np.allclose(moved[i], x.numpy()[i]) for i in range(4))
+    moved = _np(A.ShiftScaleRotate(p=1.0, seed=0)(x))
+    assert all(not np.allclose(moved[i], x[i]) for i in range(4))
+
+    # pure shift: out(p) = in(p - t) with |t| <= shift * side (coordinate images, interior only)
+    n, h, w = 4, 33, 25
+    out = _np(A.ShiftScaleRotate(shift=0.1, scale=0, rotate=0, p=1.0, seed=1)(_coords(n, h, w)))
+    d = (out - _coords(n, h, w))[:, 5:-5, 5:-5, :2]  # = -t, the same at every pixel
+    np.testing.assert_allclose(d, np.broadcast_to(d[:, :1, :1], d.shape), atol=1e-3)
+    t = -d[:, 0, 0]
+    assert (np.abs(t[:, 0]) <= 0.1 * w + 1e-4).all() and (np.abs(t[:, 1]) <= 0.1 * h + 1e-4).all()
+    assert (np.abs(t) > 1e-3).any()
+
+    # rotation + scale about the centre: out(p) = A (p - c) with A = R(-theta) / s, a similarity
+    rot = A.ShiftScaleRotate(shift=0, scale=0.1, rotate=15.0, p=1.0, seed=2)
+    out = _np(rot(_coords(n, h, w, centred=True)))
+    cy, cx = (h - 1) // 2, (w - 1) // 2
+    np.testing.assert_allclose(out[:, cy, cx, :2], 0.0, atol=1e-3)  # the centre stays put
+    col_x = (out[:, cy, cx + 3, :2] - out[:, cy, cx - 3, :2]) / 6  # A's first column
+    col_y = (out[:, cy + 3, cx, :2] - out[:, cy - 3, cx, :2]) / 6  # A's second column
+    for ax, ay in zip(col_x, col_y, strict=True):
+        inv_s = np.hypot(*ax)
+        np.testing.assert_allclose([ay[0], ay[1]], [-ax[1], ax[0]], atol=1e-3)  # rotation, no flip
+        assert 1 / 1.1 - 1e-3 <= inv_s <= 1 / 0.9 + 1e-3
+        assert abs(np.degrees(np.arctan2(ax[1], ax[0]))) <= 15.0 + 1e-2
 
 
 def test_coarse_dropout_holes():
-    x = tf.fill((8, 32, 24, 3), 100.0)
-    np.testing.assert_array_equal(A.CoarseDropout(p=0.0, seed=0)(x), x)
-    out = A.CoarseDropout(max_holes=4, size=(0.1, 0.2), p=1.0, seed=0)(x).numpy()
+    x = np.full((16, *SHAPE), 100.0, np.float32)
+    np.testing.assert_array_equal(_np(A.CoarseDropout(p=0.0, seed=0)(x)), x)
+    out = _np(A.CoarseDropout(max_holes=4, size=(0.1, 0.2), p=1.0, seed=0)(x))
     assert set(np.unique(out)) <= {0.0, 100.0}
-    frac = (out == 0).all(-1).mean(axis=(1, 2))
+    hole = (out == 0).all(-1)
+    assert ((out == 0).any(-1) == hole).all()  # whole pixels
+    frac = hole.mean(axis=(1, 2))
     assert (frac > 0).all() and (frac <= 4 * 0.2 * 0.2 + 1e-6).all()
+    half = _np(A.CoarseDropout(p=0.5, seed=0)(x))
+    assert 0 < (half == 0).any(axis=(1, 2, 3)).sum() < 16
+
+
+def test_gaussian_noise_stats():
+    x = np.full((16, 32, 24, 3), 100.0, np.float32)
+    np.testing.assert_array_equal(_np(A.GaussianNoise(10.0, p=0.0, seed=0)(x)), x)
+    noise = _np(A.GaussianNoise(10.0, p=1.0, seed=0)(x)) - 100.0
+    std = noise.std(axis=(1, 2, 3))
+    assert (std > 0).all() and (std < 10.5).all() and std.max() - std.min() > 1  # sigma drawn per image
+    assert abs(noise.mean()) < 0.5
+    some = _np(A.GaussianNoise(10.0, p=0.5, seed=0)(x))
+    untouched = (some == 100.0).all(axis=(1, 2, 3))
+    assert 0 < untouched.sum() < 16
+
+
+def test_random_apply_probability():
+    x = _images(16).astype(np.float32)
+    stage = A.CoarseDropout(max_holes=6, size=(0.2, 0.3), p=1.0, seed=0)
+    np.testing.assert_array_equal(_np(A.RandomApply(stage, p=0.0, seed=0)(x)), x)
+    out = _np(A.RandomApply([stage], p=1.0, seed=0)(x))
+    assert all(not np.array_equal(out[i], x[i]) for i in range(16))
+    out = _np(A.RandomApply(stage, p=0.5, seed=0)(x))
+    assert 0 < sum(np.array_equal(out[i], x[i]) for i in range(16)) < 16
+
+
+# ----------------------------------------------------------------- serialisation
+@pytest.mark.parametrize("layer", [
+    A.GaussianNoise(5.0, p=0.2, seed=3),
+    A.ShiftScaleRotate(0.1, 0.2, 30.0, p=0.7, seed=4),
+    A.CoarseDropout(3, (0.1, 0.3), fill=7.0, p=0.6, seed=5),
+    A.ColorJitter(0.1, 0.2, 0.3, 0.4, seed=6),
+    A.RandomApply([A.ColorJitter(seed=1), A.GaussianNoise(seed=2)], p=0.3, seed=7),
+    A.ReflectPadded(keras.layers.RandomGaussianBlur(kernel_size=5, seed=8, dtype="float32"), pad=2),
+    A.Augmentation("team004", seed=9),
+], ids=lambda layer: type(layer).__name__)
+def test_get_config_round_trip(layer):
+    config = layer.get_config()
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(again) is type(layer) and again.get_config() == config
+    assert again.dtype_policy.name == "float32"
+    x = _images()
+    np.testing.assert_array_equal(_np(again(x, training=True)), _np(layer(x, training=True)))
+
+
+def test_augmentation_config_and_model_save_load(tmp_path):
+    layer = A.Augmentation("team004", seed=3)
+    assert {"preset": "team004", "seed": 3}.items() <= layer.get_config().items()
+    model = _model(layer, probe=False)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    aug = [m for m in loaded.layers if isinstance(m, A.Augmentation)]
+    assert len(aug) == 1 and aug[0].preset == "team004" and aug[0].seed == 3
+    assert [type(s) for s in aug[0].stages] == [type(s) for s in layer.stages]
+    x = _images()
+    for a, b in zip(loaded.predict(x, verbose=0), model.predict(x, verbose=0), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_array_equal(_np(aug[0](x, training=True)),
+                                  _np(A.Augmentation("team004", seed=3)(x, training=True)))
 
 
 # ----------------------------------------------------------------- MixUp / CutMix
@@ -213,6 +378,20 @@ def test_pipeline_mixing_multihead_labels_sum_to_one(tmp_path):
             np.testing.assert_allclose(v.numpy().sum(1), 1.0, atol=1e-6)
 
 
+def test_pipeline_deterministic_mixing_reproducible_and_eval_never_mixes(tmp_path):
+    t = _table(tmp_path, 8)
+    cfg = _cfg("team004", batch=4, mixup=0.5, cutmix=0.5)
+    runs = [np.concatenate([b[0].numpy() for b in P.make_dataset(t, cfg, True, "mask", deterministic=True)])
+            for _ in range(2)]
+    np.testing.assert_array_equal(runs[0], runs[1])
+    strong = [b[0].numpy() for b in P.make_dataset(t, _cfg("team004", batch=4, mixup=1.0), False, "multi")]
+    plain = [b[0].numpy() for b in P.make_dataset(t, _cfg("none", batch=4), False, "multi")]
+    assert len(strong) == len(plain) > 0
+    for a, b in zip(strong, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------- gallery
 def test_augmentation_gallery_writes_png(tmp_path):
     t = _table(tmp_path, 6)
     out = A.augmentation_gallery(t, _cfg("team004", mixup=0.5), tmp_path / "gallery.png", n=4)

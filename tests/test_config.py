@@ -54,3 +54,9 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         Config.load(tmp_path / "bad.json")
+    # an artifact of 0.1 (models took normalised images): refused with the reason, not misread
+    old = Config().to_dict()
+    old["preprocess"].update(mean=[0.5, 0.5, 0.5], std=[0.2, 0.2, 0.2])
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="mask_keras 0.1.*0..255 pixels.*Retrain"):
+        Config.load(tmp_path / "old.json")

@@ -16,7 +16,7 @@ def _run_dir(path, task, root, image_size=(32, 24)):
     cfg = Config().override(**{"train.task": task, "model.backbone": "tiny_cnn", "model.weights": None,
                                "preprocess.image_size": image_size, "preprocess.crop": "none",
                                "data.data_dir": str(root), "train.out_dir": str(path)})
-    model = build_model(cfg.model, task, image_size, mean=cfg.preprocess.mean, std=cfg.preprocess.std)
+    model = build_model(cfg.model, task, image_size)
     path.mkdir(parents=True)
     model.save(path / "model.keras")
     cfg.save(path / "config.json")
@@ -36,7 +36,7 @@ def test_tf_saved_model_matches_keras_on_arrays_and_files(synth_root, tmp_path):
     exp = load_exported(out)
     assert exp.config.preprocess.image_size == cfg.preprocess.image_size
 
-    x = np.random.default_rng(1).normal(size=(10, 32, 24, 3)).astype("float32")
+    x = np.random.default_rng(1).uniform(0, 255, size=(10, 32, 24, 3)).astype("float32")
     ref = model.predict(x, verbose=0)
     got = exp.predict(x, batch_size=4)  # several batches, a ragged last one
     assert set(got) == {"mask", "gender", "age"}
@@ -64,7 +64,7 @@ def test_jax2tf_export_matches(synth_root, tmp_path):
 
     run, model, _ = _run_dir(tmp_path / "run", "mask", synth_root)
     out = export_artifact(run, tmp_path / "export", format="jax2tf", verify=True)
-    x = np.random.default_rng(2).normal(size=(5, 32, 24, 3)).astype("float32")
+    x = np.random.default_rng(2).uniform(0, 255, size=(5, 32, 24, 3)).astype("float32")
     np.testing.assert_allclose(load_exported(out).predict(x), model.predict(x, verbose=0), atol=1e-4)
 
 
@@ -90,7 +90,7 @@ def test_export_command_line(synth_root, tmp_path):
     p = subprocess.run([sys.executable, "-m", "mask_keras", "export", str(run), str(tmp_path / "exp"),
                         "--format", "jax2tf", "--verify"], capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    x = np.random.default_rng(3).normal(size=(4, 32, 24, 3)).astype("float32")
+    x = np.random.default_rng(3).uniform(0, 255, size=(4, 32, 24, 3)).astype("float32")
     np.testing.assert_allclose(load_exported(tmp_path / "exp").predict(x), model.predict(x, verbose=0), atol=1e-4)
     p = subprocess.run([sys.executable, "-m", "mask_keras", "export", str(tmp_path / "nothing"), str(tmp_path / "x")],
                        capture_output=True, text=True, timeout=600)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from mask_keras import labels as L
-from mask_keras.config import DATASET_MEAN, DATASET_STD, ConfigError, ModelConfig
+from mask_keras.config import ConfigError, ModelConfig
 from mask_keras.models import backbones as B
 from mask_keras.models import build as MB
 from mask_keras.models import heads as H
@@ -31,7 +31,6 @@ TEAM_NAMES = ("efficientnet_b0", "efficientnet_b2", "efficientnet_b3", "efficien
               "efficientnetv2_s", "resnet50", "resnet152", "resnet34", "resnext50",
               "convnext_tiny", "convnext_small", "swin", "vit", "tiny_cnn")
 BUILT_HERE = ("tiny_cnn", "efficientnet_b0", "resnet34")
-MEAN, STD = np.array(DATASET_MEAN), np.array(DATASET_STD)
 HEAVY = pytest.mark.skipif(os.environ.get("MASK_KERAS_HEAVY_TESTS") != "1",
                            reason="set MASK_KERAS_HEAVY_TESTS=1 for the heavy model tests (minutes on CPU)")
 
@@ -42,11 +41,6 @@ def _cfg(**kw) -> ModelConfig:
     return ModelConfig(**kw)
 
 
-def _normalise(pixels):
-    """What the pipeline feeds: (pixel/255 - mean) / std."""
-    return ((pixels / 255.0 - MEAN) / STD).astype("float32")
-
-
 def _np(x):
     return keras.ops.convert_to_numpy(x)
 
@@ -54,7 +48,7 @@ def _np(x):
 @pytest.fixture(scope="module")
 def images():
     rng = np.random.default_rng(0)
-    return {hw: _normalise(rng.uniform(0, 255, size=(2, *hw, 3))) for hw in ((32, 32), (64, 48))}
+    return {hw: rng.uniform(0, 255, size=(2, *hw, 3)).astype("float32") for hw in ((32, 32), (64, 48))}
 
 
 # --------------------------------------------------------------------------- registry
@@ -130,26 +124,27 @@ def test_bad_weights_values_are_clear_errors(tmp_path):
 # --------------------------------------------------------------------------- input adapter
 @pytest.mark.parametrize("mode", ["raw255", "caffe", "torch", "tf"])
 def test_input_adapter_matches_keras_preprocessing(mode):
-    """Pipeline-normalised input -> exactly what keras' own preprocess_input gives on pixels."""
+    """0..255 pixels (uint8 or float) -> exactly what keras' own preprocess_input gives."""
     from keras.applications import imagenet_utils
 
     rng = np.random.default_rng(1)
-    pixels = rng.uniform(0, 255, size=(2, 5, 4, 3)).astype("float32")
+    pixels = rng.integers(0, 256, size=(2, 5, 4, 3)).astype("float32")
     spec = B.BackboneSpec(name="x", source="mask_keras", constructor="tiny_cnn", input_mode=mode)
     layer = B.make_input_adapter(spec)
-    got = _np(layer(_normalise(pixels.astype("float64"))))
+    got = _np(layer(pixels))
+    np.testing.assert_array_equal(_np(layer(pixels.astype("uint8"))), got)
     if mode == "raw255":
         want = pixels
     else:
         want = imagenet_utils.preprocess_input(pixels.copy(), mode=mode)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-3 if mode == "caffe" else 2e-5)
     again = B.InputAdapter.from_config(layer.get_config())
-    np.testing.assert_allclose(_np(again(_normalise(pixels.astype("float64")))), got, rtol=1e-6)
+    np.testing.assert_allclose(_np(again(pixels)), got, rtol=1e-6)
 
 
 def test_input_adapter_rejects_bad_values():
-    with pytest.raises(ValueError, match="std must be > 0"):
-        B.InputAdapter(std=(0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match="scale must be non-zero"):
+        B.InputAdapter(scale=(0.2, 0.0, 0.2))
     with pytest.raises(ValueError, match="channel_order"):
         B.InputAdapter(channel_order="rbg")
 
@@ -225,8 +220,7 @@ assert not bad, bad
 def test_keras_files_reload_in_fresh_interpreter(resnet34, images, tmp_path):
     """Save .keras files; a new interpreter that imports only ``mask_keras`` (no training code) reloads
     them (keras-hub's ResNet through Keras' on-demand import) with identical predictions."""
-    tiny = MB.build_model(_cfg(head="shallow", head_units=16), "multihead", (32, 32),
-                          mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    tiny = MB.build_model(_cfg(head="shallow", head_units=16), "multihead", (32, 32), augment="team004", seed=3)
     # move BN statistics away from their initial values so the check means something
     tiny.compile("adam", {k: "sparse_categorical_crossentropy" for k in H.MULTIHEAD_OUTPUTS})
     x = images[(32, 32)]
@@ -248,7 +242,24 @@ def test_keras_files_reload_in_fresh_interpreter(resnet34, images, tmp_path):
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=f"{name}/{k}")
     cfg = tiny.get_layer("input_adapter").get_config()
-    assert cfg["mean"] == [0.5, 0.4, 0.3] and cfg["channel_order"] == "rgb"
+    assert cfg["scale"] == [1 / 127.5] * 3 and cfg["channel_order"] == "rgb"  # tiny_cnn: tf mode
+    assert tiny.get_layer("augmentation").get_config()["preset"] == "team004"
+
+
+def test_augmentation_layer_trains_only_and_takes_uint8(images):
+    """build_model(augment=...) puts the preset first; inference ignores it; uint8 pixels work."""
+    plain = MB.build_model(_cfg(dropout=0.0), "mask", (32, 32))
+    aug = MB.build_model(_cfg(dropout=0.0), "mask", (32, 32), augment="team004", seed=1)
+    assert [la.name for la in aug.layers][:3] == ["image", "augmentation", "input_adapter"]
+    assert "augmentation" not in [la.name for la in plain.layers]
+    aug.set_weights(plain.get_weights())
+    x8 = images[(32, 32)].astype("uint8")
+    want = _np(plain(x8.astype("float32"), training=False))
+    np.testing.assert_allclose(_np(aug(x8, training=False)), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(aug.predict(x8, verbose=0), want, rtol=1e-5, atol=1e-6)
+    # in training (batch-statistics BN on both sides) only the augmentation differs
+    plain_train = _np(plain(x8.astype("float32"), training=True))
+    assert not np.allclose(_np(aug(x8.astype("float32"), training=True)), plain_train, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- weights
@@ -422,7 +433,7 @@ def test_frozen_backbone_does_not_change_then_trains_after_unfreezing():
     keras.utils.set_random_seed(0)
     model = MB.build_model(_cfg(dropout=0.0), "mask", (32, 32))
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(8, 32, 32, 3)).astype("float32")
+    x = rng.uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 3, size=8)
     log = []
 

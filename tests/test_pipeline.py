@@ -1,4 +1,4 @@
-"""tf.data input pipeline: shapes, padding, normalisation, crops, cache, corrupt files."""
+"""tf.data input pipeline: shapes, padding, pixels, crops, JPEG scaled decode, cache, streaming, corrupt files."""
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +70,9 @@ def test_shapes_and_dtypes_for_each_task(tmp_path, task):
     assert ev.element_spec[0].shape.as_list() == [8, 32, 24, 3]
     assert ev.element_spec[2].shape.as_list() == [8]
     x, y = next(iter(train))
-    assert x.dtype == tf.float32
+    assert x.dtype == tf.uint8  # pixels; the model augments and converts on the device
     xe, ye, we = next(iter(ev))
+    assert xe.dtype == tf.uint8 and we.dtype == tf.float32
     sizes = {"mask": 3, "gender": 2, "age": 3}
     for yy in (y, ye):
         if task == "multihead":
@@ -124,17 +125,27 @@ def test_train_drops_remainder_and_reshuffles(tmp_path):
     assert len(order1) == 24
 
 
-def test_normalisation_exact_on_solid_colour(tmp_path):
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_pixels_exact_on_solid_colour(tmp_path, cache):
     colour = np.array([200, 100, 50], np.uint8)
     p = _save(tmp_path / "solid.png", np.broadcast_to(colour, (H, W, 3)))
     t = pd.DataFrame([dict(path=p, mask=0, gender=1, age_group=2, label=L.encode(0, 1, 2))] * 4)
-    cfg = _cfg(batch=4)
-    want = (colour / 255.0 - np.array(cfg.preprocess.mean)) / np.array(cfg.preprocess.std)
+    cfg = _cfg(batch=4, cache=cache)
     for training in (True, False):
         x = next(iter(P.make_dataset(t, cfg, training=training, task="multi")))[0].numpy()
-        np.testing.assert_allclose(x, np.broadcast_to(want, x.shape), atol=1e-5)
+        np.testing.assert_array_equal(x, np.broadcast_to(colour, x.shape))
     xp = next(iter(P.make_predict_dataset([p], cfg.preprocess, 2)[0])).numpy()
-    np.testing.assert_allclose(xp[0], np.broadcast_to(want, xp[0].shape), atol=1e-5)
+    np.testing.assert_array_equal(xp[0], np.broadcast_to(colour, xp[0].shape))
+    np.testing.assert_array_equal(xp[1], 0)  # the pad
+
+
+def test_mixing_ships_float_pixels(tmp_path):
+    t = make_table(tmp_path, n=16, n_files=4)
+    cfg = _cfg(batch=8)
+    cfg.augment = dataclasses.replace(cfg.augment, mixup=1.0)
+    x, y = next(iter(P.make_dataset(t, cfg, training=True, task="multi")))
+    assert x.dtype == tf.float32 and 0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 255
+    np.testing.assert_allclose(y.numpy().sum(1), 1.0, rtol=1e-5)
 
 
 def test_center_crop_geometry(tmp_path):
@@ -169,7 +180,7 @@ def test_face_crop_uses_given_columns_clipped_to_image(tmp_path):
     t["mask"], t["gender"], t["age_group"] = 0, 0, 0
     cfg = _cfg(image_size=(20, 20), crop="face", batch=2)
     x = next(iter(P.make_dataset(t.iloc[:1], cfg, training=False, task="mask")))[0].numpy()[0]
-    np.testing.assert_allclose(P.denormalize(x, cfg.preprocess), out[0])
+    np.testing.assert_array_equal(x, out[0])
     xp = next(iter(P.make_predict_dataset(t.iloc[:1], cfg.preprocess, 1)[0])).numpy()[0]
     np.testing.assert_array_equal(xp, x)
 
@@ -197,21 +208,80 @@ def test_cache_memory_and_file_give_same_values_twice(tmp_path):
         a, b = _collect(ds), _collect(ds)
         for ba, bb in zip(a, b):
             np.testing.assert_array_equal(ba[0], bb[0])
-    assert list((tmp_path / "cache").glob("c_*.index"))  # the file cache was written
+    files = list((tmp_path / "cache").glob("c_*.npy"))  # the file cache was written, and nothing else
+    assert len(files) == 1 and not [f for f in (tmp_path / "cache").iterdir() if f not in files]
+    # a later run reads it instead of decoding: still works with the images gone
+    for p in set(t.path):
+        os.remove(p)
+    x = np.concatenate([b[0] for b in _collect(P.make_dataset(t, _cfg(batch=5, cache=cache), training=False,
+                                                                task="multi", check="none"))])
+    np.testing.assert_array_equal(x, np.concatenate([b[0] for b in a]))
 
 
 @pytest.mark.parametrize("balance", ["none", "class"])
-def test_memory_cache_complete_after_one_epoch(tmp_path, balance):
-    """Epoch 2 reads only the cache: it still works after the files are gone."""
+def test_memory_cache_holds_every_image_before_the_first_epoch(tmp_path, balance):
+    """Every image is decoded once when the dataset is built; epochs read only the cache."""
     t = make_table(tmp_path, n=20, n_files=20)
     cfg = _cfg(image_size=(8, 8), batch=4, preset="base")
     cfg.sampling = dataclasses.replace(cfg.sampling, balance=balance, old_factor=1.5)
     train = P.make_dataset(t, cfg, training=True, task="age")
     ev = P.make_dataset(t, cfg, training=False, task="age")
-    _collect(train), _collect(ev)
+    assert train.cache_bytes == ev.cache_bytes == 20 * 8 * 8 * 3
     for p in set(t.path):
         os.remove(p)
-    assert len(_collect(train)) == train.num_steps and len(_collect(ev)) == ev.num_steps
+    for _ in range(2):
+        assert len(_collect(train)) == train.num_steps and len(_collect(ev)) == ev.num_steps
+
+
+@pytest.mark.parametrize("balance", ["none", "class"])
+def test_streaming_matches_cache_and_covers_every_row(tmp_path, balance):
+    """cache="none" decodes shuffled indices on the fly: same pixels as the cache, every row
+    once per epoch (a multiple of the batch), a new order each epoch, reproducible by seed."""
+    t = make_table(tmp_path, n=24, n_files=24, seed=4)
+    cfg = _cfg(image_size=(8, 8), batch=6, cache="none")
+    cfg.sampling = dataclasses.replace(cfg.sampling, balance=balance)
+    ref = P.load_images(t, cfg.preprocess)
+    key = {ref[i].tobytes(): i for i in range(len(t))}
+    ds = P.make_dataset(t, cfg, training=True, task="multi")
+    assert ds.cache_bytes == 0
+    epochs = []
+    for _ in range(2):
+        x = np.concatenate([b[0] for b in _collect(ds)])
+        rows = [key[im.tobytes()] for im in x]  # every batch image is exactly one row's pixels
+        epochs.append(rows)
+    if balance == "none":
+        assert sorted(epochs[0]) == list(range(24)) and sorted(epochs[1]) == list(range(24))
+    assert epochs[0] != epochs[1]
+    again = P.make_dataset(t, cfg, training=True, task="multi")
+    assert [key[im.tobytes()] for im in np.concatenate([b[0] for b in _collect(again)])] == epochs[0]
+    cached = P.make_dataset(t, _cfg(image_size=(8, 8), batch=6), training=False, task="multi")
+    streamed = P.make_dataset(t, cfg, training=False, task="multi")
+    for a, b in zip(_collect(cached), _collect(streamed)):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_jpeg_scaled_decode_picks_the_dct_scale_and_stays_close_to_full_decode(tmp_path):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:384]
+    smooth = np.stack([yy / 2, xx / 1.5, (yy + xx) / 3.6], -1) + rng.normal(0, 6, (512, 384, 3))
+    p = _save(tmp_path / "photo.jpg", np.clip(smooth, 0, 255), quality=90)
+    data = tf.io.read_file(p)
+    for image_size, crop_size, ratio in [((128, 96), (400, 200), 2), ((64, 48), (400, 200), 4),
+                                         ((300, 200), (400, 200), 1), ((50, 40), (512, 384), 8)]:
+        pre = PreprocessConfig(image_size=image_size, crop="center", crop_size=crop_size)
+        fast = P.load_images([p], pre)[0].astype(int)
+        # the reference: libjpeg's DCT scaling at that ratio, then the crop window, then the resize
+        full = tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+        ch, cw = crop_size[0] // ratio, crop_size[1] // ratio
+        y0, x0 = (512 - crop_size[0]) // 2 // ratio, (384 - crop_size[1]) // 2 // ratio
+        win = full[y0:y0 + ch, x0:x0 + cw]
+        far = win.shape[0] >= 2 * image_size[0] or win.shape[1] >= 2 * image_size[1]
+        want = P.resize_image(win, image_size, antialias=far).numpy().astype(int)
+        assert np.abs(fast - want).max() <= 16 and np.abs(fast - want).mean() < 0.5, (image_size, ratio)
+        # and close to decoding the whole image at full size (the PIL way)
+        exact = P.load_images([p], dataclasses.replace(pre, jpeg_scaled_decode=False))[0].astype(int)
+        assert np.abs(fast - exact).mean() < 3, image_size
 
 
 def test_file_cache_is_keyed_by_content(tmp_path):
@@ -262,12 +332,13 @@ def test_runtime_decode_error_names_the_file(tmp_path, which):
     t, trunc, text = _bad_files(tmp_path)
     bad = trunc if which == "truncated" else text
     t = t[(t.path == bad) | ~t.path.isin([trunc, text])]
-    # last row (sentinel case) and middle row
+    # last row (sentinel case) and first row; cached (decoded when built) and streamed, eval and training
     for order in (t, pd.concat([t.iloc[-1:], t.iloc[:-1]])):
-        cfg = _cfg(batch=4)
-        ds = P.make_dataset(order, cfg, training=False, task="multi", check="none")
-        with pytest.raises(tf.errors.InvalidArgumentError, match=bad.replace(".", r"\.")):
-            _collect(ds)
+        for cache in ("memory", "none"):
+            for training in (False, True):
+                cfg = _cfg(batch=4, cache=cache)
+                with pytest.raises(tf.errors.InvalidArgumentError, match=bad.replace(".", r"\.")):
+                    _collect(P.make_dataset(order, cfg, training=training, task="multi", check="none"))
 
 
 def test_predict_dataset_matches_eval_and_flip(tmp_path):
@@ -282,17 +353,6 @@ def test_predict_dataset_matches_eval_and_flip(tmp_path):
     dsf, _ = P.make_predict_dataset(t["path"].tolist(), cfg.preprocess, 4, flip=True)
     xf = np.concatenate([b.numpy() for b in dsf])
     np.testing.assert_array_equal(xf[:11], xp[:11, :, ::-1])
-
-
-def test_dataset_mean_std(tmp_path):
-    a = _save(tmp_path / "a.png", np.broadcast_to(np.array([255, 0, 51], np.uint8), (H, W, 3)))
-    b = _save(tmp_path / "b.png", np.broadcast_to(np.array([0, 0, 153], np.uint8), (H, W, 3)))
-    t = pd.DataFrame({"path": [a, b]})
-    mean, std = P.dataset_mean_std(t, image_size=(16, 12))
-    np.testing.assert_allclose(mean, [0.5, 0.0, 0.4], atol=1e-6)
-    np.testing.assert_allclose(std, [0.5, 0.0, 0.2], atol=1e-6)
-    mean1, _ = P.dataset_mean_std(t, image_size=(16, 12), n=1, seed=1)
-    assert np.allclose(mean1, (1.0, 0.0, 0.2)) or np.allclose(mean1, (0.0, 0.0, 0.6))
 
 
 def test_old_oversampling_through_make_dataset(tmp_path):

@@ -28,8 +28,7 @@ def _artifact(path, task, seed, **over):
                                "preprocess.image_size": SIZE, "preprocess.crop": "none",
                                "train.out_dir": str(path), **over})
     keras.utils.set_random_seed(seed)
-    model = build_model(cfg.model, task, tuple(cfg.preprocess.image_size), mean=cfg.preprocess.mean,
-                        std=cfg.preprocess.std)
+    model = build_model(cfg.model, task, tuple(cfg.preprocess.image_size))
     path.mkdir(parents=True)
     model.save(path / "model.keras")
     cfg.save(path / "config.json")

@@ -8,15 +8,12 @@ weights expect. :func:`describe_backbones` renders the table below for the READM
 
 Input convention (one rule for every backbone)
 ----------------------------------------------
-The input pipeline always feeds the model float32 images normalised with the dataset
-statistics of :class:`mask_keras.config.PreprocessConfig`::
-
-    x = (pixel / 255 - mean) / std            # mean, std: PreprocessConfig.mean/.std
-
-and the first layer of every model, :class:`InputAdapter`, undoes that normalisation and
-produces exactly what the chosen backbone was trained on. Each convention is written the
-way keras-hub writes its ``ImageConverter``: an affine map on 0..255 RGB pixels,
-``out = pixel * scale + offset`` per channel, optionally after an RGB->BGR swap:
+Models take **pixels**: ``(H, W, 3)`` RGB in 0..255, uint8 or float (what the input
+pipeline ships, and what a user has in hand). The first layer after the (training-only)
+augmentation, :class:`InputAdapter`, produces exactly what the chosen backbone was trained
+on. Each convention is written the way keras-hub writes its ``ImageConverter``: an affine
+map on 0..255 RGB pixels, ``out = pixel * scale + offset`` per channel, optionally after an
+RGB->BGR swap:
 
 =========  ===============================================  ==================================
 mode       what the backbone receives                       used by
@@ -28,8 +25,8 @@ torch      (pixel/255 - ImageNet mean) / ImageNet std        keras-hub ResNet(-v
 tf         pixel / 127.5 - 1  (range -1..1)                 keras-hub ViT, ``tiny_cnn``
 =========  ===============================================  ==================================
 
-So the pipeline has one normalisation for every backbone, the saved ``.keras`` file
-carries its own conversion (inference needs nothing but the artifact's mean/std), and a
+So the pipeline never normalises (it ships uint8, 4x fewer bytes to the device than
+float32), the saved ``.keras`` file carries its own conversion (inference feeds it pixels), and a
 pretrained backbone still sees the pixel statistics it was trained with. When the weights
 come from a keras-hub preset that is available locally (a preset directory, or a cached
 download), the convention is read from the preset's own image converter instead of the
@@ -75,7 +72,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..config import DATASET_MEAN, DATASET_STD, ConfigError
+from ..config import ConfigError
 
 #: ImageNet statistics on 0..1 RGB (torchvision / timm / PaddleClas)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -244,31 +241,23 @@ def describe_backbones() -> str:
 # --------------------------------------------------------------------------- input adapter
 @keras.saving.register_keras_serializable(package="mask_keras")
 class InputAdapter(keras.layers.Layer):
-    """Map pipeline-normalised images to the pixel convention a backbone expects.
+    """Map 0..255 RGB pixels (uint8 or float) to the convention a backbone expects.
 
-    ``x`` is ``(pixel/255 - mean) / std`` (RGB, the pipeline's normalisation). The
-    layer recovers ``pixel`` (0..255), optionally swaps RGB->BGR, then returns
-    ``pixel * scale + offset`` per output channel - keras-hub's ``ImageConverter``
-    rule. It has no weights and always computes in float32 (0..255 values are not
-    safe in bfloat16), whatever the global dtype policy.
+    Optionally swaps RGB->BGR, then returns ``pixel * scale + offset`` per output channel
+    (keras-hub's ``ImageConverter`` rule). It has no weights and always computes in float32
+    (0..255 values are not safe in bfloat16), whatever the global dtype policy.
     """
 
-    def __init__(self, mean=DATASET_MEAN, std=DATASET_STD, scale=(1.0, 1.0, 1.0),
-                 offset=(0.0, 0.0, 0.0), channel_order="rgb", **kwargs):
+    def __init__(self, scale=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0), channel_order="rgb", **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         if channel_order not in ("rgb", "bgr"):
             raise ValueError(f"InputAdapter: channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
-        self.mean = _three("mean", mean)
-        self.std = _three("std", std)
         self.scale = _three("scale", scale)
         self.offset = _three("offset", offset)
         self.channel_order = channel_order
-        mean_, std_ = np.asarray(self.mean), np.asarray(self.std)
-        if channel_order == "bgr":
-            mean_, std_ = mean_[::-1], std_[::-1]
-        self._a = (255.0 * std_ * np.asarray(self.scale)).astype("float32")
-        self._b = (255.0 * mean_ * np.asarray(self.scale) + np.asarray(self.offset)).astype("float32")
+        self._a = np.asarray(self.scale, "float32")
+        self._b = np.asarray(self.offset, "float32")
 
     def call(self, x):
         x = keras.ops.cast(x, "float32")
@@ -281,8 +270,7 @@ class InputAdapter(keras.layers.Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(mean=list(self.mean), std=list(self.std), scale=list(self.scale),
-                   offset=list(self.offset), channel_order=self.channel_order)
+        cfg.update(scale=list(self.scale), offset=list(self.offset), channel_order=self.channel_order)
         return cfg
 
 
@@ -290,19 +278,19 @@ def _three(name, v) -> tuple:
     arr = np.broadcast_to(np.asarray(v, dtype="float64"), (3,))
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"InputAdapter: {name} must be finite, got {v!r}")
-    if name == "std" and np.any(arr <= 0):
-        raise ValueError(f"InputAdapter: std must be > 0, got {v!r}")
+    if name == "scale" and np.any(arr == 0):
+        raise ValueError(f"InputAdapter: scale must be non-zero, got {v!r}")
     return tuple(float(a) for a in arr)
 
 
-def make_input_adapter(spec: BackboneSpec, mean=DATASET_MEAN, std=DATASET_STD,
-                       converter: tuple | None = None, name: str = "input_adapter") -> InputAdapter:
+def make_input_adapter(spec: BackboneSpec, converter: tuple | None = None,
+                       name: str = "input_adapter") -> InputAdapter:
     """The adapter for ``spec`` (or for a preset's own ``converter`` = (scale, offset))."""
     scale, offset, order = INPUT_MODES[spec.input_mode]
     if converter is not None:
         scale, offset = converter
         order = "rgb"
-    return InputAdapter(mean=mean, std=std, scale=scale, offset=offset, channel_order=order, name=name)
+    return InputAdapter(scale=scale, offset=offset, channel_order=order, name=name)
 
 
 # --------------------------------------------------------------------------- weights

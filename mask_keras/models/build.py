@@ -1,9 +1,11 @@
 """Assemble a classifier: input adapter -> backbone -> global average pooling -> head(s).
 
 ``build_model(model_cfg, task, image_size)`` returns a functional ``keras.Model`` named
-``f"{task}_{backbone}"`` taking ``(H, W, 3)`` float32 images normalised with the dataset
-mean/std (see :mod:`mask_keras.models.backbones` for why and how each backbone's own
-convention is met). Layers, in order: ``image`` (Input), ``input_adapter``
+``f"{task}_{backbone}"`` taking ``(H, W, 3)`` RGB pixels in 0..255 (uint8 or float32; see
+:mod:`mask_keras.models.backbones` for how each backbone's own convention is met).
+Layers, in order: ``image`` (Input), ``augmentation``
+(:class:`~mask_keras.augment.Augmentation`, when a preset is given: active in training
+only, so augmentation runs on the accelerator inside the jitted train step), ``input_adapter``
 (:class:`~mask_keras.models.backbones.InputAdapter`), ``resize`` (ViT/Swin only),
 ``backbone`` (a nested model), ``pool``, then the head (``probs``; or ``mask``,
 ``gender``, ``age`` for task ``multihead``, whose model returns a dict).
@@ -36,19 +38,20 @@ from typing import Callable, NamedTuple
 import keras
 
 from .. import labels as L
-from ..config import DATASET_MEAN, DATASET_STD, ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig
 from . import backbones as B
 from . import heads as H
 
 
 def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int | None = None,
-                *, mean=DATASET_MEAN, std=DATASET_STD) -> keras.Model:
+                *, augment: str | None = None, seed: int | None = None) -> keras.Model:
     """Build the functional model for ``task`` on ``model_cfg.backbone``.
 
-    ``image_size`` is ``(height, width)`` of the pipeline's images; ``mean``/``std`` the
-    pipeline's normalisation (``PreprocessConfig.mean/std``), baked into the model's
-    ``InputAdapter``. ``num_classes`` defaults to the task's (3/2/3/18); it must be
-    None for ``multihead``. The backbone is trainable; see :func:`fit_melting`.
+    ``image_size`` is ``(height, width)`` of the pipeline's images. ``augment``: an
+    augmentation preset (``mask_keras.augment.PRESETS``, e.g. ``AugmentConfig.preset``)
+    applied by the model's first layer during training only, seeded with ``seed``; None or
+    ``"none"``: no augmentation layer. ``num_classes`` defaults to the task's (3/2/3/18);
+    it must be None for ``multihead``. The backbone is trainable; see :func:`fit_melting`.
     """
     L.check_task(task)
     H.check_head(model_cfg.head)
@@ -68,7 +71,12 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
         set_bn_momentum(backbone, model_cfg.bn_momentum)
 
     inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
-    x = B.make_input_adapter(spec, mean=mean, std=std, converter=converter)(inputs)
+    x = inputs
+    if augment not in (None, "none"):
+        from ..augment import Augmentation
+
+        x = Augmentation(augment, seed=seed, name="augmentation")(x)
+    x = B.make_input_adapter(spec, converter=converter)(x)
     bh, bw = backbone.input.shape[1:3]
     if bh is not None and bw is not None and (int(bh), int(bw)) != (h, w):
         x = keras.layers.Resizing(int(bh), int(bw), interpolation="bilinear", name="resize")(x)
