@@ -332,13 +332,18 @@ def test_runtime_decode_error_names_the_file(tmp_path, which):
     t, trunc, text = _bad_files(tmp_path)
     bad = trunc if which == "truncated" else text
     t = t[(t.path == bad) | ~t.path.isin([trunc, text])]
-    # last row (sentinel case) and first row; cached (decoded when built) and streamed, eval and training
+    # cached: every image is decoded when the dataset is built -> ImageError naming the file
+    for training in (False, True):
+        with pytest.raises(P.ImageError, match=bad.replace(".", r"\.")) as ei:
+            P.make_dataset(t, _cfg(batch=4), training=training, task="multi", check="none")
+        assert [p for p, _ in ei.value.bad] == [bad]
+    # streamed (cache none): the error surfaces while iterating, still naming the file;
+    # last row (sentinel case) and first row, eval and training
     for order in (t, pd.concat([t.iloc[-1:], t.iloc[:-1]])):
-        for cache in ("memory", "none"):
-            for training in (False, True):
-                cfg = _cfg(batch=4, cache=cache)
-                with pytest.raises(tf.errors.InvalidArgumentError, match=bad.replace(".", r"\.")):
-                    _collect(P.make_dataset(order, cfg, training=training, task="multi", check="none"))
+        for training in (False, True):
+            cfg = _cfg(batch=4, cache="none")
+            with pytest.raises(tf.errors.InvalidArgumentError, match=bad.replace(".", r"\.")):
+                _collect(P.make_dataset(order, cfg, training=training, task="multi", check="none"))
 
 
 def test_predict_dataset_matches_eval_and_flip(tmp_path):
