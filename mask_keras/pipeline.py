@@ -296,12 +296,18 @@ def _checked(table: pd.DataFrame, check: str, on_error: str = "raise", progress:
         return table
     if on_error != "skip":
         raise ImageError(bad, total=table["path"].nunique())
+    return _drop_bad(table, bad)
+
+
+def _drop_bad(table: pd.DataFrame, bad) -> pd.DataFrame:
+    """The table without the rows of ``bad`` files, reported (``data.on_error='skip'``) and
+    recorded in ``table.attrs["skipped_images"]``."""
     bad_paths = {p for p, _ in bad}
     log.warning("skipped %d undecodable image(s) (data.on_error='skip'):\n  %s", len(bad),
                 "\n  ".join(f"{p}: {r}" for p, r in bad))
     out = table[~table["path"].astype(str).isin(bad_paths)]
     out.attrs = dict(table.attrs)
-    out.attrs["skipped_images"] = list(table.attrs.get("skipped_images", [])) + bad
+    out.attrs["skipped_images"] = list(table.attrs.get("skipped_images", [])) + list(bad)
     return out
 
 
@@ -367,12 +373,21 @@ def one_hot_targets(target, task: str):
     return tf.one_hot(target, L.TASK_CLASSES[task], dtype=tf.float32)
 
 
+def _file_stamp(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _cache_key(rows: Rows, preprocess_cfg) -> str:
-    """Names a cache after everything that determines its pixels (files, boxes, preprocessing)."""
+    """Names a cache after everything that determines its pixels: the files (path, size,
+    modification time: a replaced image is decoded again), crop boxes, preprocessing."""
     h = hashlib.sha1()
     h.update(json.dumps([list(preprocess_cfg.image_size), preprocess_cfg.crop, list(preprocess_cfg.crop_size),
                          bool(getattr(preprocess_cfg, "jpeg_scaled_decode", False))]).encode())
-    h.update("\0".join(rows.path.tolist()).encode())
+    h.update("\0".join(f"{p}\1{_file_stamp(p)}" for p in rows.path.tolist()).encode())
     h.update(np.ascontiguousarray(rows.box).tobytes())
     return h.hexdigest()[:16]
 
@@ -449,9 +464,9 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
             seen[idx] = True
             bar.update(len(idx))
     if not seen.all():
-        bad = rows.path[~seen]
-        raise ImageError([(p, "TensorFlow cannot decode it (corrupt or truncated image data)") for p in bad],
-                         total=rows.n)
+        bad = sorted(set(rows.path[~seen]))  # the header check says why, when it can
+        raise ImageError([(p, _check_one(p) or "TensorFlow cannot decode it (corrupt image data)") for p in bad],
+                         total=len(set(rows.path)))
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
@@ -537,7 +552,9 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     reproduces the exact batches (the shuffle is seeded either way).
     check: file check before building (``fast`` | ``full`` | ``none``, see :func:`check_images`);
     undecodable files raise :class:`ImageError` (or are skipped with a report when
-    ``cfg.data.on_error == "skip"``).
+    ``cfg.data.on_error == "skip"``). With a cache (``train.cache`` memory or a file) every
+    image is decoded while the dataset is built, which is the full check: ``fast`` is then
+    skipped, and decode failures raise (or skip) the same way, naming every file.
 
     ``x`` is uint8 pixels (float32 0..255 when MixUp/CutMix is on); per-image augmentation
     (``augment.preset``) is the model's job (:class:`mask_keras.augment.Augmentation`).
@@ -552,11 +569,24 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     verbose = cfg.train.verbose if verbose is None else verbose
     if len(table) == 0:
         raise ValueError("make_dataset: the table is empty")
-    table = _checked(table, check, getattr(cfg.data, "on_error", "raise"), progress=bool(verbose))
+    on_error = getattr(cfg.data, "on_error", "raise")
+    cached = cfg.train.cache not in (None, "none")
+    # a cache decodes every image now, which checks every file fully: the header check would only repeat it
+    table = _checked(table, "none" if cached and check == "fast" else check, on_error, progress=bool(verbose))
     if pcfg.crop == "face":
         table = ensure_crop_boxes(table, pcfg)
     split = "train" if training else "eval"
     rows = Rows(table, pcfg, task)
+    try:
+        store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
+    except ImageError as e:
+        if on_error != "skip":
+            raise
+        table = _drop_bad(table, e.bad)
+        if len(table) == 0:
+            raise ValueError("make_dataset: no decodable image left in the table") from e
+        rows = Rows(table, pcfg, task)
+        store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
     n = rows.n
     counts = sampling.old_repeat_counts(table, cfg.sampling.old_factor, seed) if training else None
     n_epoch = int(counts.sum()) if training else n
@@ -564,7 +594,6 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     if training and steps == 0:
         raise ValueError(f"training set of {n_epoch} images is smaller than one batch ({b}); "
                          f"lower train.batch_size or add data")
-    store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
     cached = (f", {store.nbytes / 2**20:.0f} MiB uint8 cache" if store.cached else ", decoded on the fly")
 
     if not training:

@@ -210,12 +210,18 @@ def test_cache_memory_and_file_give_same_values_twice(tmp_path):
             np.testing.assert_array_equal(ba[0], bb[0])
     files = list((tmp_path / "cache").glob("c_*.npy"))  # the file cache was written, and nothing else
     assert len(files) == 1 and not [f for f in (tmp_path / "cache").iterdir() if f not in files]
-    # a later run reads it instead of decoding: still works with the images gone
-    for p in set(t.path):
-        os.remove(p)
+    # a later run reads it instead of decoding (same pixels, no new file)
+    stamp = files[0].stat().st_mtime_ns
     x = np.concatenate([b[0] for b in _collect(P.make_dataset(t, _cfg(batch=5, cache=cache), training=False,
-                                                                task="multi", check="none"))])
+                                                                task="multi"))])
     np.testing.assert_array_equal(x, np.concatenate([b[0] for b in a]))
+    assert list((tmp_path / "cache").glob("c_*.npy")) == files and files[0].stat().st_mtime_ns == stamp
+    # a replaced image (new size/mtime) is a new key: decoded again, never the stale pixels
+    _save(t.path[3], np.full((H, W, 3), 9, np.uint8))
+    x = np.concatenate([b[0] for b in _collect(P.make_dataset(t, _cfg(batch=5, cache=cache), training=False,
+                                                                task="multi"))])
+    assert len(list((tmp_path / "cache").glob("c_*.npy"))) == 2
+    assert (x[3] == 9).all() and not (np.concatenate([b[0] for b in a])[3] == 9).all()
 
 
 @pytest.mark.parametrize("balance", ["none", "class"])
