@@ -436,17 +436,22 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
 
     ``cache`` a file prefix: the array is saved to ``<prefix>_<key>.npy`` (``key`` hashes the
     files, crop boxes and preprocessing, so a changed table never reads a stale cache;
-    written to a temporary file, then renamed) and loaded from there by later runs.
+    written to a temporary file, then renamed) and returned memory-mapped; later runs map
+    it instead of decoding.
     """
     h, w = (int(v) for v in preprocess_cfg.image_size)
     file = None
     if cache not in (None, "none", "memory"):
         file = Path(f"{cache}_{_cache_key(rows, preprocess_cfg)}.npy")
         if file.exists():
-            arr = np.load(file)
-            if arr.shape == (rows.n, h, w, 3) and arr.dtype == np.uint8:
-                return arr
-            log.warning("%s: unexpected array %s %s; decoding again", file, arr.shape, arr.dtype)
+            try:
+                arr = np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                log.warning("%s: unreadable cache (%s); decoding again", file, e)
+            else:
+                if arr.shape == (rows.n, h, w, 3) and arr.dtype == np.uint8:
+                    return arr
+                log.warning("%s: unexpected array %s %s; decoding again", file, arr.shape, arr.dtype)
     from tqdm.auto import tqdm
 
     out = np.empty((rows.n, h, w, 3), np.uint8)
@@ -476,41 +481,49 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
             os.replace(tmp, file)
         finally:
             tmp.unlink(missing_ok=True)
+        del out
+        return np.load(file, mmap_mode="r")  # memory-mapped: the OS page cache holds it
     return out
 
 
 class ImageStore:
-    """Where a dataset's pixels come from: every image decoded once and held as one uint8
-    tensor (``cache`` memory or a file), or decoded on demand (``cache="none"``).
+    """Where a dataset's pixels come from: every image decoded once into one uint8 array
+    (``cache`` memory, or a memory-mapped ``.npy`` file), or decoded on demand (``"none"``).
 
-    The cache holds ``n * h * w * 3`` bytes (0.65 GiB for 18,900 images at 128x96); while
-    it is built, the decoded array and its tensor copy briefly coexist (twice that).
+    Batches are gathered from the array by a ``numpy_function`` (``np.take`` releases the
+    GIL): capturing a large tensor in a ``tf.data`` function instead costs seconds per GiB
+    when the first iterator serialises the dataset graph. The array holds ``n * h * w * 3``
+    bytes (0.65 GiB for 18,900 images at 128x96).
     """
 
     def __init__(self, rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool = True):
         self.rows, self.pcfg = rows, preprocess_cfg
         self.cached = cache not in (None, "none")
-        self.images, self.nbytes = None, 0
+        self.array, self.nbytes = None, 0
         if self.cached:
-            arr = decode_all(rows, preprocess_cfg, cache, progress)
-            self.nbytes = arr.nbytes
-            self.images = tf.constant(arr)  # gathered a batch at a time inside tf.data
+            self.array = decode_all(rows, preprocess_cfg, cache, progress)
+            self.nbytes = int(self.array.nbytes)
         # a pad row (index n): zero image, target -1 (one-hot zeros), unknown age
         t = rows.target
         self.targets = tf.constant(np.concatenate([t, np.full((1,) + t.shape[1:], -1, t.dtype)]))
         self.ages = tf.constant(np.concatenate([rows.age, [-1]]).astype(np.int32))
 
-    def batches(self, indices, batch_size: int, deterministic: bool = True, pads: bool = False):
-        """Row indices -> batches ``{"index", "image", "target", "age"}``; ``pads``: the indices
-        may hold ``n`` (one past the last row), a pad row with a zero image and target -1."""
+    def _take(self, i: np.ndarray) -> np.ndarray:
+        n = self.rows.n
+        x = np.take(self.array, np.minimum(i, n - 1), axis=0)
+        x[i >= n] = 0  # pads
+        return x
+
+    def batches(self, indices, batch_size: int, deterministic: bool = True):
+        """Row indices -> batches ``{"index", "image", "target", "age"}``; index ``n`` (one past
+        the last row) is a pad row: zero image, target -1."""
         b = int(batch_size)
         if self.cached:
-            images, last = self.images, max(self.rows.n - 1, 0)
+            shape = [b, *(int(v) for v in self.pcfg.image_size), 3]
 
             def gather(i):
-                x = tf.gather(images, tf.minimum(i, last))
-                if pads:  # zero the pad rows (a multiply: tf.where on uint8 images is ~20x slower)
-                    x = x * tf.cast(i < self.rows.n, tf.uint8)[:, None, None, None]
+                x = tf.numpy_function(self._take, [i], tf.uint8, stateful=False)
+                x.set_shape(shape)
                 return {"index": i, "image": x, "target": tf.gather(self.targets, i), "age": tf.gather(self.ages, i)}
 
             return indices.batch(b, drop_remainder=True).map(gather, num_parallel_calls=AUTOTUNE,
@@ -598,7 +611,7 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
 
     if not training:
         idx, pad = _with_pads(n, b)
-        ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), b, deterministic=True, pads=True)
+        ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), b, deterministic=True)
         ds = ds.map(lambda r: (r["image"], one_hot_targets(r["target"], task),
                                tf.cast(r["index"] < n, tf.float32)), num_parallel_calls=AUTOTUNE)
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
@@ -669,7 +682,7 @@ def make_predict_dataset(paths, preprocess_cfg, batch_size: int, flip: bool = Fa
         table = ensure_crop_boxes(table, preprocess_cfg)
     store = ImageStore(Rows(table, preprocess_cfg, None), preprocess_cfg, "none")
     idx, _ = _with_pads(n, batch_size)
-    ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), batch_size, pads=True)
+    ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), batch_size)
     ds = ds.map(lambda r: tf.reverse(r["image"], axis=[2]) if flip else r["image"])
     return ds.prefetch(AUTOTUNE), n
 
