@@ -118,11 +118,11 @@ def stage_costs(tf, pipeline, paths, cfg, opts) -> dict:
 
 def device_augment(preset, image_size, batch_size, seed=0) -> float:
     """Images/s of the preset's Augmentation layer alone, jitted on the JAX device (stateless call)."""
+    from mask_keras.augment import Augmentation  # first: selects the JAX backend before keras loads
+
     import jax
     import keras
     import numpy as np
-
-    from mask_keras.augment import Augmentation
 
     h, w = image_size
     m = keras.Sequential([keras.Input((h, w, 3)), Augmentation(preset, seed=seed)])
