@@ -611,6 +611,9 @@ class BatchMixer:
             log.warning("augment.mixup + augment.cutmix = %.2f > 1: CutMix runs in %.0f%% of the batches, not %.0f%%",
                         mixup + cutmix, 100 * (1 - mixup), 100 * cutmix)
         self.mixup, self.cutmix, self.alpha, self.old_only = float(mixup), float(cutmix), float(alpha), bool(old_only)
+        from ._tf import tf
+
+        self._tf = tf  # imported on first use, not with the module
         self.rng = _generator(seed)
 
     @classmethod
@@ -621,7 +624,7 @@ class BatchMixer:
         return cls(augment_cfg.mixup, augment_cfg.cutmix, augment_cfg.mix_alpha, augment_cfg.mix_old_only, seed)
 
     def _beta(self, n):
-        from ._tf import tf
+        tf = self._tf  # (an import here would break autograph when tf.data traces this)
 
         s1, s2 = tf.unstack(self.rng.make_seeds(2), axis=1)
         a = tf.random.stateless_gamma((n,), seed=s1, alpha=self.alpha)
@@ -630,7 +633,7 @@ class BatchMixer:
 
     def __call__(self, images, targets, age_group=None):
         """images (B, H, W, C) float32, targets (B, K) or dict of them; age_group (B,) int (for old_only)."""
-        from ._tf import tf
+        tf = self._tf  # (an import here would break autograph when tf.data traces this)
 
         x = tf.convert_to_tensor(images, tf.float32)
         shape = tf.shape(x)

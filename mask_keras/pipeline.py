@@ -642,7 +642,6 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     ds = store.batches(indices, b, deterministic=True)
     mixer = BatchMixer.from_config(cfg.augment, seed=seed + 7)
 
-    @tf.autograph.experimental.do_not_convert  # plain TF ops; autograph trips on BatchMixer's lazy imports
     def train_batch(r):
         y = one_hot_targets(r["target"], task)
         if mixer is None:

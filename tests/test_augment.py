@@ -396,3 +396,16 @@ def test_augmentation_gallery_writes_png(tmp_path):
     t = _table(tmp_path, 6)
     out = A.augmentation_gallery(t, _cfg("team004", mixup=0.5), tmp_path / "gallery.png", n=4)
     assert out.is_file() and out.stat().st_size > 1000
+
+
+def test_mixer_works_in_a_users_own_tf_data_map():
+    """tf.data traces the map with autograph: the mixer must survive it (no in-method imports)."""
+    from mask_keras._tf import tf
+
+    mixer = A.BatchMixer(mixup=0.5, cutmix=0.5, seed=0)
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 6, 3)).astype("float32")
+    y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
+    ds = tf.data.Dataset.from_tensors((x, y)).repeat(3).map(lambda a, b: mixer(a, b))
+    for xm, ym in ds:
+        assert xm.shape == (4, 8, 6, 3)
+        np.testing.assert_allclose(ym.numpy().sum(1), 1.0, rtol=1e-5)
