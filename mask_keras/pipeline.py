@@ -365,6 +365,12 @@ class Rows:
         self.age = (table["age_group"].to_numpy().astype(np.int32) if "age_group" in table.columns
                     else np.full(n, -1, np.int32))
 
+    def file_tensors(self):
+        """``(paths, boxes)`` as tensors for tf.data functions (one dummy row when empty)."""
+        paths = tf.constant(self.path.tolist() if self.n else [""], tf.string)
+        boxes = tf.constant(self.box if self.n else np.zeros((1, 4), np.int32), tf.int32)
+        return paths, boxes
+
 
 def one_hot_targets(target, task: str):
     """Integer targets (B,) or (B, 3) -> one-hot float32 (B, C) or dict of them; -1 -> all zeros."""
@@ -404,8 +410,7 @@ def decode_stream(indices, rows: Rows, preprocess_cfg, deterministic: bool = Tru
     """
     n = rows.n
     h, w = (int(v) for v in preprocess_cfg.image_size)
-    paths = tf.constant(rows.path.tolist() if n else [""], tf.string)
-    boxes = tf.constant(rows.box if n else np.zeros((1, 4), np.int32), tf.int32)
+    paths, boxes = rows.file_tensors()
     ds = indices.map(lambda i: tf.cast(i, tf.int64)).concatenate(
         tf.data.Dataset.from_tensors(tf.constant(-1, tf.int64)))
     ds = ds.scan(tf.constant(-2, tf.int64), lambda prev, i: (i, (i, prev)))
@@ -456,8 +461,7 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
 
     out = np.empty((rows.n, h, w, 3), np.uint8)
     seen = np.zeros(rows.n, bool)
-    paths = tf.constant(rows.path.tolist() if rows.n else [""], tf.string)
-    boxes = tf.constant(rows.box if rows.n else np.zeros((1, 4), np.int32), tf.int32)
+    paths, boxes = rows.file_tensors()
     # every row once, in whatever order the parallel decoders finish (each carries its index);
     # a file that fails to decode is skipped by ignore_errors and found missing afterwards
     ds = tf.data.Dataset.range(rows.n).map(
