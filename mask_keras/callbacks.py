@@ -18,15 +18,19 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
     """Save the model when ``monitor`` improves (mode max), via temp file + rename.
 
     Keras' ModelCheckpoint writes in place; an interrupted save would leave a broken
-    ``model.keras`` behind. This one never leaves a partial artifact.
+    ``model.keras`` behind. This one never leaves a partial artifact. The best weights are
+    also kept in memory (``best_weights``, host arrays), so every process of a multi-host
+    job has them; ``write=False`` (the non-chief processes) keeps them without writing.
     """
 
-    def __init__(self, path, monitor: str = "val_macro_f1"):
+    def __init__(self, path, monitor: str = "val_macro_f1", write: bool = True):
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
+        self.write = write
         self.best = -math.inf
         self.best_epoch = None
+        self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -35,8 +39,10 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         value = float(logs[self.monitor])
         if value > self.best or self.best_epoch is None:
             self.best, self.best_epoch = value, epoch
-            save_model_atomic(self.model, self.path)
-            log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, self.path)
+            self.best_weights = self.model.get_weights()
+            if self.write:
+                save_model_atomic(self.model, self.path)
+                log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, self.path)
 
 
 def save_model_atomic(model, path) -> Path:
@@ -44,8 +50,13 @@ def save_model_atomic(model, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
     os.close(fd)
+    from .distribute import no_distribution
+
     try:
-        model.save(tmp)
+        # outside the distribution: saving builds a reference optimizer whose variable would
+        # otherwise be placed on every host's devices, a collective the other hosts never join
+        with no_distribution():
+            model.save(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -61,6 +72,7 @@ class CombinedMacroF1(keras.callbacks.Callback):
         self.val_ds = val_ds
         self.name = name
         self._y = y_true
+        self._predict = None
 
     def _labels(self):
         if self._y is None:
@@ -77,14 +89,17 @@ class CombinedMacroF1(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from sklearn.metrics import f1_score
 
+        from .distribute import LocalPredictor, from_chief
         from .ensemble import combine_tasks, from_multihead
 
         y = self._labels()
-        probs = self.model.predict(self.val_ds.map(lambda x, y, w: x), verbose=0)
+        if self._predict is None or self._predict.model is not self.model:
+            self._predict = LocalPredictor(self.model)  # multi-host safe; model.predict otherwise
+        probs = self._predict(self.val_ds.map(lambda x, y, w: x))
         pm, pg, pa = from_multihead(probs)
         pred = combine_tasks(pm, pg, pa)[: len(y)].argmax(1)
-        if logs is not None:
-            logs[self.name] = float(f1_score(y, pred, average="macro"))
+        if logs is not None:  # every host takes the chief's value: the same early stop / checkpoint
+            logs[self.name] = from_chief(float(f1_score(y, pred, average="macro")))
 
 
 class WandbLogger(keras.callbacks.Callback):

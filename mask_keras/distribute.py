@@ -32,8 +32,18 @@ global one (every device of every host). Each process builds the same tf.data pi
 (same seed, same files: the data directory must be visible on every host); Keras shards
 each global batch across processes (``DataParallel(auto_shard_dataset=True)``: rebatch to
 ``batch_size / processes`` and take every N-th piece), so ``batch_size`` must also be
-divisible by the number of processes. Only process 0 should be trusted with writing the
-artifact (``train.out_dir`` on shared storage, or per-host directories).
+divisible by the number of processes.
+
+Only process 0 (the chief, :func:`is_chief`) writes: the artifact, config, split, history,
+plots and checkpoints of ``train.out_dir`` (put it on shared storage to see them from every
+host; the other processes create nothing there). Every process still computes the same
+validation predictions and metrics, on a process-local copy of the model
+(:class:`LocalPredictor`: Keras' ``predict`` cannot fetch outputs that span other hosts'
+devices), so ``train`` returns the same result everywhere and callbacks such as early stopping
+take the same decision on every host (values they depend on are taken from the chief,
+:func:`from_chief`). K-fold ``resume`` in a multi-host job needs ``train.out_dir`` on shared
+storage (every process must see the same finished folds). Tested on CPU with two processes on
+one machine (``tests/test_distribute.py``; JAX's CPU collectives use gloo).
 On Cloud TPU pods and SLURM, ``jax.distributed.initialize()`` can discover the cluster by
 itself: set ``MASK_KERAS_MULTIHOST=1`` instead of the three variables.
 """
@@ -174,6 +184,74 @@ def process_count() -> int:
     return jax.process_count()
 
 
+def process_index() -> int:
+    """This process's index in a multi-host job (0 in a single-process run)."""
+    if not _is_jax():
+        return 0
+    import jax
+
+    return jax.process_index()
+
+
+def is_chief() -> bool:
+    """True on the process that writes artifacts (process 0; always true in one process)."""
+    return process_index() == 0
+
+
+def from_chief(value: float) -> float:
+    """``value`` as process 0 computed it, on every process (itself in a single-process run).
+
+    For numbers that steer training (a callback's ``val_macro_f1``): every host must take
+    the same early-stopping and checkpoint decisions, or the collectives deadlock.
+    """
+    if process_count() == 1:
+        return value
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return float(multihost_utils.broadcast_one_to_all(np.asarray(value, np.float64)))
+
+
+@contextlib.contextmanager
+def no_distribution():
+    """Run the body with no Keras distribution set (single-device placement); restore after."""
+    prev = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(prev)
+
+
+class LocalPredictor:
+    """``model.predict`` that works in every process of a multi-host job.
+
+    Keras' JAX ``predict`` gathers its outputs with ``np.asarray``, which fails when a
+    batch is split over other processes' devices. In a multi-process run this keeps a
+    replica of ``model`` on this process's first device, outside the distribution, copies
+    the current weights into it on each call (the replica's compiled predict function is
+    reused: same shapes) and predicts the *whole* dataset locally. In a single-process run
+    (one or many local devices) it is ``model.predict``.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self._replica = None
+
+    def __call__(self, ds, **kwargs):
+        kwargs.setdefault("verbose", 0)
+        if process_count() == 1:
+            return self.model.predict(ds, **kwargs)
+        import jax
+
+        weights = self.model.get_weights()  # replicated variables: readable on every process
+        with no_distribution(), jax.default_device(jax.local_devices()[0]):
+            if self._replica is None:
+                self._replica = keras.models.clone_model(self.model)
+            self._replica.set_weights(weights)
+            return self._replica.predict(ds, **kwargs)
+
+
 def multihost_requested() -> bool:
     """True when the environment asks for a multi-process job (see the module docstring)."""
     if os.environ.get("MASK_KERAS_MULTIHOST", "").strip() not in ("", "0"):
@@ -227,6 +305,27 @@ def check_batch_size(batch_size: int, n_devices: int | None = None, n_processes:
                               f"{what} and must be divisible by {n}; use e.g. {hint}")
 
 
+class DataParallel(keras.distribution.DataParallel):
+    """``keras.distribution.DataParallel`` whose per-process datasets keep their length.
+
+    In a multi-process job Keras shards each global batch over the processes (rebatch to
+    ``batch / processes``, then take every N-th piece), which leaves the dataset's
+    cardinality unknown: ``fit`` then shows no epoch length and warns that the input "ran out
+    of data" at the end of every first epoch. With the global batch divisible by the number
+    of processes (checked) each process gets exactly as many batches as there were global
+    ones, so that count is asserted on the sharded dataset.
+    """
+
+    def distribute_dataset(self, dataset):
+        out = super().distribute_dataset(dataset)
+        if out is dataset:
+            return out
+        from ._tf import tf
+
+        n = int(dataset.cardinality())
+        return out.apply(tf.data.experimental.assert_cardinality(n)) if n >= 0 else out
+
+
 def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     """``devices="all"``: data-parallel over every device (keras.distribution.DataParallel).
 
@@ -251,7 +350,7 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     devs = keras.distribution.list_devices()
     if batch_size is not None:
         check_batch_size(batch_size, len(devs))
-    dist = keras.distribution.DataParallel(devices=devs)
+    dist = DataParallel(devices=devs)
     keras.distribution.set_distribution(dist)
     log.info("DataParallel over %d device(s) in %d process(es): %s; global batch %s, %s per device",
              len(devs), process_count(), devs, batch_size,

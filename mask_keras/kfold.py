@@ -49,18 +49,19 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
         return False
 
 
-def check_oof(oof: pd.DataFrame, fold_dirs) -> None:
-    """No image predicted twice; no person validated by two folds (the split did not leak)."""
+def check_oof(oof: pd.DataFrame) -> None:
+    """No image predicted twice; no person validated by two folds (the split did not leak).
+
+    ``oof``: the folds' validation predictions with ``path``, ``profile`` and ``fold`` columns.
+    """
     dup = oof["path"][oof["path"].duplicated()]
     if len(dup):
         raise RuntimeError(f"{len(dup)} image(s) predicted by two folds, e.g. {dup.iloc[0]}: the split leaked")
-    seen: dict[str, str] = {}
-    for d in fold_dirs:
-        split = pd.read_csv(Path(d) / "split.csv", dtype=str)
-        for person in split.loc[split["split"] == "val", "profile"]:
-            if person in seen:
-                raise RuntimeError(f"person {person} is in the validation folds of {seen[person]} and {d}")
-            seen[person] = str(d)
+    folds = oof.groupby(oof["profile"].astype(str))["fold"].unique()
+    leaked = folds[folds.map(len) > 1]
+    if len(leaked):
+        raise RuntimeError(f"person {leaked.index[0]} is in the validation folds {sorted(int(f) for f in leaked.iloc[0])}: "
+                           f"the split leaked ({len(leaked)} people in all)")
 
 
 def oof_summary(oof: pd.DataFrame, task: str) -> dict:
@@ -92,9 +93,12 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     bad = [f for f in fold_ids if not 0 <= f < k]
     if bad:
         raise ConfigError(f"folds {bad} not in 0..{k - 1}")
+    from .distribute import is_chief
+
     out = Path(cfg.train.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.json")
+    if is_chief():  # multi-host: every process trains every fold, only process 0 writes
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
     dirs, per_fold, oofs = [], [], []
     for f in fold_ids:
         fdir = out / f"fold_{f}"
@@ -102,20 +106,25 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
         if resume and _done(fdir, fcfg):
             log.info("fold %d/%d: already trained with this config, kept (%s)", f + 1, k, fdir)
             metrics = json.loads((fdir / "metrics.json").read_text())
+            preds = pd.read_csv(fdir / "val_predictions.csv", dtype={"profile": str})
         else:
             log.info("fold %d/%d", f + 1, k)
-            metrics = train(fcfg).metrics
+            r = train(fcfg)
+            metrics, preds = r.metrics, r.predictions
         dirs.append(fdir)
         per_fold.append(float(metrics["macro_f1"]))
-        oofs.append(pd.read_csv(fdir / "val_predictions.csv").assign(fold=f))
+        oofs.append(preds.assign(fold=f))
     oof = pd.concat(oofs, ignore_index=True)
-    check_oof(oof, dirs)
-    atomic_write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
+    check_oof(oof)
+    chief = is_chief()
+    if chief:
+        atomic_write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
     summary = {"task": cfg.train.task, "folds": fold_ids, "k": k, "fold_dirs": [str(d) for d in dirs],
                "fold_macro_f1": per_fold, "mean_fold_macro_f1": float(np.mean(per_fold)),
                **oof_summary(oof, cfg.train.task)}
     if len(fold_ids) < k:
         summary["note"] = f"only folds {fold_ids} of {k} trained: the OOF set covers their validation people only"
-    atomic_write_text(out / "kfold_summary.json", json.dumps(summary, indent=2) + "\n")
+    if chief:
+        atomic_write_text(out / "kfold_summary.json", json.dumps(summary, indent=2) + "\n")
     log.info("K-fold OOF macro F1 %.4f (folds: %s)", summary["oof_macro_f1"], per_fold)
     return KFoldResult(out, dirs, oof, summary)

@@ -51,6 +51,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -478,7 +479,8 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
                          total=len(set(rows.path)))
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        # unique per host and process: several hosts of a multi-host job may share the folder
+        tmp = file.with_name(f".{file.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as f:
                 np.save(f, out)
@@ -687,6 +689,9 @@ def make_predict_dataset(paths, preprocess_cfg, batch_size: int, flip: bool = Fa
     idx, _ = _with_pads(n, batch_size)
     ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), batch_size)
     ds = ds.map(lambda r: tf.reverse(r["image"], axis=[2]) if flip else r["image"])
+    # the streamed decode hides the length from tf.data; Keras needs it for a progress bar
+    # and warns that the input "ran out of data" without it
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(idx) // int(batch_size)))
     return ds.prefetch(AUTOTUNE), n
 
 

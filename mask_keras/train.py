@@ -33,10 +33,13 @@ MONITOR = "val_macro_f1"
 
 @dataclass
 class TrainResult:
+    """Where the artifact is (written by the chief process only) and what it scored."""
+
     out_dir: Path
     model_path: Path
     metrics: dict
     history: dict
+    predictions: pd.DataFrame | None = None  # val_predictions.csv's rows (on every process)
 
 
 # --------------------------------------------------------------------------- data
@@ -130,16 +133,20 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool):
 
     from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, WandbLogger
 
+    from .distribute import is_chief
+
+    chief = is_chief()  # multi-host: only process 0 writes (distribute.py)
     cbs = []
     if multihead:
         cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
-    cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR))
-    (out / "history.csv").unlink(missing_ok=True)
-    cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv"), append=True))  # both melting phases
+    cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR, write=chief))
+    if chief:
+        (out / "history.csv").unlink(missing_ok=True)
+        cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv"), append=True))  # both melting phases
     if cfg.train.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.train.early_stopping,
                                                  restore_best_weights=False))
-    if cfg.train.wandb:
+    if cfg.train.wandb and chief:
         cbs.append(WandbLogger(cfg, out))
     return cbs
 
@@ -155,22 +162,26 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
     import keras
 
     from . import distribute, pipeline
+    from .callbacks import AtomicBestCheckpoint
     from .models import build as model_build
 
     t = cfg.train
     out = Path(t.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.json")
     keras.utils.set_random_seed(t.seed)
     distribute.enable_compilation_cache()
     distribute.setup_distribution(t.devices, batch_size=t.batch_size)  # global batch, split over devices
+    chief = distribute.is_chief()  # multi-host: only process 0 writes into out_dir
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
     prev_policy = keras.mixed_precision.global_policy().name
     closers = []  # callbacks holding resources (wandb run): closed however training ends
     if t.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         train_t, val_t = prepare_tables(cfg)
-        _write_split(out, train_t, val_t)
+        if chief:
+            _write_split(out, train_t, val_t)
         log.info("train: %d images (%d people), validation: %d images (%d people)",
                  len(train_t), train_t["profile"].nunique(), len(val_t), val_t["profile"].nunique())
         if len(train_t) < t.batch_size:
@@ -208,16 +219,18 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
                           steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
             _merge(history, h.history)
         seconds = time.time() - started
-        best = keras.saving.load_model(out / "model.keras")
-        metrics = _final_report(best, val_ds, val_t, cfg, out)
+        ckpt = next(cb for cb in cbs if isinstance(cb, AtomicBestCheckpoint))
+        model.set_weights(ckpt.best_weights)  # the weights saved in model.keras (on every process)
+        metrics, preds = _final_report(model, val_ds, val_t, cfg, out if chief else None)
         metrics.update(train_seconds=round(seconds, 2), epochs_run=len(next(iter(history.values()), [])),
                        train_images=len(train_t), val_images=len(val_t))
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        from . import plots
+        if chief:
+            atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+            from . import plots
 
-        plots.history({k: v for k, v in history.items()}, out / "history.png", title=f"{t.task} history")
+            plots.history({k: v for k, v in history.items()}, out / "history.png", title=f"{t.task} history")
         log.info("validation macro F1 %.4f (accuracy %.4f) -> %s", metrics["macro_f1"], metrics["accuracy"], out)
-        return TrainResult(out, out / "model.keras", metrics, history)
+        return TrainResult(out, out / "model.keras", metrics, history, preds)
     finally:
         for cb in closers:
             cb.close()
@@ -245,8 +258,13 @@ def _write_split(out: Path, train_t, val_t) -> None:
 
 
 def predict_table_probs(model, ds, n: int):
-    """Run ``model`` over an evaluation dataset of (x, y, w) batches; first ``n`` rows."""
-    out = model.predict(ds.map(lambda x, y, w: x), verbose=0)
+    """Run ``model`` over an evaluation dataset of (x, y, w) batches; first ``n`` rows.
+
+    Works in every process of a multi-host job (:class:`~mask_keras.distribute.LocalPredictor`).
+    """
+    from .distribute import LocalPredictor
+
+    out = LocalPredictor(model)(ds.map(lambda x, y, w: x), verbose=0)
     if isinstance(out, dict):
         return {k: np.asarray(v)[:n] for k, v in out.items()}
     if isinstance(out, (list, tuple)):
@@ -254,8 +272,12 @@ def predict_table_probs(model, ds, n: int):
     return np.asarray(out)[:n]
 
 
-def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path) -> dict:
-    """Per-class F1, confusion matrix PNG and metrics of the best model on validation."""
+def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | None):
+    """Per-class F1, confusion matrix PNG and metrics of the best model on validation.
+
+    Returns ``(metrics, predictions)``; writes the files into ``out`` unless it is None
+    (the non-chief processes of a multi-host job).
+    """
     from sklearn.metrics import accuracy_score, f1_score
 
     from . import plots
@@ -286,6 +308,8 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path) ->
     pred_cols = {f"p{c}": probs[:, c] for c in range(k)}
     preds = pd.DataFrame({"path": val_t["path"], "profile": val_t["profile"], "y_true": y_true, "y_pred": y_pred,
                           **pred_cols})
+    if out is None:
+        return res, preds
     atomic_write_text(out / "val_predictions.csv", preds.to_csv(index=False))
     cm = confusion_matrix(y_true, y_pred, k)
     plots.confusion_matrix(cm, names, out / "confusion_matrix.png",
@@ -293,4 +317,4 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path) ->
     sup = np.bincount(y_true, minlength=k)
     atomic_write_text(out / "per_class_f1.csv",
                       pd.DataFrame({"class": names, "f1": per_class, "support": sup}).to_csv(index=False))
-    return res
+    return res, preds

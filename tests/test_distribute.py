@@ -149,3 +149,97 @@ def test_two_devices_match_one_device_and_reload_on_one(synth_root, tmp_path):
     np.testing.assert_allclose(p, preds[["p0", "p1", "p2"]].to_numpy(), atol=1e-4)
     assert json.loads((out / "metrics.json").read_text())["macro_f1"] == pytest.approx(
         two["metrics"]["macro_f1"])
+
+
+# one process of a two-process ("multi-host") job on this machine; JAX's CPU collectives use gloo
+_HOST = r"""
+import json, sys
+import keras
+import mask_keras
+from mask_keras.config import Config
+from mask_keras.train import train
+
+root, out, over = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+r = train(Config().override(**{**over, "data.data_dir": root, "train.out_dir": out, "train.devices": "all"}))
+import jax
+print("RESULT" + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
+                             "devices": jax.device_count(), "loss": r.history["loss"],
+                             "val_loss": r.history["val_loss"], "val_macro_f1": r.history["val_macro_f1"],
+                             "metrics": {k: v for k, v in r.metrics.items() if k != "train_seconds"},
+                             "predictions": r.predictions.to_dict(orient="list")}))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_path):
+    """A two-process job (what two hosts run) over the multi-host environment variables.
+
+    Multi-head, so the per-epoch 18-class F1 callback predicts inside the job too. The
+    non-chief process is given its own out_dir: it must stay uncreated.
+    """
+    over = {**FAST, "train.task": "multihead"}
+    port = _free_port()
+    procs = []
+    for pid, out in enumerate((tmp_path / "chief", tmp_path / "worker")):
+        env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3",
+               "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(pid)}
+        env.pop("XLA_FLAGS", None)
+        procs.append(subprocess.Popen([sys.executable, "-c", _HOST, str(synth_root), str(out), json.dumps(over)],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    res = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=600)
+            lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT")]
+            assert p.returncode == 0 and lines, stdout[-3000:] + stderr[-5000:]
+            assert "ran out of data" not in stderr  # the sharded datasets keep their length
+            res.append(json.loads(lines[-1][len("RESULT"):]))
+    finally:
+        for p in procs:
+            p.kill()
+    chief, worker = res
+    assert (chief["process"], worker["process"], chief["processes"], chief["devices"]) == (0, 1, 2, 2)
+
+    # the same training as one process on one device (same seed, no augmentation)
+    from mask_keras.config import Config
+    from mask_keras.train import train
+
+    one = train(Config().override(**{**over, "data.data_dir": str(synth_root),
+                                     "train.out_dir": str(tmp_path / "one")}))
+    for r in (chief, worker):
+        np.testing.assert_allclose(r["loss"], one.history["loss"], rtol=2e-3)
+        np.testing.assert_allclose(r["val_loss"], one.history["val_loss"], rtol=2e-3)
+    # both processes took the same decisions from the same numbers, and report the same result
+    assert worker["val_macro_f1"] == chief["val_macro_f1"]
+    assert worker["metrics"] == chief["metrics"]
+    assert worker["predictions"] == chief["predictions"]
+
+    # only the chief wrote; its artifact loads in this single-device process and predicts what it reported
+    assert not (tmp_path / "worker").exists()
+    out = tmp_path / "chief"
+    for name in ("model.keras", "config.json", "split.csv", "history.csv", "metrics.json", "val_predictions.csv",
+                 "confusion_matrix.png", "history.png", "per_class_f1.csv"):
+        assert (out / name).is_file(), name
+    preds = pd.read_csv(out / "val_predictions.csv")
+    assert preds["path"].tolist() == chief["predictions"]["path"] and not preds["path"].duplicated().any()
+    assert len(preds) == chief["metrics"]["val_images"] == one.metrics["val_images"]
+
+    import keras
+
+    from mask_keras import pipeline
+    from mask_keras.ensemble import combine_tasks, from_multihead
+
+    cfg = Config.load(out)
+    ds, n = pipeline.make_predict_dataset(preds["path"].tolist(), cfg.preprocess, 16, progress=False)
+    probs = combine_tasks(*from_multihead(keras.saving.load_model(out / "model.keras").predict(ds, verbose=0)))[:n]
+    np.testing.assert_allclose(probs, preds[[f"p{c}" for c in range(18)]].to_numpy(), atol=1e-4)
+    assert json.loads((out / "metrics.json").read_text())["macro_f1"] == pytest.approx(chief["metrics"]["macro_f1"])

@@ -93,3 +93,14 @@ def test_kfold_needs_two_folds(tmp_path):
     with pytest.raises(ConfigError, match=r"folds \[7\] not in 0..2"):
         train_kfold(Config().override(**{"data.folds": 3, "train.out_dir": str(tmp_path / "x")}), folds=[7])
     assert not (tmp_path / "x").exists()
+
+
+def test_check_oof_catches_a_leaked_split():
+    from mask_keras.kfold import check_oof
+
+    ok = pd.DataFrame({"path": ["a", "b", "c"], "profile": ["p1", "p1", "p2"], "fold": [0, 0, 1]})
+    check_oof(ok)
+    with pytest.raises(RuntimeError, match="image.*predicted by two folds, e.g. a"):
+        check_oof(ok.assign(path=["a", "a", "c"]))
+    with pytest.raises(RuntimeError, match=r"person p1 is in the validation folds \[0, 1\]"):
+        check_oof(ok.assign(fold=[0, 1, 1]))
