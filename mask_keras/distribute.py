@@ -292,6 +292,17 @@ def initialize_multihost() -> None:
              jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
+def join_job(devices: str = "auto") -> None:
+    """Join the multi-host job the environment describes, when ``devices="all"`` (idempotent).
+
+    Call before anything asks :func:`is_chief` / :func:`process_index` or touches a JAX
+    device: JAX can only join a cluster before its backend starts. :func:`setup_distribution`
+    does it; drivers that decide per process before training (K-fold) call this first.
+    """
+    if devices == "all" and multihost_requested():
+        initialize_multihost()
+
+
 def check_batch_size(batch_size: int, n_devices: int | None = None, n_processes: int | None = None) -> None:
     """ConfigError unless the global batch splits evenly over the devices and processes."""
     from .config import ConfigError
@@ -338,6 +349,10 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     from .config import ConfigError
 
     if devices in ("auto", None):
+        if multihost_requested():
+            log.warning("the environment describes a multi-host job (KERAS_DISTRIBUTION_* / MASK_KERAS_MULTIHOST) "
+                        "but train.devices is 'auto': this process trains alone on one device; "
+                        "use --devices all (train.devices='all') on every host to train together")
         return None
     if devices != "all":
         from .config import _unknown
@@ -346,8 +361,7 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     if not _is_jax():
         raise ConfigError("train.devices='all' needs the JAX backend (keras.distribution); "
                           f"KERAS_BACKEND is {keras.backend.backend()!r}")
-    if multihost_requested():
-        initialize_multihost()
+    join_job(devices)
     devs = keras.distribution.list_devices()
     if batch_size is not None:
         check_batch_size(batch_size, len(devs))

@@ -93,8 +93,9 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     bad = [f for f in fold_ids if not 0 <= f < k]
     if bad:
         raise ConfigError(f"folds {bad} not in 0..{k - 1}")
-    from .distribute import is_chief
+    from .distribute import from_chief, is_chief, join_job
 
+    join_job(cfg.train.devices)  # multi-host: know who is process 0 before writing anything
     out = Path(cfg.train.out_dir)
     if is_chief():  # multi-host: every process trains every fold, only process 0 writes
         out.mkdir(parents=True, exist_ok=True)
@@ -103,8 +104,12 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     for f in fold_ids:
         fdir = out / f"fold_{f}"
         fcfg = cfg.override(**{"data.fold": f, "train.out_dir": str(fdir)})
-        if resume and _done(fdir, fcfg):
+        # multi-host: the chief decides, so that every process trains the same folds
+        if resume and from_chief(float(_done(fdir, fcfg))) > 0.5:
             log.info("fold %d/%d: already trained with this config, kept (%s)", f + 1, k, fdir)
+            if not (fdir / "val_predictions.csv").is_file():
+                raise FileNotFoundError(f"{fdir}: process 0 kept this finished fold, but this process cannot see its "
+                                        f"files; in a multi-host job resume needs train.out_dir on shared storage")
             metrics = json.loads((fdir / "metrics.json").read_text())
             preds = pd.read_csv(fdir / "val_predictions.csv", dtype={"profile": str})
         else:

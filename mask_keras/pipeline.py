@@ -549,14 +549,22 @@ def _with_pads(n: int, batch_size: int):
 # ---------------------------------------------------------------------------
 # public datasets
 # ---------------------------------------------------------------------------
-def epoch_size(table: pd.DataFrame, cfg, training: bool, task: str | None = None) -> tuple[int, int]:
-    """(examples, steps) of one epoch of :func:`make_dataset` for this table (before any file check)."""
-    task = task or cfg.train.task
+def _epoch_plan(table: pd.DataFrame, cfg, training: bool):
+    """``(repeats per row or None, examples per epoch, steps per epoch)`` of :func:`make_dataset`:
+    training repeats >=60 rows (``sampling.old_factor``) and drops the ragged remainder;
+    evaluation reads every row once and pads the last batch."""
     b = int(cfg.train.batch_size)
-    if training:
-        n = int(sampling.old_repeat_counts(table, cfg.sampling.old_factor, cfg.train.seed).sum())
-        return n, n // b
-    return len(table), -(-len(table) // b)
+    if not training:
+        return None, len(table), -(-len(table) // b)
+    counts = sampling.old_repeat_counts(table, cfg.sampling.old_factor, int(cfg.train.seed))
+    n_epoch = int(counts.sum())
+    return counts, n_epoch, n_epoch // b
+
+
+def epoch_size(table: pd.DataFrame, cfg, training: bool) -> tuple[int, int]:
+    """(examples, steps) of one epoch of :func:`make_dataset` for this table (before any file check)."""
+    _, n_epoch, steps = _epoch_plan(table, cfg, training)
+    return n_epoch, steps
 
 
 def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = None, *,
@@ -607,9 +615,7 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
         rows = Rows(table, pcfg, task)
         store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
     n = rows.n
-    counts = sampling.old_repeat_counts(table, cfg.sampling.old_factor, seed) if training else None
-    n_epoch = int(counts.sum()) if training else n
-    steps = n_epoch // b if training else -(-n // b)
+    counts, n_epoch, steps = _epoch_plan(table, cfg, training)
     if training and steps == 0:
         raise ValueError(f"training set of {n_epoch} images is smaller than one batch ({b}); "
                          f"lower train.batch_size or add data")

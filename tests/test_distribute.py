@@ -159,14 +159,21 @@ import mask_keras
 from mask_keras.config import Config
 from mask_keras.train import train
 
-root, out, over = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+from mask_keras.kfold import train_kfold
+
+root, out, shared, over = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 r = train(Config().override(**{**over, "data.data_dir": root, "train.out_dir": out, "train.devices": "all"}))
+# K-fold into a folder both processes see (shared storage), then again with resume
+kcfg = Config().override(**{**over, "data.data_dir": root, "train.out_dir": shared, "train.devices": "all",
+                            "data.folds": 2, "train.epochs": 1})
+k1 = train_kfold(kcfg, folds=[0]).summary
+k2 = train_kfold(kcfg, folds=[0], resume=True).summary
 import jax
 print("RESULT" + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                              "devices": jax.device_count(), "loss": r.history["loss"],
                              "val_loss": r.history["val_loss"], "val_macro_f1": r.history["val_macro_f1"],
                              "metrics": {k: v for k, v in r.metrics.items() if k != "train_seconds"},
-                             "predictions": r.predictions.to_dict(orient="list")}))
+                             "predictions": r.predictions.to_dict(orient="list"), "kfold": [k1, k2]}))
 """
 
 
@@ -183,7 +190,9 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
     """A two-process job (what two hosts run) over the multi-host environment variables.
 
     Multi-head, so the per-epoch 18-class F1 callback predicts inside the job too. The
-    non-chief process is given its own out_dir: it must stay uncreated.
+    non-chief process is given its own out_dir: it must stay uncreated. Then K-fold (one
+    fold) into a folder both see, as on shared storage, and again with ``resume``: both
+    processes must keep the fold (the chief decides) and report the same summary.
     """
     over = {**FAST, "train.task": "multihead"}
     port = _free_port()
@@ -193,7 +202,8 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
                "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}",
                "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(pid)}
         env.pop("XLA_FLAGS", None)
-        procs.append(subprocess.Popen([sys.executable, "-c", _HOST, str(synth_root), str(out), json.dumps(over)],
+        procs.append(subprocess.Popen([sys.executable, "-c", _HOST, str(synth_root), str(out), str(tmp_path / "kfold"),
+                                       json.dumps(over)],
                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     res = []
     try:
@@ -243,3 +253,11 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
     probs = combine_tasks(*from_multihead(keras.saving.load_model(out / "model.keras").predict(ds, verbose=0)))[:n]
     np.testing.assert_allclose(probs, preds[[f"p{c}" for c in range(18)]].to_numpy(), atol=1e-4)
     assert json.loads((out / "metrics.json").read_text())["macro_f1"] == pytest.approx(chief["metrics"]["macro_f1"])
+
+    # K-fold: the same summary everywhere, kept on resume; written once, by the chief
+    assert worker["kfold"] == chief["kfold"] and chief["kfold"][0] == chief["kfold"][1]
+    kdir = tmp_path / "kfold"
+    assert json.loads((kdir / "kfold_summary.json").read_text()) == chief["kfold"][0]
+    oof = pd.read_csv(kdir / "oof_predictions.csv")
+    assert len(oof) == chief["kfold"][0]["oof_images"] and set(oof["fold"]) == {0}
+    assert not list(kdir.rglob(".*tmp*"))  # no temp file of an interrupted or raced write left behind

@@ -374,6 +374,8 @@ def test_old_oversampling_through_make_dataset(tmp_path):
     cfg.sampling = dataclasses.replace(cfg.sampling, old_factor=2.0)
     ds = P.make_dataset(t, cfg, training=True, task="age")
     assert ds.num_examples == 36 and ds.num_steps == 6
+    # the length known before building (no file is read): the same plan
+    assert P.epoch_size(t, cfg, training=True) == (36, 6) and P.epoch_size(t, cfg, training=False) == (30, 5)
     y = np.concatenate([b[1] for b in _collect(ds)])
     assert (y.argmax(1) == 2).sum() == 12
 
