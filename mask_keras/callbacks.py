@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import keras
@@ -46,22 +44,15 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 
 def save_model_atomic(model, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
+    """``model.save(path)`` via a temporary file and a rename (:func:`mask_keras.files.atomic_path`)."""
     from .distribute import no_distribution
+    from .files import atomic_path
 
-    try:
-        # outside the distribution: saving builds a reference optimizer whose variable would
-        # otherwise be placed on every host's devices, a collective the other hosts never join
-        with no_distribution():
-            model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    # outside the distribution: saving builds a reference optimizer whose variable would
+    # otherwise be placed on every host's devices, a collective the other hosts never join
+    with atomic_path(path) as tmp, no_distribution():
+        model.save(tmp)
+    return Path(path)
 
 
 class CombinedMacroF1(keras.callbacks.Callback):

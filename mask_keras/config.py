@@ -12,13 +12,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import labels as L
+from .files import atomic_write_text  # Config.save; also importable from here, as before
 
 CROPS = ("none", "center", "face")
 
@@ -263,18 +262,3 @@ def _from_dict(cls, d: dict, where: str):
             kwargs[k] = _tuplify(v)
     return cls(**kwargs)
 
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write via a temp file in the same folder, then rename: no partial file is ever left."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

@@ -183,7 +183,7 @@ def evaluate(gt, pred, out_dir=None) -> dict:
 def write_outputs(d: dict, out_dir) -> dict[str, Path]:
     """Write metrics.json, report.txt and the confusion PNGs of a metrics dict -> paths."""
     from . import plots
-    from .config import atomic_write_text
+    from .files import atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

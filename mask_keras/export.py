@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config, atomic_write_text
+from .config import Config
+from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

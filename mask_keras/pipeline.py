@@ -51,7 +51,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -478,15 +477,12 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
         raise ImageError([(p, _check_one(p) or "TensorFlow cannot decode it (corrupt image data)") for p in bad],
                          total=len(set(rows.path)))
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        # unique per host and process: several hosts of a multi-host job may share the folder
-        tmp = file.with_name(f".{file.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, out)
-            os.replace(tmp, file)
-        finally:
-            tmp.unlink(missing_ok=True)
+        from .files import atomic_path
+
+        # a unique temporary name: several hosts of a multi-host job may share the folder; no
+        # fsync: a cache cut short by a crash fails to load and is decoded again
+        with atomic_path(file, fsync=False) as tmp, open(tmp, "wb") as f:
+            np.save(f, out)
         del out
         return np.load(file, mmap_mode="r")  # memory-mapped: the OS page cache holds it
     return out

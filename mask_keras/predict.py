@@ -58,7 +58,8 @@ import numpy as np
 import pandas as pd
 
 from . import labels as L
-from .config import Config, ConfigError, atomic_write_text
+from .config import Config, ConfigError
+from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
 TASK_ORDER = ("mask", "gender", "age")

@@ -232,7 +232,7 @@ def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, dem
 
 
 def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
-    from .config import atomic_write_text
+    from .files import atomic_write_text
     from .evaluate import evaluate, format_report
     from .predict import format_table, predict_submission
 

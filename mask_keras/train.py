@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from . import labels as L
-from .config import Config, ConfigError, atomic_write_text
+from .config import Config, ConfigError
+from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
 MONITOR = "val_macro_f1"

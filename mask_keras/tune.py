@@ -68,7 +68,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .config import Config, ConfigError, _unknown, atomic_write_text
+from .config import Config, ConfigError, _unknown
+from .files import atomic_write_text
 
 if TYPE_CHECKING:  # optuna is imported lazily: `mask-keras --help` stays fast
     import optuna

@@ -246,7 +246,7 @@ def _fails(match, *args, **kw):
     with pytest.raises(ValueError, match=match):
         predict_submission(*args, out_csv=out, probs_csv=out.with_suffix(".probs.csv"), progress=False, **kw)
     assert not out.exists() and not out.with_suffix(".probs.csv").exists()
-    assert not list(out.parent.glob(".*.tmp"))
+    assert not list(out.parent.glob(".*.tmp*"))
 
 
 def test_missing_artifact(arts, eval_copy, tmp_path):
