@@ -78,10 +78,9 @@ class CombinedMacroF1(keras.callbacks.Callback):
         return self._y
 
     def on_epoch_end(self, epoch, logs=None):
-        from sklearn.metrics import f1_score
-
         from .distribute import LocalPredictor, from_chief
         from .ensemble import combine_tasks, from_multihead
+        from .evaluate import task_scores
 
         y = self._labels()
         if self._predict is None or self._predict.model is not self.model:
@@ -90,7 +89,7 @@ class CombinedMacroF1(keras.callbacks.Callback):
         pm, pg, pa = from_multihead(probs)
         pred = combine_tasks(pm, pg, pa)[: len(y)].argmax(1)
         if logs is not None:  # every host takes the chief's value: the same early stop / checkpoint
-            logs[self.name] = from_chief(float(f1_score(y, pred, average="macro")))
+            logs[self.name] = from_chief(task_scores(y, pred, "multi")["macro_f1"])
 
 
 class WandbLogger(keras.callbacks.Callback):

@@ -123,9 +123,34 @@ def read_pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- metrics ----------------------------------------------------------------------
+def task_scores(y_true, y_pred, task: str) -> dict:
+    """Scores of one task's class ids (two aligned (N,) arrays), as the package reports them.
+
+    ``macro_f1`` is sklearn's ``f1_score(average="macro")`` (over the classes present in
+    either array, the competition's score), ``accuracy``, ``per_class_f1`` (an array over
+    every class of the task, 0 for a class never seen or predicted). For the 18 classes
+    (``task`` ``multi`` or ``multihead``) also ``f1_mask``, ``f1_gender``, ``f1_age``: the
+    macro F1 of each task decoded from the 18-class ids.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    yt = np.asarray(y_true, dtype=np.int64)
+    yp = np.asarray(y_pred, dtype=np.int64)
+    multi = task in ("multi", "multihead")
+    k = L.NUM_CLASSES if multi else L.TASK_CLASSES[task]
+    # zero_division=0 is what sklearn's default "warn" computes, without the warning
+    d = {"macro_f1": float(f1_score(yt, yp, average="macro", zero_division=0)),
+         "accuracy": float(accuracy_score(yt, yp)),
+         "per_class_f1": f1_score(yt, yp, labels=list(range(k)), average=None, zero_division=0)}
+    if multi:
+        for name, t, p in zip(TASK_NAMES, L.decode(yt), L.decode(yp)):
+            d[f"f1_{name}"] = float(f1_score(t, p, average="macro", zero_division=0))
+    return d
+
+
 def metrics_from_labels(y_true, y_pred) -> dict:
     """All metrics of two (N,) arrays of classes 0..17 (already aligned), JSON-ready."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import confusion_matrix
 
     yt = np.asarray(y_true, dtype=np.int64)
     yp = np.asarray(y_pred, dtype=np.int64)
@@ -136,19 +161,12 @@ def metrics_from_labels(y_true, y_pred) -> dict:
     for name, y in (("y_true", yt), ("y_pred", yp)):
         if y.min() < 0 or y.max() >= L.NUM_CLASSES:
             raise EvaluationError(f"{name}: classes must be in 0..{L.NUM_CLASSES - 1}")
-    # zero_division=0 is what sklearn's default "warn" computes, without the warning
-    d = {
-        "macro_f1": float(f1_score(yt, yp, average="macro", zero_division=0)),
-        "accuracy": float(accuracy_score(yt, yp)),
-    }
-    tt, tp = L.decode(yt), L.decode(yp)
-    task_cm = {}
-    for task, t, p in zip(TASK_NAMES, tt, tp):
-        d[f"f1_{task}"] = float(f1_score(t, p, average="macro", zero_division=0))
-        k = L.TASK_CLASSES[task]
-        task_cm[task] = confusion_matrix(t, p, labels=list(range(k))).tolist()
+    s = task_scores(yt, yp, "multi")
+    d = {"macro_f1": s["macro_f1"], "accuracy": s["accuracy"], **{f"f1_{t}": s[f"f1_{t}"] for t in TASK_NAMES}}
+    task_cm = {task: confusion_matrix(t, p, labels=list(range(L.TASK_CLASSES[task]))).tolist()
+               for task, t, p in zip(TASK_NAMES, L.decode(yt), L.decode(yp))}
     all18 = list(range(L.NUM_CLASSES))
-    d["per_class_f1"] = [float(v) for v in f1_score(yt, yp, labels=all18, average=None, zero_division=0)]
+    d["per_class_f1"] = [float(v) for v in s["per_class_f1"]]
     d["support"] = np.bincount(yt, minlength=L.NUM_CLASSES).tolist()
     d["n"] = int(yt.size)
     d["confusion_matrix"] = confusion_matrix(yt, yp, labels=all18).tolist()

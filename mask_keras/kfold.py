@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import labels as L
 from .config import Config, ConfigError
 from .files import atomic_write_text
 
@@ -67,15 +66,12 @@ def check_oof(oof: pd.DataFrame) -> None:
 
 def oof_summary(oof: pd.DataFrame, task: str) -> dict:
     """OOF macro F1 / accuracy (sklearn on ``y_true``/``y_pred``), per-task F1 for 18 classes."""
-    from sklearn.metrics import accuracy_score, f1_score
+    from .evaluate import task_scores
 
-    yt, yp = oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64)
-    d = {"oof_macro_f1": float(f1_score(yt, yp, average="macro")),
-         "oof_accuracy": float(accuracy_score(yt, yp)), "oof_images": int(len(oof))}
-    if task in ("multi", "multihead"):
-        for name, t, p in zip(("mask", "gender", "age"), L.decode(yt), L.decode(yp)):
-            d[f"oof_f1_{name}"] = float(f1_score(t, p, average="macro"))
-    return d
+    s = task_scores(oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64), task)
+    s.pop("per_class_f1")
+    return {"oof_macro_f1": s.pop("macro_f1"), "oof_accuracy": s.pop("accuracy"), "oof_images": int(len(oof)),
+            **{f"oof_{k}": v for k, v in s.items()}}
 
 
 def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = False) -> KFoldResult:

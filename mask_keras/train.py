@@ -279,9 +279,8 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
     Returns ``(metrics, predictions)``; writes the files into ``out`` unless it is None
     (the non-chief processes of a multi-host job).
     """
-    from sklearn.metrics import accuracy_score, f1_score
-
     from . import plots
+    from .evaluate import task_scores
     from .metrics import confusion_matrix
 
     task = cfg.train.task
@@ -298,14 +297,9 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
     y_pred = probs.argmax(axis=1)
     k = num_classes(eval_task)
     names = ([L.class_name(c) for c in range(k)] if eval_task == "multi" else L.CLASS_NAMES[eval_task])
-    per_class = f1_score(y_true, y_pred, labels=list(range(k)), average=None, zero_division=0)
-    res = {"task": task, "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-           "accuracy": float(accuracy_score(y_true, y_pred)),
-           "per_class_f1": {n: float(v) for n, v in zip(names, per_class)}}
-    if eval_task == "multi":
-        for i, sub in enumerate(("mask", "gender", "age")):
-            tt, pp = L.decode(y_true)[i], L.decode(y_pred)[i]
-            res[f"f1_{sub}"] = float(f1_score(tt, pp, average="macro"))
+    scores = task_scores(y_true, y_pred, eval_task)
+    per_class = scores.pop("per_class_f1")
+    res = {"task": task, **scores, "per_class_f1": {n: float(v) for n, v in zip(names, per_class)}}
     pred_cols = {f"p{c}": probs[:, c] for c in range(k)}
     preds = pd.DataFrame({"path": val_t["path"], "profile": val_t["profile"], "y_true": y_true, "y_pred": y_pred,
                           **pred_cols})

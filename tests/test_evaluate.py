@@ -118,3 +118,20 @@ def test_cli_json():
     obj = json.loads(line)
     assert list(obj) == ["macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age"]
     assert obj["macro_f1"] == d["macro_f1"]
+
+
+def test_task_scores_match_sklearn_per_task():
+    task_scores = V.task_scores
+    rng = np.random.default_rng(0)
+    yt, yp = rng.integers(0, 18, 200), rng.integers(0, 18, 200)
+    yp[:120] = yt[:120]
+    s = task_scores(yt, yp, "multihead")
+    assert s["macro_f1"] == pytest.approx(f1_score(yt, yp, average="macro"))
+    assert s["accuracy"] == pytest.approx(accuracy_score(yt, yp)) and s["per_class_f1"].shape == (18,)
+    for name, t, p in zip(("mask", "gender", "age"), L.decode(yt), L.decode(yp)):
+        assert s[f"f1_{name}"] == pytest.approx(f1_score(t, p, average="macro"))
+    # one task: its own classes, a class never seen nor predicted scores 0 in per_class_f1
+    g = task_scores([0, 0, 2, 2], [0, 2, 2, 2], "mask")
+    assert g["macro_f1"] == pytest.approx(f1_score([0, 0, 2, 2], [0, 2, 2, 2], average="macro"))
+    np.testing.assert_allclose(g["per_class_f1"], [2 / 3, 0.0, 0.8])
+    assert "f1_mask" not in g
