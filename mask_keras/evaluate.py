@@ -95,6 +95,15 @@ def _check(df: pd.DataFrame, name: str, from_file: bool) -> pd.DataFrame:
     return pd.DataFrame({"ImageID": ids.to_numpy(dtype=object), "ans": ans})
 
 
+def read_answers(x, role: str = "gt") -> pd.Series:
+    """A checked ``ImageID,ans`` table (CSV path or DataFrame) as a Series ``ImageID -> class``.
+
+    Raises :class:`EvaluationError` naming the file, row and fix for a missing file, wrong
+    columns, a class outside 0..17 or a duplicated ``ImageID``.
+    """
+    return _check(*_load(x, role)).set_index("ImageID")["ans"]
+
+
 def _few(values) -> str:
     values = sorted(values)
     more = f" and {len(values) - _SHOW} more" if len(values) > _SHOW else ""

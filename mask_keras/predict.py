@@ -368,8 +368,7 @@ def _gt_labels(gt, image_ids) -> np.ndarray:
     """True classes of ``image_ids`` from a gt table (CSV path or DataFrame ``ImageID,ans``)."""
     from . import evaluate as E
 
-    g = E._check(*E._load(gt, "gt"))
-    s = g.set_index("ImageID")["ans"]
+    s = E.read_answers(gt, "gt")
     ids = pd.Index([str(i) for i in image_ids])
     missing = ids.difference(s.index)
     if len(missing) or len(s) != len(ids):

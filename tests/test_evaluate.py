@@ -135,3 +135,13 @@ def test_task_scores_match_sklearn_per_task():
     assert g["macro_f1"] == pytest.approx(f1_score([0, 0, 2, 2], [0, 2, 2, 2], average="macro"))
     np.testing.assert_allclose(g["per_class_f1"], [2 / 3, 0.0, 0.8])
     assert "f1_mask" not in g
+
+
+def test_read_answers_is_the_checked_table(tmp_path):
+    p = tmp_path / "gt.csv"
+    p.write_text("ImageID,ans\na.jpg,3\nb.jpg,17\n")
+    s = V.read_answers(p)
+    assert s.to_dict() == {"a.jpg": 3, "b.jpg": 17} and s.dtype == np.int64
+    p.write_text("ImageID,ans\na.jpg,18\n")
+    with pytest.raises(V.EvaluationError, match=r"gt.csv: ans must be an integer class in 0..17, got '18' at row 0"):
+        V.read_answers(p)
