@@ -42,9 +42,10 @@ validation predictions and metrics, on a process-local copy of the model
 devices), so ``train`` returns the same result everywhere and callbacks such as early stopping
 take the same decision on every host (values they depend on are taken from the chief,
 :func:`from_chief`). Each process decodes the whole data set into its own cache
-(``train.cache``): Keras shards batches, not files. K-fold ``resume`` in a multi-host job needs ``train.out_dir`` on shared
-storage (every process must see the same finished folds). Tested on CPU with two processes on
-one machine (``tests/test_distribute.py``; JAX's CPU collectives use gloo).
+(``train.cache``): Keras shards batches, not files. K-fold ``resume`` in a multi-host job
+needs ``train.out_dir`` on shared storage (process 0 decides which folds are done; a process
+that cannot see their files stops with an error). Tested on CPU with two processes on one
+machine (``tests/test_distribute.py``; JAX's CPU collectives use gloo).
 On Cloud TPU pods and SLURM, ``jax.distributed.initialize()`` can discover the cluster by
 itself: set ``MASK_KERAS_MULTIHOST=1`` instead of the three variables.
 """

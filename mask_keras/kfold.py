@@ -94,7 +94,8 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
 
     join_job(cfg.train.devices)  # multi-host: know who is process 0 before writing anything
     out = Path(cfg.train.out_dir)
-    if is_chief():  # multi-host: every process trains every fold, only process 0 writes
+    chief = is_chief()
+    if chief:  # multi-host: every process trains every fold, only process 0 writes
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
     dirs, per_fold, oofs = [], [], []
@@ -118,7 +119,6 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
         oofs.append(preds.assign(fold=f))
     oof = pd.concat(oofs, ignore_index=True)
     check_oof(oof)
-    chief = is_chief()
     if chief:
         atomic_write_text(out / "oof_predictions.csv", oof.to_csv(index=False))
     summary = {"task": cfg.train.task, "folds": fold_ids, "k": k, "fold_dirs": [str(d) for d in dirs],

@@ -129,14 +129,12 @@ def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------- callbacks
-def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool):
+def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True):
     import keras
 
     from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, WandbLogger
 
-    from .distribute import is_chief
-
-    chief = is_chief()  # multi-host: only process 0 writes (distribute.py)
+    # chief: False on the processes of a multi-host job other than 0, which write nothing
     cbs = []
     if multihead:
         cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
@@ -193,7 +191,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
                                         augment=cfg.augment.preset, seed=cfg.train.seed)
-        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead") + list(callbacks or [])
+        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead", chief) + list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
         history: dict[str, list] = {}
