@@ -261,3 +261,12 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
     oof = pd.read_csv(kdir / "oof_predictions.csv")
     assert len(oof) == chief["kfold"][0]["oof_images"] and set(oof["fold"]) == {0}
     assert not list(kdir.rglob(".*tmp*"))  # no temp file of an interrupted or raced write left behind
+
+
+def test_a_job_environment_with_devices_auto_warns(monkeypatch, caplog):
+    from mask_keras.distribute import setup_distribution
+
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    with caplog.at_level("WARNING", logger="mask_keras.distribute"):
+        assert setup_distribution("auto") is None  # this process stays alone, JAX untouched
+    assert "train.devices is 'auto'" in caplog.text and "--devices all" in caplog.text

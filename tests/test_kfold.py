@@ -104,3 +104,14 @@ def test_check_oof_catches_a_leaked_split():
         check_oof(ok.assign(path=["a", "a", "c"]))
     with pytest.raises(RuntimeError, match=r"person p1 is in the validation folds \[0, 1\]"):
         check_oof(ok.assign(fold=[0, 1, 1]))
+
+
+def test_resume_where_the_chief_kept_a_fold_this_process_cannot_see(tmp_path, monkeypatch):
+    """Multi-host resume without shared storage: a clear error, not a deadlock or a retrain."""
+    from mask_keras import distribute
+    from mask_keras.kfold import train_kfold
+
+    monkeypatch.setattr(distribute, "from_chief", lambda value: 1.0)  # process 0 says: fold done
+    cfg = Config().override(**{"data.folds": 2, "train.out_dir": str(tmp_path / "k")})
+    with pytest.raises(FileNotFoundError, match=r"fold_0: process 0 kept this finished fold.*shared storage"):
+        train_kfold(cfg, folds=[0], resume=True)
