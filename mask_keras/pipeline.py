@@ -599,6 +599,15 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     if pcfg.crop == "face":
         table = ensure_crop_boxes(table, pcfg)
     split = "train" if training else "eval"
+
+    def plan(table):  # before decoding anything, and again if undecodable rows were skipped
+        counts, n_epoch, steps = _epoch_plan(table, cfg, training)
+        if training and steps == 0:
+            raise ValueError(f"training set of {n_epoch} images is smaller than one batch ({b}); "
+                             f"lower train.batch_size or add data")
+        return counts, n_epoch, steps
+
+    counts, n_epoch, steps = plan(table)
     rows = Rows(table, pcfg, task)
     try:
         store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
@@ -608,14 +617,11 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
         table = _drop_bad(table, e.bad)
         if len(table) == 0:
             raise ValueError("make_dataset: no decodable image left in the table") from e
+        counts, n_epoch, steps = plan(table)
         rows = Rows(table, pcfg, task)
         store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
     n = rows.n
-    counts, n_epoch, steps = _epoch_plan(table, cfg, training)
-    if training and steps == 0:
-        raise ValueError(f"training set of {n_epoch} images is smaller than one batch ({b}); "
-                         f"lower train.batch_size or add data")
-    cached = (f", {store.nbytes / 2**20:.0f} MiB uint8 cache" if store.cached else ", decoded on the fly")
+    cache_note = (f", {store.nbytes / 2**20:.0f} MiB uint8 cache" if store.cached else ", decoded on the fly")
 
     if not training:
         idx, pad = _with_pads(n, b)
@@ -624,7 +630,7 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
                                tf.cast(r["index"] < n, tf.float32)), num_parallel_calls=AUTOTUNE)
         ds = ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(AUTOTUNE)
         _report(f"{split} dataset ({task}): {n} images, batch {b}, {steps} steps "
-                f"(last batch padded with {pad} weight-0 rows){cached}", verbose)
+                f"(last batch padded with {pad} weight-0 rows){cache_note}", verbose)
         ds.num_examples, ds.num_steps, ds.cache_bytes = n, steps, store.nbytes
         return ds
 
@@ -664,7 +670,7 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
             + (f" + {extra} repeats of >=60 faces (old_factor {cfg.sampling.old_factor})" if extra else "")
             + f", {how}, batch {b}, {steps} steps per epoch"
             + (f" (last {n_epoch - steps * b} dropped, different ones each epoch)" if n_epoch % b else "")
-            + cached
+            + cache_note
             + (f"; mixup {cfg.augment.mixup} / cutmix {cfg.augment.cutmix}"
                + (" (>=60 pairs only)" if cfg.augment.mix_old_only else "") if mixer is not None else ""),
             verbose)

@@ -324,6 +324,17 @@ def test_corrupt_images_raise_clear_error_naming_files(tmp_path):
     assert {p for p, _ in P.check_images(t["path"], "full", progress=False)} == {trunc, text}
 
 
+def test_a_training_set_smaller_than_a_batch_fails_before_decoding(tmp_path):
+    t, trunc, text = _bad_files(tmp_path)  # 8 rows, 2 undecodable: the size error comes first
+    with pytest.raises(ValueError, match=r"training set of 8 images is smaller than one batch \(16\)"):
+        P.make_dataset(t, _cfg(batch=16), training=True, task="multi")
+    # with on_error=skip the 6 decodable rows are checked again after the decode
+    cfg = _cfg(batch=7)
+    cfg.data = dataclasses.replace(cfg.data, on_error="skip")
+    with pytest.raises(ValueError, match=r"training set of 6 images is smaller than one batch \(7\)"):
+        P.make_dataset(t, cfg, training=True, task="multi")
+
+
 def test_on_error_skip_drops_and_reports(tmp_path):
     t, trunc, text = _bad_files(tmp_path)
     cfg = _cfg(batch=3)
