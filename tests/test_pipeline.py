@@ -405,3 +405,82 @@ def test_face_crop_computes_boxes_when_columns_absent(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mask_keras.detect", types.SimpleNamespace(face_crop_boxes=face_crop_boxes))
     out = P.load_images([p], PreprocessConfig(image_size=(10, 10), crop="face"))
     assert calls == [1] and out.shape == (1, 10, 10, 3)
+
+
+def _photo(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.clip(np.stack([yy * 200 / h, xx * 200 / w, (yy + xx) * 100 / (h + w)], -1)
+                   + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_jpeg_size_reads_the_frame_header(tmp_path):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(_photo(rng, 70, 50))
+    img.save(tmp_path / "base.jpg", quality=90)
+    img.save(tmp_path / "prog.jpg", quality=90, progressive=True)
+    # an EXIF block with a JPEG thumbnail of another size, and a 20 kB ICC profile: the
+    # frame header sits past the first 4 kB read and after another image's SOF marker
+    thumb = tmp_path / "thumb.jpg"
+    Image.fromarray(_photo(rng, 16, 12)).save(thumb)
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 100
+    img.save(tmp_path / "app.jpg", quality=90, exif=exif.tobytes() + thumb.read_bytes(),
+             icc_profile=bytes(rng.integers(0, 256, 20_000, dtype=np.uint8)))
+    img.save(tmp_path / "img.png")
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff" + b"\x00" * 50)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "base.jpg").read_bytes()[:40])
+    for name in ("base.jpg", "prog.jpg", "app.jpg"):
+        assert P.jpeg_size(str(tmp_path / name)) == (70, 50), name
+        assert P.jpeg_size(str(tmp_path / name)) == tuple(tf.io.extract_jpeg_shape(
+            tf.io.read_file(str(tmp_path / name)))[:2].numpy())
+    app = (tmp_path / "app.jpg").read_bytes()
+    assert app.find(b"\xff\xc0") < 4096 < app.rfind(b"\xff\xc0")  # the thumbnail's SOF first, the image's late
+    for name in ("img.png", "junk.jpg", "cut.jpg", "missing.jpg"):
+        assert P.jpeg_size(str(tmp_path / name)) is None, name
+    sizes = P.jpeg_sizes([str(tmp_path / n) for n in ("img.png", "base.jpg", "img.png", "prog.jpg")])
+    assert sizes.tolist() == [[-1, -1], [70, 50], [-1, -1], [70, 50]]
+
+
+@pytest.mark.parametrize("crop", ["none", "center", "face"])
+def test_grouped_cache_decode_equals_the_per_image_path(tmp_path, crop):
+    """The cache is decoded in groups of JPEGs of one DCT ratio (no per-image control flow):
+    every pixel equals :func:`load_and_preprocess`, the path of streaming and inference,
+    for JPEGs of several sizes (baseline and progressive), PNGs and face boxes off the image."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for i, (h, w) in enumerate([(512, 384), (512, 384), (300, 200), (97, 61), (1000, 700), (64, 48)] * 2):
+        img = Image.fromarray(_photo(rng, h, w))
+        ext = "png" if i % 5 == 4 else "jpg"
+        p = str(tmp_path / f"p{i}.{ext}")
+        img.save(p, **({} if ext == "png" else {"quality": 85, "progressive": i % 3 == 0}))
+        paths.append(p)
+    t = pd.DataFrame({"path": paths})
+    y0, x0 = rng.integers(-40, 400, len(t)), rng.integers(-40, 300, len(t))
+    t["crop_y0"], t["crop_x0"] = y0, x0
+    t["crop_y1"], t["crop_x1"] = y0 + rng.integers(1, 500, len(t)), x0 + rng.integers(1, 400, len(t))
+    for size in [(128, 96), (40, 30)]:
+        pre = PreprocessConfig(image_size=size, crop=crop, crop_size=(400, 200))
+        rows = P.Rows(t, pre, None)
+        assert len(P._decoders(rows, pre)) >= 3  # several ratio groups and the general path (PNGs)
+        got = P.decode_all(rows, pre, progress=False)
+        want = np.stack([P.load_and_preprocess(p, b, pre).numpy() for p, b in zip(rows.path, rows.box)])
+        np.testing.assert_array_equal(got, want)
+
+
+def test_grouped_decode_falls_back_when_a_header_misleads(tmp_path, monkeypatch):
+    """A JPEG whose window does not fit the size the header pass gave fails in its group and
+    is decoded again through the general path; a broken file still raises, naming it."""
+    t = make_table(tmp_path, n=8, n_files=8)
+    pre = PreprocessConfig(image_size=(16, 12), crop="none")
+    rows = P.Rows(t, pre, None)
+    want = np.stack([P.load_and_preprocess(p, b, pre).numpy() for p, b in zip(rows.path, rows.box)])
+    real = P.jpeg_sizes
+    monkeypatch.setattr(P, "jpeg_sizes", lambda paths: np.where(real(paths) > 0, 4 * real(paths), -1))
+    np.testing.assert_array_equal(P.decode_all(rows, pre, progress=False), want)
+    broken = [p for p in rows.path if p.endswith(".jpg")][0]
+    with open(broken, "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00" * 400)
+        f.truncate(700)
+    with pytest.raises(P.ImageError, match=os.path.basename(broken)):
+        P.decode_all(rows, pre, progress=False)
