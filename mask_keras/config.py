@@ -20,6 +20,8 @@ from . import labels as L
 from .files import atomic_write_text  # Config.save; also importable from here, as before
 
 CROPS = ("none", "center", "face")
+#: early stopping: the metric watched and whether higher is better
+EARLY_STOPPING_MONITORS = {"val_macro_f1": "max", "val_loss": "min"}
 
 
 class ConfigError(ValueError):
@@ -112,7 +114,8 @@ class TrainConfig:
     step_gamma: float = 0.5
     grad_accum: int = 1
     mixed_precision: bool = False  # mixed_bfloat16
-    early_stopping: int = 0  # patience in epochs on val macro F1 (0 = off)
+    early_stopping: int = 0  # patience in epochs (0 = off)
+    early_stopping_monitor: str = "val_macro_f1"  # val_macro_f1 (higher is better) | val_loss (lower is better)
     steps_per_epoch: int | None = None  # cap (demo/test scale)
     seed: int = 42
     out_dir: str = "runs/default"
@@ -196,6 +199,8 @@ class Config:
             raise _unknown("optimizer", t.optimizer, ("adam", "adamw", "sgd"))
         if t.schedule not in ("constant", "cosine", "step"):
             raise _unknown("schedule", t.schedule, ("constant", "cosine", "step"))
+        if t.early_stopping_monitor not in EARLY_STOPPING_MONITORS:
+            raise _unknown("early_stopping_monitor", t.early_stopping_monitor, tuple(EARLY_STOPPING_MONITORS))
         if p.crop not in CROPS:
             raise _unknown("crop", p.crop, CROPS)
         if self.sampling.balance not in ("none", "class"):

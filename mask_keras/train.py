@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import labels as L
-from .config import Config, ConfigError
+from .config import EARLY_STOPPING_MONITORS, Config, ConfigError
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,10 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = Tr
         (out / "history.csv").unlink(missing_ok=True)
         cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv"), append=True))  # both melting phases
     if cfg.train.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=MONITOR, mode="max", patience=cfg.train.early_stopping,
-                                                 restore_best_weights=False))
+        # the best checkpoint stays on val macro F1 (the competition's metric) whatever stops the run
+        monitor = cfg.train.early_stopping_monitor
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=EARLY_STOPPING_MONITORS[monitor],
+                                                 patience=cfg.train.early_stopping, restore_best_weights=False))
     if cfg.train.wandb and chief:
         cbs.append(WandbLogger(cfg, out))
     return cbs

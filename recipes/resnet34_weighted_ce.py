@@ -3,8 +3,8 @@
 One 18-way ResNet34 (keras-hub ResNet34-vd: keras-hub ships no plain ResNet34 preset)
 with class-weighted cross-entropy, MixUp applied only to pairs involving a >=60 face
 (``augment.mix_old_only``), albumentations-like augmentation (preset ``team004``), the
-full 512x384 images, early stopping (on validation macro F1 here; the team watched the
-validation loss), person-level stratified 5-fold; the fold models
+full 512x384 images, early stopping on the validation loss (the best checkpoint is still
+chosen by validation macro F1), person-level stratified 5-fold; the fold models
 soft-vote the submission ("one model run several times, soft voting").
 
 Full scale: ``--data-dir DIR``. Without flags: demo scale on the embedded synthetic set
@@ -19,7 +19,7 @@ FULL = Config().override(**{
     "loss.name": "ce", "sampling.class_weights": True,
     "augment.preset": "team004", "augment.mixup": 0.5, "augment.mix_old_only": True,
     "preprocess.crop": "none", "preprocess.image_size": (512, 384),
-    "data.folds": 5, "train.early_stopping": 3,
+    "data.folds": 5, "train.early_stopping": 3, "train.early_stopping_monitor": "val_loss",
     "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 20, "train.batch_size": 32,
     "train.out_dir": "runs/resnet34_weighted_ce",
 })

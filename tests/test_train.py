@@ -139,3 +139,41 @@ def test_training_options_together(synth_root, tmp_path, monkeypatch):
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), "wandb offline run missing"
     m = keras.saving.load_model(res.model_path)
     assert m.get_layer("probs").dtype_policy.name in ("float32", "mixed_bfloat16")
+
+
+@pytest.mark.parametrize("monitor, values, stops_at", [("val_loss", [1.0, 0.9, 1.1, 1.2, 0.5], 3),
+                                                       ("val_macro_f1", [0.2, 0.5, 0.4, 0.45, 0.9], 3),
+                                                       ("val_loss", [1.0, 0.9, 0.8, 0.7, 0.6], None)])
+def test_early_stopping_watches_the_configured_metric(tmp_path, monitor, values, stops_at):
+    """Patience 2: stops after two epochs without improving on the best (lower val_loss,
+    higher val_macro_f1); the best checkpoint still watches val macro F1."""
+    import keras
+
+    from mask_keras.callbacks import AtomicBestCheckpoint
+    from mask_keras.config import Config
+    from mask_keras.train import _callbacks
+
+    cfg = Config().override(**{"train.early_stopping": 2, "train.early_stopping_monitor": monitor})
+    cfg.validate()
+    cbs = _callbacks(cfg, tmp_path, None, multihead=False, chief=False)
+    (es,) = [c for c in cbs if isinstance(c, keras.callbacks.EarlyStopping)]
+    (ckpt,) = [c for c in cbs if isinstance(c, AtomicBestCheckpoint)]
+    assert ckpt.monitor == "val_macro_f1"
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.stop_training = False  # what fit sets before the first epoch
+    es.set_model(model)
+    es.on_train_begin()
+    stopped = None
+    for epoch, v in enumerate(values):
+        es.on_epoch_end(epoch, {monitor: v, "val_loss" if monitor != "val_loss" else "val_macro_f1": 0.0})
+        if model.stop_training:
+            stopped = epoch
+            break
+    assert stopped == stops_at
+
+
+def test_unknown_early_stopping_monitor_is_rejected():
+    from mask_keras.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="did you mean 'val_loss'"):
+        Config().override(**{"train.early_stopping_monitor": "val_los"}).validate()
