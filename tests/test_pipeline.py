@@ -484,3 +484,16 @@ def test_grouped_decode_falls_back_when_a_header_misleads(tmp_path, monkeypatch)
         f.truncate(700)
     with pytest.raises(P.ImageError, match=os.path.basename(broken)):
         P.decode_all(rows, pre, progress=False)
+
+
+def test_datasets_run_without_the_tf_data_autotuner(tmp_path):
+    """With the autotuner on, an iterator's end waits for its thread's next wake-up (seconds
+    per epoch); every dataset built here turns it off and sets its parallelism itself."""
+    t = make_table(tmp_path, n=8, n_files=8)
+    cfg = _cfg(batch=4)
+    for ds in (P.make_dataset(t, cfg, training=True, task="mask"), P.make_dataset(t, cfg, training=False, task="mask"),
+               P.make_predict_dataset(t["path"].tolist(), cfg.preprocess, 4, progress=False)[0],
+               P.make_dataset(t, _cfg(batch=4, cache="none"), training=True, task="mask")):
+        assert ds.options().autotune.enabled is False
+        assert len(list(ds)) >= 2
+    assert P.parallel_calls() == len(os.sched_getaffinity(0))
