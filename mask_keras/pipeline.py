@@ -300,41 +300,56 @@ def jpeg_sizes(paths) -> np.ndarray:
     return np.array([s or (-1, -1) for s in sizes], np.int32).reshape(-1, 2)[inv.reshape(-1)]
 
 
+def _jpeg_groups(paths, boxes, preprocess_cfg) -> tuple[np.ndarray, list]:
+    """The grouping of the scaled JPEG decode: ``(general, groups)``, where ``general`` marks
+    the rows that need the per-image path (not JPEG, header unreadable, or
+    ``jpeg_scaled_decode`` off) and each group is ``(rows, ratio, antialias, windows)``: row
+    positions whose crop window decodes at one DCT ratio and resizes with one antialiasing
+    setting, and their windows ``(y, x, h, w)`` in the scaled image.
+
+    The JPEGs' sizes come from their headers (:func:`jpeg_sizes`, ~15 us per file). Inside a
+    group the per-image function has no control flow; the general one picks the format,
+    ratio and antialiasing per image with ``tf.cond`` / ``tf.switch_case``, which costs ~15%
+    more CPU per image and spreads worse over cores. Same pixels either way.
+    """
+    general = np.ones(len(paths), bool)
+    if not getattr(preprocess_cfg, "jpeg_scaled_decode", False) or not len(paths):
+        return general, []
+    hw = jpeg_sizes(paths)
+    jpeg = hw[:, 0] > 0
+    if not jpeg.any():
+        return general, []
+    k, window = (t.numpy() for t in _dct_windows(tf.constant(hw[jpeg, 0]), tf.constant(hw[jpeg, 1]),
+                                                 tf.constant(np.asarray(boxes)[jpeg]), preprocess_cfg))
+    aa = _needs_antialias(window[:, 2], window[:, 3], preprocess_cfg.image_size).numpy()
+    pos = np.flatnonzero(jpeg)
+    groups = []
+    for kk, a in sorted({(int(x), bool(y)) for x, y in zip(k, aa)}):
+        g = (k == kk) & (aa == a)
+        groups.append((pos[g], JPEG_RATIOS[kk], a, window[g]))
+    return ~jpeg, groups
+
+
+def _load_fixed(path, window, ratio: int, antialias: bool, preprocess_cfg):
+    """One group's per-image function (see :func:`_jpeg_groups`): no control flow."""
+    img = _decode_scaled(tf.io.read_file(path), window, ratio)
+    return resize_image(img, preprocess_cfg.image_size, antialias=antialias)
+
+
 def _decoders(rows: Rows, preprocess_cfg, select=None, grouped: bool = True) -> list:
     """Datasets of ``(row index, uint8 image)`` covering the rows ``select`` (default all) once,
-    in any order; together they compute exactly :func:`load_and_preprocess` of each row.
-
-    With ``jpeg_scaled_decode`` (and ``grouped``) the JPEGs' sizes are read from their headers first
-    (:func:`jpeg_sizes`, ~15 us per file) and the rows are grouped by DCT ratio and
-    antialiasing: inside a group the per-image function has no control flow (the general
-    one picks the format, ratio and antialiasing per image with ``tf.cond`` /
-    ``tf.switch_case``, which costs ~30% more CPU per image and spreads worse over cores).
-    Other formats, and JPEGs whose header could not be read, take the general path.
-    """
+    in any order; together they compute exactly :func:`load_and_preprocess` of each row:
+    one per JPEG group of :func:`_jpeg_groups` (when ``grouped``), one for the rest."""
     sel = np.arange(rows.n) if select is None else np.asarray(select, np.int64)
     paths, boxes = rows.path[sel], rows.box[sel]
-    out, general = [], np.ones(len(sel), bool)
-    if grouped and getattr(preprocess_cfg, "jpeg_scaled_decode", False) and len(sel):
-        hw = jpeg_sizes(paths)
-        jpeg = hw[:, 0] > 0
-        if jpeg.any():
-            k, window = (t.numpy() for t in _dct_windows(tf.constant(hw[jpeg, 0]), tf.constant(hw[jpeg, 1]),
-                                                         tf.constant(boxes[jpeg]), preprocess_cfg))
-            aa = _needs_antialias(window[:, 2], window[:, 3], preprocess_cfg.image_size).numpy()
-            jsel, jpaths = sel[jpeg], paths[jpeg]
-            for kk, a in sorted({(int(x), bool(y)) for x, y in zip(k, aa)}):
-                g = (k == kk) & (aa == a)
-
-                def load(i, p, win, r=JPEG_RATIOS[kk], a=a):
-                    img = _decode_scaled(tf.io.read_file(p), win, r)
-                    return i, resize_image(img, preprocess_cfg.image_size, antialias=a)
-
-                out.append(tf.data.Dataset.from_tensor_slices((jsel[g], jpaths[g].tolist(), window[g]))
-                           .map(load, num_parallel_calls=parallel_calls(), deterministic=False))
-            general = ~jpeg
+    general, groups = _jpeg_groups(paths, boxes, preprocess_cfg) if grouped else (np.ones(len(sel), bool), [])
+    out = []
+    for pos, r, a, win in groups:
+        out.append(tf.data.Dataset.from_tensor_slices((sel[pos], paths[pos].tolist(), win)).map(
+            lambda i, p, w, r=r, a=a: (i, _load_fixed(p, w, r, a, preprocess_cfg)),
+            num_parallel_calls=parallel_calls(), deterministic=False))
     if general.any():
-        gsel = sel[general]
-        out.append(tf.data.Dataset.from_tensor_slices((gsel, paths[general].tolist(), boxes[general])).map(
+        out.append(tf.data.Dataset.from_tensor_slices((sel[general], paths[general].tolist(), boxes[general])).map(
             lambda i, p, b: (i, load_and_preprocess(p, b, preprocess_cfg)),
             num_parallel_calls=parallel_calls(), deterministic=False))
     return out
