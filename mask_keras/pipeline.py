@@ -85,8 +85,8 @@ def finish(ds):
     every epoch, so every epoch (and the cache build) could stall for as long as it had run
     (measured with TF 2.21 on 2 CPUs: decoding 18,000 JPEGs took 6.3 s and its iterator's
     end another 3.9 s; cached 0.65 s epochs of ``fit`` took 1.25 s). With it off, maps run
-    :func:`parallel_calls` calls and prefetch :data:`PREFETCH` batches, which is what the
-    autotuner chose for these CPU-bound maps anyway.
+    :func:`parallel_calls` calls and prefetch :data:`PREFETCH` batches; the decode's
+    throughput was the same or better than with the autotuner in every round measured.
     """
     opts = tf.data.Options()
     opts.autotune.enabled = False
@@ -260,7 +260,7 @@ def jpeg_size(path: str, limit: int = 1 << 20) -> tuple[int, int] | None:
     try:
         with open(path, "rb") as f:
             b = f.read(4096)
-            if b[:3] != b"\xff\xd8\xff":
+            if _sniff(b) != "JPEG":
                 return None
             i = 2
             while True:
