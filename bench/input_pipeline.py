@@ -36,6 +36,7 @@ images (3,000 by default; they have no per-set cost, and they are the slowest ro
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -228,11 +229,6 @@ def worker(a) -> dict:
 
 
 # --------------------------------------------------------------------------- driver
-def _median(v):
-    v = sorted(v)
-    return float("nan") if not v else (v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2)
-
-
 def _per_round(r, key) -> list[float]:
     """A row's images/s in each round (the best of the round's epochs for the cached row)."""
     v = [x for x, _ in r["rounds"].get(key, [])]
@@ -243,7 +239,7 @@ def _per_round(r, key) -> list[float]:
 def paired(r, key, ref) -> float:
     """Median over rounds of ``key / ref`` measured in the same round."""
     a, b = _per_round(r, key), _per_round(r, ref)
-    return _median([x / y for x, y in zip(a, b)]) if a and len(a) == len(b) else float("nan")
+    return statistics.median([x / y for x, y in zip(a, b)]) if a and len(a) == len(b) else float("nan")
 
 
 def main(argv=None):
@@ -296,7 +292,7 @@ def main(argv=None):
             if key not in r:
                 continue
             v = r[key]
-            cpu = _median([ms for _, ms in r["rounds"][key]]) if key in r["rounds"] else float("nan")
+            cpu = statistics.median([ms for _, ms in r["rounds"][key]]) if key in r["rounds"] else float("nan")
             rows.append([c, name, round(v), cpu, v / pil, v / dec, v / r["pipeline_cold"],
                          *(paired(r, key, ref) for ref in ("pil_loop", "decode_only", "pipeline_cold"))])
     headers = ["cores", "what", "images/s", "CPU ms/image", "x PIL loop", "x decode-only", "x pipeline cold",

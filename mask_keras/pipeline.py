@@ -41,7 +41,7 @@ bilinear interpolation does without aliasing (antialiased only when 2x or more i
 Pixels differ slightly (a few levels) from decoding at full size and resizing with
 antialiasing, which ``False`` does (like PIL; PNGs always take that path). Filling the
 cache reads every JPEG's size from its header first and decodes the rows in groups of one
-DCT ratio, so the per-image function has no control flow (:func:`_decoders`); the pixels are
+DCT ratio, so the per-image function has no control flow (:func:`_jpeg_groups`); the pixels are
 exactly those of the per-image path that streaming and inference use.
 
 Undecodable files are found before any work starts (:func:`check_images`, a cheap header
