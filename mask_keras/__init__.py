@@ -12,6 +12,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.2.0"
 
+if os.environ["KERAS_BACKEND"] == "jax":
+    # XLA:CPU runs some convolutions (depthwise above all) far slower than needed: in CPU programs Keras'
+    # convolutions take faster formulations (mask_keras.jax_backend.cpu_conv); MASK_KERAS_CPU_CONV=0: off
+    from .jax_backend import cpu_conv as _cpu_conv
+    from .jax_backend import host_init as _host_init
+
+    _cpu_conv.install()
+    # initial weights drawn with numpy, not one XLA compile per weight shape; MASK_KERAS_HOST_INIT=0: off
+    _host_init.install()
+
 from . import labels  # noqa: E402  (light: numpy only)
 from .data.layout import LayoutError, read_eval, read_train  # noqa: E402
 

@@ -45,7 +45,7 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 def save_model_atomic(model, path) -> Path:
     """``model.save(path)`` via a temporary file and a rename (:func:`mask_keras.files.atomic_path`)."""
-    from .distribute import no_distribution
+    from .jax_backend.distribute import no_distribution
     from .files import atomic_path
 
     # outside the distribution: saving builds a reference optimizer whose variable would
@@ -78,7 +78,7 @@ class CombinedMacroF1(keras.callbacks.Callback):
         return self._y
 
     def on_epoch_end(self, epoch, logs=None):
-        from .distribute import LocalPredictor, from_chief
+        from .jax_backend.distribute import LocalPredictor, from_chief
         from .ensemble import combine_tasks, from_multihead
         from .evaluate import task_scores
 

@@ -90,7 +90,7 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     bad = [f for f in fold_ids if not 0 <= f < k]
     if bad:
         raise ConfigError(f"folds {bad} not in 0..{k - 1}")
-    from .distribute import from_chief, is_chief, join_job
+    from .jax_backend.distribute import from_chief, is_chief, join_job
 
     join_job(cfg.train.devices)  # multi-host: know who is process 0 before writing anything
     out = Path(cfg.train.out_dir)

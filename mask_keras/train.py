@@ -162,7 +162,8 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
     cfg.validate()
     import keras
 
-    from . import distribute, pipeline
+    from . import pipeline
+    from .jax_backend import distribute
     from .callbacks import AtomicBestCheckpoint
     from .models import build as model_build
 
@@ -261,9 +262,9 @@ def _write_split(out: Path, train_t, val_t) -> None:
 def predict_table_probs(model, ds, n: int):
     """Run ``model`` over an evaluation dataset of (x, y, w) batches; first ``n`` rows.
 
-    Works in every process of a multi-host job (:class:`~mask_keras.distribute.LocalPredictor`).
+    Works in every process of a multi-host job (:class:`~mask_keras.jax_backend.distribute.LocalPredictor`).
     """
-    from .distribute import LocalPredictor
+    from .jax_backend.distribute import LocalPredictor
 
     out = LocalPredictor(model)(ds.map(lambda x, y, w: x), verbose=0)
     if isinstance(out, dict):

@@ -16,7 +16,7 @@ def test_compile_counter_sees_a_ragged_recompile():
     import keras
     import numpy as np
 
-    from mask_keras.distribute import CompileCounter
+    from mask_keras.jax_backend.distribute import CompileCounter
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(37, 4)).astype("float32")
@@ -33,7 +33,7 @@ def test_compile_counter_sees_a_ragged_recompile():
 def test_one_train_and_one_eval_compile_with_ragged_data(synth_root, tmp_path, monkeypatch):
     from mask_keras import train as train_mod
     from mask_keras.data import layout
-    from mask_keras.distribute import CompileCounter
+    from mask_keras.jax_backend.distribute import CompileCounter
 
     table = layout.read_train(synth_root)
     train_t = table.iloc[:37].reset_index(drop=True)

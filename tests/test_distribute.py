@@ -74,7 +74,7 @@ print("RESULT" + json.dumps(res))
 
 
 def test_batch_must_split_evenly_over_devices():
-    from mask_keras.distribute import check_batch_size
+    from mask_keras.jax_backend.distribute import check_batch_size
 
     check_batch_size(32, n_devices=4, n_processes=1)
     check_batch_size(7, n_devices=1, n_processes=1)
@@ -85,7 +85,7 @@ def test_batch_must_split_evenly_over_devices():
 
 
 def test_setup_distribution_choices(monkeypatch):
-    from mask_keras.distribute import multihost_requested, setup_distribution
+    from mask_keras.jax_backend.distribute import multihost_requested, setup_distribution
 
     assert setup_distribution("auto") is None
     with pytest.raises(ConfigError, match="unknown train.devices 'al'.*did you mean 'all'"):
@@ -103,7 +103,7 @@ def test_all_devices_in_a_one_device_process():
     """One device here: any batch divides; the distribution is set, and undone by the caller."""
     import keras
 
-    from mask_keras.distribute import setup_distribution
+    from mask_keras.jax_backend.distribute import setup_distribution
 
     try:
         dist = setup_distribution("all", batch_size=5)  # 1 CPU device in this process: fine
@@ -264,9 +264,9 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
 
 
 def test_a_job_environment_with_devices_auto_warns(monkeypatch, caplog):
-    from mask_keras.distribute import setup_distribution
+    from mask_keras.jax_backend.distribute import setup_distribution
 
     monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
-    with caplog.at_level("WARNING", logger="mask_keras.distribute"):
+    with caplog.at_level("WARNING", logger="mask_keras.jax_backend.distribute"):
         assert setup_distribution("auto") is None  # this process stays alone, JAX untouched
     assert "train.devices is 'auto'" in caplog.text and "--devices all" in caplog.text

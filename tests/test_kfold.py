@@ -108,7 +108,7 @@ def test_check_oof_catches_a_leaked_split():
 
 def test_resume_where_the_chief_kept_a_fold_this_process_cannot_see(tmp_path, monkeypatch):
     """Multi-host resume without shared storage: a clear error, not a deadlock or a retrain."""
-    from mask_keras import distribute
+    from mask_keras.jax_backend import distribute
     from mask_keras.kfold import train_kfold
 
     monkeypatch.setattr(distribute, "from_chief", lambda value: 1.0)  # process 0 says: fold done

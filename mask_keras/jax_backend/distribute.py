@@ -284,7 +284,7 @@ def initialize_multihost() -> None:
         missing = [k for k in MULTIHOST_ENV[1:] if not os.environ.get(k)]
         if missing:
             raise RuntimeError(f"multi-host training: set {', '.join(missing)} beside "
-                               f"KERAS_DISTRIBUTION_JOB_ADDRESSES on every host (see mask_keras.distribute)")
+                               f"KERAS_DISTRIBUTION_JOB_ADDRESSES on every host (see mask_keras.jax_backend.distribute)")
         keras.distribution.initialize()
     _multihost_done = True
     import jax
@@ -306,7 +306,7 @@ def join_job(devices: str = "auto") -> None:
 
 def check_batch_size(batch_size: int, n_devices: int | None = None, n_processes: int | None = None) -> None:
     """ConfigError unless the global batch splits evenly over the devices and processes."""
-    from .config import ConfigError
+    from ..config import ConfigError
 
     n_devices = device_count() if n_devices is None else int(n_devices)
     n_processes = process_count() if n_processes is None else int(n_processes)
@@ -333,7 +333,7 @@ class DataParallel(keras.distribution.DataParallel):
         out = super().distribute_dataset(dataset)
         if out is dataset:
             return out
-        from ._tf import tf
+        from .._tf import tf
 
         n = int(dataset.cardinality())
         return out.apply(tf.data.experimental.assert_cardinality(n)) if n >= 0 else out
@@ -347,7 +347,7 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     Returns the DataParallel distribution (now the global one), or None for ``"auto"``
     (single device; nothing is changed). Undo with ``keras.distribution.set_distribution(None)``.
     """
-    from .config import ConfigError
+    from ..config import ConfigError
 
     if devices in ("auto", None):
         if multihost_requested():
@@ -356,7 +356,7 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
                         "use --devices all (train.devices='all') on every host to train together")
         return None
     if devices != "all":
-        from .config import _unknown
+        from ..config import _unknown
 
         raise _unknown("train.devices", devices, DEVICE_CHOICES)
     if not _is_jax():
