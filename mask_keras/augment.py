@@ -540,6 +540,9 @@ class Augmentation(keras.layers.Layer):
         self.preset = _check_preset(preset).name
         self.seed = None if seed is None else int(seed)
         self.stages = list(PRESETS[self.preset].build(self.seed))
+        #: False: the identity (cast only) even in training; read when the call is traced
+        #: (mask_keras.bn_stats measures BatchNorm statistics of un-augmented images this way)
+        self.enabled = True
 
     def build(self, input_shape):
         # build the stages now, outside any jitted step, so that nothing is created while tracing
@@ -550,7 +553,7 @@ class Augmentation(keras.layers.Layer):
 
     def call(self, images, training=None):
         x = ops.cast(images, "float32")
-        if not training or not self.stages:
+        if not training or not self.enabled or not self.stages:
             return x
         for s in self.stages:
             x = ops.cast(s(x, training=True), "float32")

@@ -1,5 +1,6 @@
-"""Keras callbacks of the training loop: atomic best checkpoint, 18-class F1 for
-multi-head models, and a wandb logger that is safe on JAX with LR schedules."""
+"""Keras callbacks of the training loop: precise BatchNorm statistics before validation,
+atomic best checkpoint, 18-class F1 for multi-head models, and a wandb logger that is safe
+on JAX with LR schedules."""
 from __future__ import annotations
 
 import logging
@@ -10,6 +11,42 @@ import keras
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Recompute BatchNorm statistics over ``batches`` before every validation (:mod:`mask_keras.bn_stats`).
+
+    Runs in ``on_test_begin``: in ``fit`` that is after the epoch's training steps and before
+    its validation, so validation, the checkpoint saved after it and the early-stopping
+    decision all use statistics of the current weights.
+
+    Args:
+        batches: an iterable (e.g. a ``tf.data.Dataset``) of image batches, or of tuples whose
+            first element is the batch; iterated once per validation.
+
+    Example:
+        >>> cb = PreciseBatchNorm(stats_ds)          # doctest: +SKIP
+        >>> model.fit(train_ds, validation_data=val_ds, callbacks=[cb])  # doctest: +SKIP
+    """
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+        self.runs = 0
+        self._recompute = None
+
+    def _images(self):
+        it = self.batches.as_numpy_iterator() if hasattr(self.batches, "as_numpy_iterator") else self.batches
+        for b in it:
+            yield b[0] if isinstance(b, (tuple, list)) else b
+
+    def on_test_begin(self, logs=None):
+        from .bn_stats import Recomputer
+
+        if self._recompute is None or self._recompute.model is not self.model:
+            self._recompute = Recomputer(self.model)
+        self._recompute(self._images())
+        self.runs += 1
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):

@@ -117,6 +117,9 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs (0 = off)
     early_stopping_monitor: str = "val_macro_f1"  # val_macro_f1 (higher is better) | val_loss (lower is better)
     steps_per_epoch: int | None = None  # cap (demo/test scale)
+    # images of the training set over which BatchNorm statistics are recomputed before every
+    # validation ("precise BN", mask_keras.bn_stats); 0 = off (the moving averages of training)
+    precise_bn: int = 1024
     seed: int = 42
     out_dir: str = "runs/default"
     wandb: bool = False
@@ -216,6 +219,8 @@ class Config:
             raise ConfigError(f"preprocess.image_size {tuple(p.image_size)} does not fit the centre crop "
                               f"{tuple(p.crop_size)}: the model would see upsampled pixels; "
                               f"use an image size no larger than the crop, or a larger crop_size")
+        if t.precise_bn < 0:
+            raise ConfigError(f"train.precise_bn {t.precise_bn} must be >= 0 (images; 0 = off)")
         if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
         if not 0 < t.lr < 1:

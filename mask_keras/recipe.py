@@ -93,9 +93,18 @@ def run(full: Config, demo: dict | None = None, argv=None, description: str = ""
     from .train import train
 
     res = train(cfg)
-    print(f"\n{cfg.train.task}: validation macro F1 = {res.metrics['macro_f1']:.4f}, "
-          f"accuracy = {res.metrics['accuracy']:.4f}\nartifact: {res.model_path}")
+    print(summary_line(res.metrics) + f"\nartifact: {res.model_path}")
     return res
+
+
+def summary_line(metrics: dict) -> str:
+    """``gender: validation macro F1 = 0.8123, accuracy = 0.8310 (answering 'female' for every face: 0.3750 / 0.6000)``."""
+    m = metrics
+    line = f"\n{m['task']}: validation macro F1 = {m['macro_f1']:.4f}, accuracy = {m['accuracy']:.4f}"
+    if "constant_macro_f1" in m:
+        line += (f" (answering {m['constant_class']!r} for every face: {m['constant_macro_f1']:.4f} / "
+                 f"{m['constant_accuracy']:.4f})")
+    return line
 
 
 # --------------------------------------------------------------------------- ensembles

@@ -129,13 +129,15 @@ def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------- callbacks
-def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True):
+def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True, stats_ds=None):
     import keras
 
-    from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, WandbLogger
+    from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, PreciseBatchNorm, WandbLogger
 
     # chief: False on the processes of a multi-host job other than 0, which write nothing
     cbs = []
+    if stats_ds is not None:
+        cbs.append(PreciseBatchNorm(stats_ds))  # before validation: it runs in on_test_begin
     if multihead:
         cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
     cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR, write=chief))
@@ -191,10 +193,11 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
                               f"(batches are static and drop the remainder); lower it")
         train_ds = pipeline.make_dataset(train_t, cfg, training=True)
         val_ds = pipeline.make_dataset(val_t, cfg, training=False)
+        stats_ds = _stats_dataset(train_t, cfg)
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
                                         augment=cfg.augment.preset, seed=cfg.train.seed)
-        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead", chief) + list(callbacks or [])
+        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds) + list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
         history: dict[str, list] = {}
@@ -223,7 +226,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         seconds = time.time() - started
         ckpt = next(cb for cb in cbs if isinstance(cb, AtomicBestCheckpoint))
         model.set_weights(ckpt.best_weights)  # the weights saved in model.keras (on every process)
-        metrics, preds = _final_report(model, val_ds, val_t, cfg, out if chief else None)
+        metrics, preds = _final_report(model, val_ds, val_t, cfg, out if chief else None, train_t)
         metrics.update(train_seconds=round(seconds, 2), epochs_run=len(next(iter(history.values()), [])),
                        train_images=len(train_t), val_images=len(val_t))
         if chief:
@@ -239,6 +242,18 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         keras.mixed_precision.set_global_policy(prev_policy)
         if t.devices == "all":
             keras.distribution.set_distribution(None)
+
+
+def _stats_dataset(train_t: pd.DataFrame, cfg: Config):
+    """Full batches of a fixed random sample of ``train.precise_bn`` training images (None when off)."""
+    from . import pipeline
+
+    b = cfg.train.batch_size
+    n = min(cfg.train.precise_bn, len(train_t)) // b * b
+    if n == 0:
+        return None
+    sample = train_t.sample(n=n, random_state=cfg.train.seed).reset_index(drop=True)
+    return pipeline.make_dataset(sample, cfg, training=False, verbose=0).map(lambda x, y, w: x)
 
 
 def _steps(ds) -> int:
@@ -274,7 +289,12 @@ def predict_table_probs(model, ds, n: int):
     return np.asarray(out)[:n]
 
 
-def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | None):
+def _majority_class(train_t: pd.DataFrame, task: str) -> int:
+    y = L.task_target(task, train_t["mask"], train_t["gender"], train_t["age_group"])
+    return int(np.bincount(np.asarray(y), minlength=num_classes(task)).argmax())
+
+
+def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | None, train_t: pd.DataFrame):
     """Per-class F1, confusion matrix PNG and metrics of the best model on validation.
 
     Returns ``(metrics, predictions)``; writes the files into ``out`` unless it is None
@@ -301,6 +321,11 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
     scores = task_scores(y_true, y_pred, eval_task)
     per_class = scores.pop("per_class_f1")
     res = {"task": task, **scores, "per_class_f1": {n: float(v) for n, v in zip(names, per_class)}}
+    # the score of answering the training set's most frequent class for every image: what a
+    # model that learned nothing gets (macro F1 rewards every class, so this is the bar to clear)
+    constant = _majority_class(train_t, eval_task)
+    base = task_scores(y_true, np.full_like(y_true, constant), eval_task)
+    res.update(constant_class=names[constant], constant_macro_f1=base["macro_f1"], constant_accuracy=base["accuracy"])
     pred_cols = {f"p{c}": probs[:, c] for c in range(k)}
     preds = pd.DataFrame({"path": val_t["path"], "profile": val_t["profile"], "y_true": y_true, "y_pred": y_pred,
                           **pred_cols})

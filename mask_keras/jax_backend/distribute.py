@@ -98,6 +98,24 @@ def enable_compilation_cache(cache_dir=None) -> str | None:
     return cache_dir
 
 
+def compile_function(fn):
+    """``fn`` as one compiled program: ``jax.jit`` on JAX, ``tf.function`` on TensorFlow, else as is.
+
+    For package code that runs a model outside ``fit``/``predict`` (e.g. the forward passes of
+    :mod:`mask_keras.bn_stats`): eager JAX would compile every primitive for every shape.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        from .._tf import tf
+
+        return tf.function(fn)
+    return fn
+
+
 # --------------------------------------------------------------------------- compile counting
 _BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _counters: list["CompileCounter"] = []

@@ -1,0 +1,21 @@
+"""The Keras internals the package relies on, each in one place with the reason.
+
+Keras 3 has public APIs for almost everything the package does; where it has none, the
+internal is wrapped here (and only here), so that a Keras upgrade that moves it breaks one
+function. ``tests/test_layout.py`` keeps every other module off ``keras.src`` and private names.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import keras
+
+
+def all_layers(model: keras.Layer) -> Iterator[keras.Layer]:
+    """Every layer nested in ``model`` (not ``model`` itself), depth first.
+
+    ``Model.layers`` lists only the direct children of a functional model; layers nested in
+    custom layers (keras-hub blocks, our ``Augmentation`` stages) are reachable only through
+    ``Layer._flatten_layers``, which has no public counterpart in Keras 3.
+    """
+    yield from model._flatten_layers(include_self=False, recursive=True)
