@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 export KERAS_BACKEND ?= jax
 
 .PHONY: demo test install clean bench
@@ -21,11 +22,16 @@ demo: $(STAMP)
 	$(BIN)/python recipes/efficientnet_gender.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=25 -n auto --maxprocesses=4 --dist loadgroup tests
+
+# the benchmarks' PyTorch reference (torch + torchvision): the `bench` extra
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 # every benchmark, ratios against references measured in the same run (bench/README.md);
 # BENCH_ARGS=--quick for a short run, --mixed-precision for bf16 training (GPU)
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:

@@ -1,8 +1,21 @@
-"""Training speed: train-step throughput, compile time (cold vs warm cache), compiles per epoch.
+"""Training speed: against PyTorch on the same models; compile time (cold vs warm cache), compiles per epoch.
 
-    python bench/train_step.py                              # demo model + EfficientNet-B0 224x224
-    python bench/train_step.py --models demo --batch-size 64
+    python bench/train_step.py                              # both parts below
+    python bench/train_step.py --part pytorch               # only the comparison with PyTorch
+    python bench/train_step.py --part compile --models demo --batch-size 64
     python bench/train_step.py --mixed-precision            # mixed_bfloat16 (GPU)
+
+Part ``pytorch``: images/s of one training step (Adam, cross-entropy, batch 32, float32) and
+of inference (eval mode, batch 64), for each of ``--pairs`` (``backbone@HxW``), in three
+long-lived worker processes that take turns: ``mask_keras`` (the package's model from
+``build_model``, the CPU convolutions of ``mask_keras.jax_backend.cpu_conv`` on), ``stock
+XLA`` (the same model with ``MASK_KERAS_CPU_CONV=0``: Keras' convolutions as XLA compiles
+them) and ``PyTorch`` (the torchvision model, eager; ``bench/torch_reference.py``; "not
+installed" without the ``bench`` extra). Every round runs the same number of steps in each
+worker, one worker at a time, so each ratio compares neighbouring minutes of the shared
+machine; the goals use the median over rounds of the per-round ratio.
+
+Part ``compile``:
 
 Models: ``demo`` (the demo recipe's model: ``recipes/efficientnet_gender.py`` at demo scale,
 EfficientNet-B0 from scratch at 96x64), ``effnet_b0_224`` (EfficientNet-B0, weights None,
@@ -37,6 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 MODELS = ("demo", "effnet_b0_224", "tiny")
+#: part "pytorch": (backbone, (h, w)) pairs; the issue's goals are on these
+PAIRS = ("efficientnet_b0@96x64", "efficientnet_b0@128x96", "resnet50@96x64")
+IMPLS = ("mask_keras", "stock_xla", "pytorch")
+#: goals against PyTorch (training) per backbone; inference: at least as fast (1.0) everywhere
+TRAIN_GOALS = {"efficientnet_b0": 0.7, "resnet50": 0.8}
 #: per model: (train steps per timed epoch, timed rounds); EfficientNet-B0 at 224x224 takes
 #: seconds per step on a CPU, so it gets fewer (``--fit-steps`` / ``--rounds`` override)
 SIZES = {"demo": (6, 2), "tiny": (6, 2), "effnet_b0_224": (2, 1)}
@@ -68,7 +86,8 @@ def worker(a) -> dict:
     import keras
     import numpy as np
 
-    from mask_keras import distribute, pipeline
+    from mask_keras import pipeline
+    from mask_keras.jax_backend import distribute
     from mask_keras import train as T
     from mask_keras.models.build import build_model
 
@@ -150,9 +169,195 @@ def worker(a) -> dict:
     return res
 
 
+# --------------------------------------------------------------------------- part "pytorch"
+def parse_pair(text: str) -> tuple[str, tuple[int, int]]:
+    backbone, _, size = text.partition("@")
+    try:
+        h, w = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--pairs: expected backbone@HxW (e.g. efficientnet_b0@96x64), got {text!r}") from None
+    return backbone, (h, w)
+
+
+def throughput_worker(a) -> None:
+    """Build one model, warm it up, then run ``N`` steps for every ``N`` read from stdin."""
+    import numpy as np
+
+    backbone, (h, w) = parse_pair(a.pair)
+    b, k = a.batch_size, 18
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(b, h, w, 3), dtype=np.uint8)  # what the pipeline ships
+    labels = rng.integers(0, k, size=b)
+    if a.impl == "pytorch":
+        import torch
+
+        import torch_reference as TR
+
+        threads = TR.set_threads()
+        trainer = TR.Trainer(TR.create_model(backbone, k))
+        xt, yt = TR.to_tensor(x), torch.from_numpy(labels)
+
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                trainer.step(xt, yt) if a.mode == "train" else trainer.predict(xt)
+            return time.perf_counter() - t0
+
+        info = {"version": f"torch {torch.__version__}, torchvision {__import__('torchvision').__version__}",
+                "threads": threads}
+    else:
+        import mask_keras  # noqa: F401  (JAX backend; MASK_KERAS_CPU_CONV decides the convolutions)
+        import keras
+
+        from mask_keras._tf import tf
+        from mask_keras.config import ModelConfig
+        from mask_keras.jax_backend import cpu_conv
+        from mask_keras.models.build import build_model
+
+        keras.utils.set_random_seed(0)
+        model = build_model(ModelConfig(backbone=backbone, weights=None), "multi", (h, w))
+        model.compile(keras.optimizers.Adam(1e-3), keras.losses.CategoricalCrossentropy())
+        y = np.eye(k, dtype=np.float32)[labels]
+        train_ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+        pred_x = tf.data.Dataset.from_tensors(x).repeat()
+
+        def run(n: int) -> float:
+            t0 = time.perf_counter()
+            if a.mode == "train":
+                model.fit(train_ds, steps_per_epoch=n, epochs=1, verbose=0)
+            else:
+                model.predict(pred_x.take(n), verbose=0)
+            return time.perf_counter() - t0
+
+        info = {"version": f"keras {keras.__version__}, jax {__import__('jax').__version__}",
+                "cpu_conv": cpu_conv.installed()}
+    first = run(1)  # trace + compile (or cache load) + one step
+    steady = run(1)
+    common.emit({"ready": True, "first_s": first, "step_s": steady, **info})
+    for line in sys.stdin:
+        if not line.strip() or line.strip() == "quit":
+            break
+        n = int(line)
+        common.emit({"n": n, "seconds": run(n)})
+
+
+class _Worker:
+    """A long-lived throughput worker; ``measure(n)`` -> images/s of ``n`` steps."""
+
+    def __init__(self, impl: str, pair: str, mode: str, batch_size: int):
+        import json
+        import os
+        import subprocess
+
+        self.json, self.impl, self.batch = json, impl, batch_size
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "jax",
+               "MASK_KERAS_CPU_CONV": "0" if impl == "stock_xla" else "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(common.BENCH / "train_step.py"), "--throughput-worker", "--impl", impl,
+             "--pair", pair, "--mode", mode, "--batch-size", str(batch_size)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            cwd=str(common.ROOT))
+        self.ready = self._read()
+
+    def _read(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                return self.json.loads(line[len("RESULT "):])
+        raise RuntimeError(f"{self.impl} worker ended (exit {self.proc.wait()}) without a result")
+
+    def measure(self, n: int) -> float:
+        self.proc.stdin.write(f"{n}\n")
+        self.proc.stdin.flush()
+        return n * self.batch / self._read()["seconds"]
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a dead worker is already closed
+            self.proc.kill()
+
+
+def vs_pytorch(pairs, batch_size: int, rounds: int, round_s: float, predict_batch: int) -> list[dict]:
+    """Paired rounds of mask_keras / stock XLA / PyTorch for every pair, training and inference."""
+    import statistics
+
+    import torch_reference
+
+    missing = torch_reference.available()
+    results = []
+    for pair in pairs:
+        for mode, b in (("train", batch_size), ("predict", predict_batch)):
+            impls = [i for i in IMPLS if not (i == "pytorch" and missing)]
+            workers = {}
+            try:
+                for impl in impls:  # one at a time: a compile must not overlap another's rounds
+                    print(f"{pair} {mode}: starting {impl} ...", flush=True)
+                    workers[impl] = _Worker(impl, pair, mode, b)
+                # the same steps in every worker: ~round_s seconds of the fastest
+                fastest = min(w.ready["step_s"] for w in workers.values())
+                n = max(2, min(50, round(round_s / max(fastest, 1e-3))))
+                rates = {i: [] for i in workers}
+                for r in range(rounds):
+                    order = impls[r % len(impls):] + impls[:r % len(impls)]
+                    for impl in order:
+                        rates[impl].append(workers[impl].measure(n))
+                    print(f"  round {r + 1}: " + ", ".join(f"{i} {rates[i][-1]:.1f}" for i in impls), flush=True)
+            finally:
+                for w in workers.values():
+                    w.close()
+            row = {"pair": pair, "mode": mode, "batch": b, "steps_per_round": n, "rounds": rounds,
+                   "best": {i: max(v) for i, v in rates.items()},
+                   "first_step_s": {i: w.ready["first_s"] for i, w in workers.items()},
+                   "versions": {i: w.ready.get("version") for i, w in workers.items()},
+                   "pytorch_missing": missing}
+            if "pytorch" in rates:
+                row["paired_vs_pytorch"] = {i: statistics.median(a / t for a, t in zip(rates[i], rates["pytorch"]))
+                                            for i in rates}
+            row["paired_vs_stock"] = statistics.median(a / s_ for a, s_ in zip(rates["mask_keras"], rates["stock_xla"]))
+            results.append(row)
+    return results
+
+
+def render_vs_pytorch(results, info) -> str:
+    rows, goals = [], []
+    for r in results:
+        backbone, _ = parse_pair(r["pair"])
+        for impl in IMPLS:
+            if impl == "pytorch" and r["pytorch_missing"]:
+                rows.append([r["pair"], r["mode"], "PyTorch eager", r["pytorch_missing"], "-", "-", "-"])
+                continue
+            vs_pt = r.get("paired_vs_pytorch", {}).get(impl)
+            rows.append([r["pair"], r["mode"], {"mask_keras": "mask_keras (JAX, cpu_conv)",
+                                                 "stock_xla": "stock XLA (JAX, Keras' convolutions)",
+                                                 "pytorch": "PyTorch eager (torchvision)"}[impl],
+                         round(r["best"][impl], 1), "-" if vs_pt is None else round(vs_pt, 2),
+                         round(r["paired_vs_stock"], 2) if impl == "mask_keras" else "-",
+                         round(r["first_step_s"][impl], 1)])
+        vs = r.get("paired_vs_pytorch", {}).get("mask_keras")
+        target = TRAIN_GOALS.get(backbone) if r["mode"] == "train" else 1.0
+        if target is not None:
+            goals.append(common.check(f"{r['pair']} {r['mode']}: mask_keras >= {target}x PyTorch: "
+                                      + ("PyTorch not installed" if vs is None else f"{vs:.2f}x"),
+                                      vs is not None and vs >= target))
+    headers = ["model", "mode", "implementation", "images/s (best round)", "x PyTorch (paired median)",
+               "x stock XLA (paired median)", "first step s (trace + compile + step)"]
+    versions = {i: v for r in results for i, v in r["versions"].items() if v}
+    return "\n".join([
+        f"## Against PyTorch on the same models (train batch {results[0]['batch']}, float32, random init)", "",
+        common.machine_line(info) + "; " + "; ".join(f"{k}: {v}" for k, v in versions.items()), "",
+        common.table(headers, rows), "", *[f"- {g}" for g in goals]])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="demo,effnet_b0_224", help=f"comma-separated, from {MODELS}")
+    ap.add_argument("--part", default="all", choices=["all", "pytorch", "compile"])
+    ap.add_argument("--pairs", default=",".join(PAIRS), help="part pytorch: comma-separated backbone@HxW")
+    ap.add_argument("--pair-rounds", type=int, default=3, help="part pytorch: paired rounds")
+    ap.add_argument("--round-seconds", type=float, default=8.0, help="part pytorch: ~seconds of the fastest per round")
+    ap.add_argument("--predict-batch", type=int, default=64)
+    ap.add_argument("--models", default="demo,effnet_b0_224", help=f"part compile: comma-separated, from {MODELS}")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--fit-steps", type=int, help="train steps per timed epoch (default: 6; 2 at 224x224)")
     ap.add_argument("--rounds", type=int, help="timed rounds, best kept (default: 2; 1 at 224x224)")
@@ -162,6 +367,10 @@ def main(argv=None):
     ap.add_argument("--people", type=int, default=common.DEFAULT_PEOPLE)
     ap.add_argument("--render", metavar="JSON", help="print the table of a saved results file")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--throughput-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--impl", help=argparse.SUPPRESS)
+    ap.add_argument("--pair", help=argparse.SUPPRESS)
+    ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--phase", help=argparse.SUPPRESS)
     ap.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -170,6 +379,9 @@ def main(argv=None):
     if a.worker:
         common.emit(worker(a))
         return None
+    if a.throughput_worker:
+        throughput_worker(a)
+        return None
     if a.render:
         import json
 
@@ -177,8 +389,15 @@ def main(argv=None):
         return render(d["results"], d["machine"], d.get("batch_size", a.batch_size), d.get("mixed", False),
                       d.get("devices", "auto"))
 
-    root = common.ensure_data(a.people)
     info = common.machine()
+    if a.part in ("all", "pytorch"):
+        pt = vs_pytorch(a.pairs.split(","), a.batch_size, a.pair_rounds, a.round_seconds, a.predict_batch)
+        text = render_vs_pytorch(pt, info)
+        print(text)
+        common.save("train_step_vs_pytorch", text, {"machine": info, "results": pt})
+        if a.part == "pytorch":
+            return pt
+    root = common.ensure_data(a.people)
     results = []
     for name in a.models.split(","):
         with tempfile.TemporaryDirectory(prefix="mask_keras_bench_jax_cache_") as cache:
