@@ -22,3 +22,13 @@ def synth_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
     generate(root, people=60, eval_people=12, seed=0, image_size=(128, 96), workers=2, progress=False)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): the tests of a module that share a
+    module-scoped fixture (a trained model, a built data set) run in one worker, so the fixture
+    is built once; every other test goes to whichever worker is free."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)  # pytest's per-test fixture closure
+        if defs is not None and any(d and d[-1].scope == "module" for d in defs.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -15,12 +15,29 @@ def run(*args, check=True):
     return p
 
 
-def test_help_everywhere():
-    out = run("--help").stdout
+def test_help_everywhere(capsys):
+    out = run("--help").stdout  # the installed entry point, in a fresh interpreter
     for cmd in SUBCOMMANDS:
         assert cmd in out
+    from mask_keras.cli import main  # each subcommand's help in this process (a fresh one costs ~8 s)
+
     for cmd in SUBCOMMANDS:
-        assert "usage: mask-keras " + cmd in run(cmd, "--help").stdout
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: mask-keras " + cmd in capsys.readouterr().out
+
+
+def run_here(capsys, *args):
+    """``mask-keras ARGS`` in this process: (exit code, stdout, stderr)."""
+    from mask_keras.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def test_synth_then_inspect_on_a_fresh_set(tmp_path):
@@ -39,19 +56,20 @@ def _last_json(text: str) -> dict:
     return json.loads(text[start:])
 
 
-def test_bad_option_is_a_clear_error(tmp_path):
-    p = run("train", "--data-dir", str(tmp_path), "--set", "train.epoch=3", check=False)
+def test_bad_option_is_a_clear_error(tmp_path, capsys):
+    p = run("train", "--data-dir", str(tmp_path), "--set", "train.epoch=3", check=False)  # a real exit status
     assert p.returncode == 2
     assert "unknown train option 'epoch'" in p.stderr and "did you mean 'epochs'" in p.stderr
-    p = run("train", "--data-dir", str(tmp_path), "--backbone", "resnet9000", "--weights", "none", check=False)
-    assert p.returncode == 2 and "unknown backbone" in p.stderr
-    p = run("inspect", str(tmp_path / "missing"), check=False)
-    assert p.returncode == 2 and "train.csv" in p.stderr
+    code, _, err = run_here(capsys, "train", "--data-dir", str(tmp_path), "--backbone", "resnet9000",
+                            "--weights", "none")
+    assert code == 2 and "unknown backbone" in err
+    code, _, err = run_here(capsys, "inspect", str(tmp_path / "missing"))
+    assert code == 2 and "train.csv" in err
 
 
-def test_image_size_flag_is_checked():
-    p = run("train", "--image-size", "big", check=False)
-    assert p.returncode == 2 and "HEIGHTxWIDTH" in p.stderr
+def test_image_size_flag_is_checked(capsys):
+    code, _, err = run_here(capsys, "train", "--image-size", "big")
+    assert code == 2 and "HEIGHTxWIDTH" in err
 
 
 def test_evaluate_json(tmp_path):

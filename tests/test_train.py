@@ -11,10 +11,12 @@ import pytest
 
 from mask_keras.config import Config, ConfigError
 
-# small inputs, real code paths: the fast CPU backbone at 64x48 on the 128x96 synthetic set
+# small inputs, real code paths: the fast CPU backbone at 64x48 on the 128x96 synthetic set;
+# precise BN over 2 batches (its default, 1024 images, is the whole tiny training set here: one
+# more forward epoch per epoch; tests/test_bn_stats.py covers what it does)
 FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (64, 48),
         "preprocess.crop": "none", "train.batch_size": 32, "train.lr": 3e-3, "train.verbose": 0,
-        "augment.preset": "none"}
+        "augment.preset": "none", "train.precise_bn": 64}
 
 
 def _cfg(root, out, **over):
