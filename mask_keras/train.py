@@ -253,6 +253,8 @@ def _stats_dataset(train_t: pd.DataFrame, cfg: Config):
     if n == 0:
         return None
     sample = train_t.sample(n=n, random_state=cfg.train.seed).reset_index(drop=True)
+    log.info("precise BatchNorm: statistics recomputed over %d training images before every validation "
+             "(train.precise_bn; 0 = off)", n)
     return pipeline.make_dataset(sample, cfg, training=False, verbose=0).map(lambda x, y, w: x)
 
 
