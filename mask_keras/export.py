@@ -1,11 +1,12 @@
 """CPU inference path: export a trained artifact to a TensorFlow SavedModel and run it with TF.
 
-XLA on CPU is slow for convolutional nets (it does not use oneDNN's convolution kernels);
-TensorFlow on CPU does. Keras 3 models are backend-agnostic, so the trained ``model.keras``
-(trained with JAX) is reloaded with the TensorFlow backend in a subprocess and exported
-there as a SavedModel of native TF ops. Measured on a 2-core CPU (``bench/inference.py``,
-``bench/README.md``) that runs an EfficientNet-B0 several times faster than the JAX path
-on CPU, with the same outputs (within 1e-4).
+Keras 3 models are backend-agnostic, so the trained ``model.keras`` (trained with JAX) is
+reloaded with the TensorFlow backend in a subprocess and exported there as a SavedModel of
+native TF ops, which TF Serving and any TensorFlow runtime load without this package, with
+the same outputs (within 1e-4). On a 2-core CPU (``bench/inference.py``, 2026-11-22) it ran
+an EfficientNet-B0 6-8x faster than the JAX path of that day; the JAX path has since become
+5-9x faster on CPU (:mod:`mask_keras.jax_backend.cpu_conv`), so re-measure before choosing
+one for speed.
 
 Formats (``export_artifact(..., format=...)``):
 
