@@ -178,11 +178,8 @@ def torch_worker(a) -> dict:
             "train_minutes": trained / 60, "minutes": (time.perf_counter() - t0) / 60}
 
 
-def run_torch(root: Path, scale: dict, seed: int, work: Path) -> dict | None:
-    import torch_reference
-
-    if torch_reference.available():
-        return None
+def run_torch(root: Path, scale: dict, seed: int, work: Path) -> dict:
+    """The PyTorch reference in its own process (callers check ``torch_reference.available()`` first)."""
     return common.run_worker("quality.py", ["--torch-worker", "--data", str(root), "--scale-json", json.dumps(scale),
                                             "--seed", str(seed), "--work", str(work)], timeout=6 * 3600)
 
