@@ -230,3 +230,61 @@ def test_saved_model_loads_and_predicts_the_same_with_the_hook_on_and_off(tmp_pa
     subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
     np.testing.assert_allclose(np.load(tmp_path / "y_1.npy"), want, atol=1e-5)
     np.testing.assert_allclose(np.load(tmp_path / "y_0.npy"), want, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- max pooling
+def _xla_max_pool(x, k, s, padding):
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, *k, 1), (1, *s, 1), padding.upper())
+
+
+@pytest.mark.parametrize("pool,strides", [((2, 2), (2, 2)), ((3, 3), (2, 2)), ((3, 3), (1, 1)), ((2, 3), (1, 2))])
+def test_max_pool_values_and_gradient_equal_xla(pool, strides):
+    for h, w in [(9, 7), (8, 6)]:
+        for padding in ("same", "valid"):
+            x = jnp.asarray(_normal(2, h, w, 3))
+            y0, vjp0 = jax.vjp(lambda x: _xla_max_pool(x, pool, strides, padding), x)
+            y1, vjp1 = jax.vjp(lambda x: cpu_conv.max_pool2d(x, pool, strides, padding), x)
+            ct = jnp.asarray(_normal(*y0.shape))
+            np.testing.assert_array_equal(y1, y0)
+            np.testing.assert_allclose(vjp1(ct)[0], vjp0(ct)[0], atol=1e-6)
+
+
+def test_max_pool_gradient_goes_to_the_first_maximum_like_xla():
+    # ReLU outputs tie at 0 (and rounding makes other ties): the gradient must not be split
+    x = jnp.maximum(jnp.asarray(_normal(2, 8, 6, 3)), 0).round(1)
+    ones = jnp.ones((2, 4, 3, 3))
+    g0 = jax.vjp(lambda x: _xla_max_pool(x, (3, 3), (2, 2), "same"), x)[1](ones)[0]
+    g1 = jax.vjp(lambda x: cpu_conv.max_pool2d(x, (3, 3), (2, 2), "same"), x)[1](ones)[0]
+    np.testing.assert_array_equal(g1, g0)
+    assert float(g1.sum()) == ones.size  # every output's gradient lands on exactly one input
+
+
+@pytest.mark.parametrize("layer", ["MaxPooling2D(2)", "MaxPooling2D(3, strides=2, padding='same')"])
+def test_keras_max_pooling_uses_the_fast_path_on_cpu_and_equals_keras_own(layer):
+    layer = eval(f"keras.layers.{layer}")
+    x = jnp.asarray(_normal(2, 9, 8, 4))
+
+    def run():
+        f = jax.jit(lambda x: jnp.sum(jnp.sin(layer(x))))
+        hlo = jax.jit(layer.__call__).lower(x).compile().as_text()
+        return layer(x), jax.grad(f)(x), hlo
+
+    y1, g1, hlo_fast = run()
+    with cpu_conv.disabled():
+        y0, g0, hlo_xla = run()
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_allclose(g1, g0, atol=1e-6)
+    assert "reduce-window(" in hlo_xla and "reduce-window(" not in hlo_fast
+
+
+@pytest.mark.parametrize("case", ["channels_first", "pool1d", "int"])
+def test_max_pooling_the_fast_path_does_not_cover_is_keras_own_op(case, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cpu_conv, "max_pool2d", lambda *a, **k: calls.append(1))
+    if case == "channels_first":
+        y = keras.layers.MaxPooling2D(2, data_format="channels_first")(_normal(1, 3, 8, 8))
+    elif case == "pool1d":
+        y = keras.layers.MaxPooling1D(2)(_normal(1, 8, 3))
+    else:
+        y = keras.ops.max_pool(jnp.arange(16, dtype=jnp.int32).reshape(1, 4, 4, 1), 2, 2)
+    assert calls == [] and y is not None
