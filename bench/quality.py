@@ -44,7 +44,7 @@ import common  # noqa: E402
 SCALES = {
     "headline": dict(people=600, eval_people=200, image_size=(128, 96), epochs=8, batch_size=64,
                      backbone="efficientnet_b0"),
-    "ablation": dict(people=200, eval_people=60, image_size=(96, 64), epochs=12, batch_size=32, backbone="tiny_cnn"),
+    "ablation": dict(people=200, eval_people=60, image_size=(64, 48), epochs=10, batch_size=32, backbone="tiny_cnn"),
     "smoke": dict(people=40, eval_people=12, image_size=(48, 32), epochs=1, batch_size=16, backbone="efficientnet_b0"),
 }
 BASE = {"train.task": "multi", "model.weights": None,
