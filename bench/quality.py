@@ -238,7 +238,8 @@ def render(results: list[dict], info: dict, scale: dict, suite: str, torch_note:
         goals.append(common.check(f"plain >= 1.0x the PyTorch reference's macro F1: {summ['plain']['x_pytorch']:.2f}x",
                                   summ["plain"]["x_pytorch"] >= 1.0))
     return "\n".join([
-        f"## Quality, suite {suite}: {scale.get('backbone', 'efficientnet_b0')} from scratch, {h}x{w}, {scale['epochs']} epochs, batch "
+        f"## Quality, suite {suite}: {scale.get('backbone', 'efficientnet_b0')} from scratch, {h}x{w}, "
+        f"{scale['epochs']} epochs, batch "
         f"{scale['batch_size']}, Adam 1e-3; {scale['people']} train / {scale['eval_people']} eval people "
         f"per set, data seeds {seeds}", "",
         common.machine_line(info), "",
@@ -291,8 +292,8 @@ def main(argv=None):
 
     info = common.machine()
     torch_note = None if a.no_torch else torch_reference.available()
-    if not a.no_torch and not torch_note and scale["backbone"] not in torch_reference.TORCHVISION:
-        torch_note = f"no torchvision model for {scale['backbone']}"
+    if not a.no_torch and not torch_note and scale["backbone"] not in (*torch_reference.TORCHVISION, "tiny_cnn"):
+        torch_note = f"no PyTorch model for {scale['backbone']}"
     # one results file per suite and data size (the ablation runs at two sizes)
     default_people = SCALES[a.scale or a.suite]["people"]
     tag = (f"{a.suite}" + ("" if not a.configs else "_custom")

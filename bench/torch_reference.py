@@ -36,14 +36,29 @@ def set_threads() -> int:
     return n
 
 
+def tiny_cnn(n_classes: int):
+    """``mask_keras``' ``tiny_cnn`` written in PyTorch: four conv(3x3, no bias)-BN-ReLU-maxpool(2)
+    blocks of 32/64/128/256 filters, global average pooling, a linear classifier."""
+    from torch import nn
+
+    layers, c = [], 3
+    for f in (32, 64, 128, 256):
+        layers += [nn.Conv2d(c, f, 3, padding=1, bias=False), nn.BatchNorm2d(f), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2)]
+        c = f
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, n_classes))
+
+
 def create_model(backbone: str, n_classes: int, seed: int = 0):
-    """A torchvision model with a fresh ``n_classes`` head (no pretrained weights)."""
+    """A torchvision model (or :func:`tiny_cnn`) with a fresh ``n_classes`` head, no pretrained weights."""
     import torch
     import torchvision
 
-    if backbone not in TORCHVISION:
-        raise SystemExit(f"no torchvision reference for {backbone!r}; choose from {sorted(TORCHVISION)}")
+    if backbone not in TORCHVISION and backbone != "tiny_cnn":
+        raise SystemExit(f"no torchvision reference for {backbone!r}; choose from {sorted(TORCHVISION)} or tiny_cnn")
     torch.manual_seed(seed)
+    if backbone == "tiny_cnn":
+        return tiny_cnn(n_classes)
     return getattr(torchvision.models, TORCHVISION[backbone])(weights=None, num_classes=n_classes)
 
 

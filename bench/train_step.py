@@ -51,7 +51,7 @@ import common  # noqa: E402
 
 MODELS = ("demo", "effnet_b0_224", "tiny")
 #: part "pytorch": (backbone, (h, w)) pairs; the issue's goals are on these
-PAIRS = ("efficientnet_b0@96x64", "efficientnet_b0@128x96", "resnet50@96x64")
+PAIRS = ("efficientnet_b0@96x64", "efficientnet_b0@128x96", "resnet50@96x64", "tiny_cnn@96x64")
 IMPLS = ("mask_keras", "stock_xla", "pytorch")
 #: goals against PyTorch (training) per backbone; inference: at least as fast (1.0) everywhere
 TRAIN_GOALS = {"efficientnet_b0": 0.7, "resnet50": 0.8}
@@ -331,7 +331,8 @@ def render_vs_pytorch(results, info) -> str:
             vs_pt = r.get("paired_vs_pytorch", {}).get(impl)
             rows.append([r["pair"], r["mode"], {"mask_keras": "mask_keras (JAX, cpu_conv)",
                                                  "stock_xla": "stock XLA (JAX, Keras' convolutions)",
-                                                 "pytorch": "PyTorch eager (torchvision)"}[impl],
+                                                 "pytorch": "PyTorch eager (torchvision; tiny_cnn: "
+                                                            "bench/torch_reference.py)"}[impl],
                          round(r["best"][impl], 1), "-" if vs_pt is None else round(vs_pt, 2),
                          round(r["paired_vs_stock"], 2) if impl == "mask_keras" else "-",
                          round(r["first_step_s"][impl], 1)])

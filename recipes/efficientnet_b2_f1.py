@@ -21,7 +21,7 @@ FULL = Config().override(**{
     "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 10, "train.batch_size": 32,
     "train.out_dir": "runs/efficientnet_b2_f1",
 })
-DEMO = {"model.backbone": "efficientnet_b0", "data.folds": 3}
+DEMO = {"data.folds": 3}
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ FULL = Config().override(**{
     "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 15, "train.batch_size": 32,
     "train.early_stopping": 4, "train.out_dir": "runs/resnet152_age",
 })
-DEMO = {"model.backbone": "resnet50"}
+DEMO = {}
 
 if __name__ == "__main__":
     recipe.run(FULL, DEMO, description=__doc__)

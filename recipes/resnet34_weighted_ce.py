@@ -23,7 +23,7 @@ FULL = Config().override(**{
     "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 20, "train.batch_size": 32,
     "train.out_dir": "runs/resnet34_weighted_ce",
 })
-DEMO = {"model.backbone": "tiny_cnn", "data.folds": 3, "train.epochs": 10, "train.lr": 3e-3}
+DEMO = {"data.folds": 3}
 
 
 def main(argv=None):
