@@ -113,11 +113,38 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0.9,1.1, got {text!r}") from None
 
 
+def _cmd_predict_images(a):
+    from .predictor import Predictor, write_answers
+
+    paths = list(a.artifacts) + list(a.model) + list(a.kfold_dir) + [d for t in ROLE_TASKS for d in getattr(a, t)]
+    pred = Predictor.load(*paths, vote=a.vote, level=a.level, tta=a.tta or None, crops=a.tta_crops or None,
+                          batch_size=a.batch_size)
+    table = pred.predict_files(a.images)
+    out = write_answers(table, a.out or "predictions.csv")
+    bad = int((table["error"] != "").sum())
+    if a.json:
+        print(json.dumps({"predictions": str(out), "rows": len(table), "skipped": bad, "tasks": list(pred.tasks),
+                          "models": len(pred.artifacts)}))
+        return
+    print(f"wrote {out} ({len(table)} images, answers for {', '.join(pred.tasks)} from {len(pred.artifacts)} "
+          f"model(s))" + (f"; {bad} file(s) skipped, see its error column" if bad else ""))
+
+
+ROLE_TASKS = ("mask", "gender", "age", "multi", "multihead")
+
+
 def _cmd_predict(a):
     from .evaluate import cli_json, format_report
     from .predict import format_table, predict_submission
 
-    roles = {t: getattr(a, t) for t in ("mask", "gender", "age", "multi", "multihead") if getattr(a, t)}
+    if a.images:
+        return _cmd_predict_images(a)
+    if a.artifacts:
+        raise SystemExit("predict: ARTIFACT arguments go with --images PATH ...; to predict DATA_DIR/eval pass "
+                         "--model / --kfold-dir / --mask ... DIR")
+    roles = {t: getattr(a, t) for t in ROLE_TASKS if getattr(a, t)}
+    a.out = a.out or "submission.csv"
+    a.vote, a.level = a.vote or "soft", a.level or "auto"
     res = predict_submission(a.model, a.data_dir, a.out, kfold_dirs=a.kfold_dir, roles=roles, tta=a.tta,
                              crops=a.tta_crops, vote=a.vote, level=a.level, weights=a.weights, tie=a.tie,
                              combine=a.combine, batch_size=a.batch_size, probs_csv=a.probs, gt=a.gt,
@@ -134,25 +161,36 @@ def _cmd_predict(a):
 
 
 def _add_predict_parser(sub) -> None:
-    s = sub.add_parser("predict", help="predict eval/ with one or more models (ensembles, K-fold, TTA) "
-                                       "and write the submission CSV",
-                       description="Run artifacts over DATA_DIR/eval and write ImageID,ans in info.csv order. "
-                                   "Per-task models are combined into the 18 classes (mask*6 + gender*3 + age).")
+    s = sub.add_parser("predict", help="predict eval/ (a submission CSV) or any images with one or more models "
+                                       "(ensembles, K-fold, TTA)",
+                       description="Run artifacts over DATA_DIR/eval and write ImageID,ans in info.csv order, or, "
+                                   "with --images, over any image files and folders and write one row per file "
+                                   "(class, mask/gender/age names, probabilities). Per-task models are combined "
+                                   "into the 18 classes (mask*6 + gender*3 + age).",
+                       epilog="examples:\n  mask-keras predict runs/efficientnet_gender --images photos/ "
+                              "--out answers.jsonl\n  mask-keras predict --data-dir data/default --mask runs/mask "
+                              "--gender runs/gender --age runs/age --tta",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("artifacts", nargs="*", metavar="ARTIFACT",
+                   help="with --images: run, K-fold or ensemble (recipe output) directories")
+    s.add_argument("--images", nargs="+", metavar="PATH",
+                   help="image files (JPEG, PNG, WebP, ...) and folders (searched recursively) to predict")
     s.add_argument("--data-dir", default="data/default", help="directory holding eval/ (info.csv, images/)")
     s.add_argument("--model", action="append", default=[], metavar="DIR",
                    help="a run directory (model.keras + config.json), any task; repeat for an ensemble")
     s.add_argument("--kfold-dir", action="append", default=[], metavar="DIR",
                    help="a `train --folds K` directory: all its fold_* models vote")
-    for t in ("mask", "gender", "age", "multi", "multihead"):
+    for t in ROLE_TASKS:
         s.add_argument(f"--{t}", action="append", default=[], metavar="DIR",
                        help=f"a run (or K-fold) directory that must be a {t!r} model")
-    s.add_argument("--out", default="submission.csv", help="the submission CSV (written atomically, at the end)")
+    s.add_argument("--out", help="the submission CSV (default submission.csv), or with --images the answers: CSV, "
+                                 "or JSON lines for .jsonl (default predictions.csv); written atomically, at the end")
     s.add_argument("--probs", help="also write ImageID,p0..p17 (soft 18-class probabilities) here")
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
     s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2",
                    help="add crop views: the crop region scaled by each factor (e.g. 0.9,1.1)")
-    s.add_argument("--vote", choices=["soft", "hard"], default="soft")
-    s.add_argument("--level", choices=["auto", "task", "class"], default="auto",
+    s.add_argument("--vote", choices=["soft", "hard"], default=None, help="default soft (or an ensemble's own)")
+    s.add_argument("--level", choices=["auto", "task", "class"], default=None,
                    help="vote per task then combine, or on the 18 classes (auto: class if no per-task model)")
     s.add_argument("--combine", choices=["product", "argmax"], default="product",
                    help="per-task probabilities -> 18 classes (same labels; product also gives probabilities)")

@@ -116,7 +116,7 @@ class ImageError(ValueError):
 # the deterministic preprocessing (training, evaluation and inference)
 # ---------------------------------------------------------------------------
 def decode_image(data):
-    """Encoded bytes (jpg, png, gif, bmp) -> uint8 (H, W, 3).
+    """Encoded bytes (jpg, png, webp, gif, bmp) -> uint8 (H, W, 3).
 
     JPEGs are decoded with the accurate integer DCT, which is bit-identical to PIL/libjpeg
     (TensorFlow's default fast DCT differs from PIL by up to ~50 levels on noisy images).
@@ -128,7 +128,12 @@ def decode_image(data):
     def other():
         return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
 
-    img = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    def webp():  # decode_image does not know WebP; decode_webp gives (frames, H, W, 3 or 4)
+        return tf.io.decode_webp(data, channels=0)[0][..., :3]
+
+    is_webp = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 4), b"RIFF"),
+                             tf.equal(tf.strings.substr(data, 8, 4), b"WEBP"))
+    img = tf.cond(tf.io.is_jpeg(data), jpeg, lambda: tf.cond(is_webp, webp, other))
     img.set_shape([None, None, 3])
     return img
 
@@ -367,6 +372,8 @@ def _sniff(head: bytes) -> str | None:
         return "GIF"
     if head[:2] == b"BM":
         return "BMP"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
     return None
 
 
@@ -396,7 +403,7 @@ def _check_one(path: str) -> str | None:
         return "empty file"
     fmt = _sniff(head)
     if fmt is None:
-        return f"not a JPEG/PNG image (file starts with {head[:8]!r})"
+        return f"not a JPEG/PNG/WebP/GIF/BMP image (file starts with {head[:8]!r})"
     try:
         with Image.open(path) as im:  # parses the header only
             im.size  # noqa: B018
