@@ -249,6 +249,18 @@ def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, dem
     return res
 
 
+def _constant_answer(data_dir, submission) -> dict:
+    """The eval score of answering the training set's most frequent class for every image: what
+    a model that learned nothing gets (macro F1 rewards every class, so this is the bar)."""
+    from . import labels as L
+    from .data.layout import read_train
+    from .evaluate import evaluate
+
+    label = int(read_train(data_dir, on_error="skip")["label"].value_counts().idxmax())
+    m = evaluate(Path(data_dir) / "eval" / "gt.csv", submission.assign(ans=label))
+    return {"class": L.class_name(label), "label": label, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+
+
 def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
     from .files import atomic_write_text
     from .evaluate import evaluate, format_report
@@ -283,7 +295,12 @@ def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
         evaluate(gt, pred.submission, out_dir=out / "eval")
         atomic_write_text(out / "comparison.csv", pred.table.to_csv(index=False))
         summary["score"] = {k: pred.metrics[k] for k in ("macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age")}
+        constant = _constant_answer(data_dir, pred.submission)
+        summary["constant_answer"] = constant
         print(f"score against {gt}:\n{format_report(pred.metrics)}")
         print("ensemble against each model (eval set):\n" + format_table(pred.table))
+        print(f"\nsubmission: macro F1 = {pred.metrics['macro_f1']:.4f}, accuracy = {pred.metrics['accuracy']:.4f} "
+              f"(answering {constant['class']!r} for every image: {constant['macro_f1']:.4f} / "
+              f"{constant['accuracy']:.4f})")
     atomic_write_text(out / "ensemble.json", json.dumps(summary, indent=2) + "\n")
     return pred

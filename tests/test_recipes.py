@@ -33,6 +33,16 @@ def _check_submission(res, root):
                  "--json"]) == 0
     summary = json.loads((res.out_dir / "ensemble.json").read_text())
     assert summary["score"]["macro_f1"] == pytest.approx(res.metrics["macro_f1"])
+    # the bar a learned model must clear: the training set's most frequent class for every eval image
+    from mask_keras import labels as L
+    from mask_keras.data import read_train
+    from mask_keras.evaluate import evaluate
+
+    majority = int(read_train(root)["label"].value_counts().idxmax())
+    const = evaluate(root / "eval" / "gt.csv", sub.assign(ans=majority))
+    assert summary["constant_answer"] == {"class": L.class_name(majority), "label": majority,
+                                          "macro_f1": pytest.approx(const["macro_f1"]),
+                                          "accuracy": pytest.approx(const["accuracy"])}
     assert (res.out_dir / "eval" / "report.txt").is_file() and (res.out_dir / "comparison.csv").is_file()
     return summary
 
