@@ -160,6 +160,35 @@ def _cmd_predict(a):
         print("\n" + format_report(res.metrics) + "\n" + format_table(res.table))
 
 
+def _cmd_serve(a):
+    from .serve import Limits, serve
+
+    serve(a.artifacts, a.host, a.port, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
+          limits=Limits(max_body_mb=a.max_body_mb, max_images=a.max_images, max_pixels=a.max_pixels),
+          vote=a.vote, level=a.level, tta=a.tta or None)
+
+
+def _add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="an HTTP service: POST /predict, GET /health, /metadata, and a page at /",
+                       description="Serve run, K-fold or ensemble directories over HTTP (Starlette on uvicorn). "
+                                   "The models are loaded before the server listens.",
+                       epilog="example:\n  mask-keras serve runs/efficientnet_gender --port 8000\n"
+                              "  curl -F image=@photo.jpg http://127.0.0.1:8000/predict",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="run, K-fold or ensemble directories")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--max-batch", type=int, default=16, help="images per model call (concurrent requests batched)")
+    s.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    s.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (413 above)")
+    s.add_argument("--max-images", type=int, default=16, help="most images in one request (413 above)")
+    s.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height (413 above)")
+    s.add_argument("--vote", choices=["soft", "hard"], default=None)
+    s.add_argument("--level", choices=["auto", "task", "class"], default=None)
+    s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
+    s.set_defaults(func=_cmd_serve)
+
+
 def _add_predict_parser(sub) -> None:
     s = sub.add_parser("predict", help="predict eval/ (a submission CSV) or any images with one or more models "
                                        "(ensembles, K-fold, TTA)",
@@ -254,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_evaluate)
 
     _add_predict_parser(sub)
+    _add_serve_parser(sub)
 
     s = sub.add_parser("export", help="export a run directory for fast CPU inference (TF SavedModel)")
     s.add_argument("run_dir", help="a run directory written by `mask-keras train`")

@@ -265,7 +265,7 @@ def jpeg_size(path: str, limit: int = 1 << 20) -> tuple[int, int] | None:
     try:
         with open(path, "rb") as f:
             b = f.read(4096)
-            if _sniff(b) != "JPEG":
+            if sniff_format(b) != "JPEG":
                 return None
             i = 2
             while True:
@@ -363,7 +363,8 @@ def _decoders(rows: Rows, preprocess_cfg, select=None, grouped: bool = True) -> 
 # ---------------------------------------------------------------------------
 # checks at the edge
 # ---------------------------------------------------------------------------
-def _sniff(head: bytes) -> str | None:
+def sniff_format(head: bytes) -> str | None:
+    """The image format of a file's first 16 bytes: JPEG, PNG, GIF, BMP, WEBP, or None."""
     if head[:3] == b"\xff\xd8\xff":
         return "JPEG"
     if head[:8] == b"\x89PNG\r\n\x1a\n":
@@ -401,7 +402,7 @@ def _check_one(path: str) -> str | None:
         return f"cannot read ({e.strerror or e})"
     if size == 0:
         return "empty file"
-    fmt = _sniff(head)
+    fmt = sniff_format(head)
     if fmt is None:
         return f"not a JPEG/PNG/WebP/GIF/BMP image (file starts with {head[:8]!r})"
     try:

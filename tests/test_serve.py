@@ -1,0 +1,210 @@
+"""`mask-keras serve`: the real uvicorn server on 127.0.0.1 (a free port), real HTTP requests
+(the standard library's client): answers equal Predictor's on the same files, concurrent
+requests batched, every kind of bad input a 4xx JSON error while the service keeps serving.
+
+The artifact is an untrained tiny model saved with its config (as in test_predictor.py).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mask_keras.config import Config
+
+SIZE = (32, 24)
+
+
+def _artifact(path, task="multi", seed=0):
+    import keras
+
+    from mask_keras.models.build import build_model
+
+    cfg = Config().override(**{"train.task": task, "model.backbone": "tiny_cnn", "model.weights": None,
+                               "preprocess.image_size": SIZE, "preprocess.crop": "center",
+                               "preprocess.crop_size": (100, 80), "train.out_dir": str(path)})
+    keras.utils.set_random_seed(seed)
+    path.mkdir(parents=True)
+    build_model(cfg.model, task, SIZE).save(path / "model.keras")
+    cfg.save(path / "config.json")
+    (path / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "task": task}))
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """uvicorn in a daemon thread; stops when the test module ends (or after ``limit_s``)."""
+
+    def __init__(self, app, limit_s: float = 600):
+        import uvicorn
+
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.timer = threading.Timer(limit_s, self.stop)
+        self.timer.daemon = True
+        self.timer.start()
+        t0 = time.time()
+        while not self.server.started:
+            if time.time() - t0 > 60 or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.timer.cancel()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+def _request(server, path, data=None, headers=None, method=None):
+    req = urllib.request.Request(server.url(path), data=data, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.headers.get("content-type", ""), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type", ""), e.read()
+
+
+def _multipart(files):
+    boundary = uuid.uuid4().hex
+    parts = []
+    for i, (name, data) in enumerate(files):
+        parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"image{i}\"; filename=\"{name}\"\r\n"
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _json(resp):
+    status, ctype, body = resp
+    assert ctype.startswith("application/json"), (status, ctype, body[:200])
+    return status, json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, synth_root):
+    from mask_keras.predictor import Predictor
+    from mask_keras.serve import Limits, create_app
+
+    d = tmp_path_factory.mktemp("serve")
+    run = _artifact(d / "multi")
+    photos = sorted((synth_root / "eval" / "images").iterdir())[:4]
+    for p in photos:
+        shutil.copy(p, d / p.name)
+    predictor = Predictor.load(run)
+    app = create_app(predictor, max_batch=8, max_wait_ms=300,
+                     limits=Limits(max_body_mb=1.0, max_images=3, max_pixels=5_000_000))
+    server = _Server(app)
+    yield server, predictor, [d / p.name for p in photos], run
+    server.stop()
+
+
+def test_health_metadata_and_page(served):
+    server, predictor, _, run = served
+    assert _json(_request(server, "/health")) == (200, {"status": "ok"})
+    status, meta = _json(_request(server, "/metadata"))
+    digest = hashlib.sha256((run / "model.keras").read_bytes() + (run / "config.json").read_bytes()).hexdigest()
+    assert status == 200 and meta["artifact_sha256"] == digest
+    assert meta["tasks"] == ["mask", "gender", "age"] and meta["models"][0]["backbone"] == "tiny_cnn"
+    assert meta["models"][0]["image_size"] == list(SIZE) and meta["models"][0]["metrics"]["macro_f1"] == 0.5
+    assert meta["limits"] == {"max_body_mb": 1.0, "max_images": 3, "max_pixels": 5_000_000}
+    status, ctype, body = _request(server, "/")
+    assert status == 200 and ctype.startswith("text/html")
+    assert b'fetch("/predict"' in body and b'type="file"' in body and b"crop_box" in body
+
+
+def test_answers_equal_the_predictor_on_the_same_files(served):
+    server, predictor, photos, _ = served
+    body, headers = _multipart([(p.name, p.read_bytes()) for p in photos[:2]])
+    status, out = _json(_request(server, "/predict", body, headers))
+    assert status == 200 and len(out["predictions"]) == 2
+    ref = predictor.predict_files(photos[:2])
+    for row, (_, r) in zip(out["predictions"], ref.iterrows()):
+        assert row["class"] == int(r["class"]) and row["mask"] == r["mask"] and row["age"] == r["age"]
+        np.testing.assert_allclose([row[f"p{c}"] for c in range(18)], [r[f"p{c}"] for c in range(18)], atol=1e-5)
+        h, w = Image.open(r["path"]).size[::-1]
+        y0, x0 = (h - min(h, 100)) // 2, (w - min(w, 80)) // 2
+        assert row["crop_box"] == [y0, x0, y0 + min(h, 100), x0 + min(w, 80)]
+    # the raw body: one image
+    status, out = _json(_request(server, "/predict", photos[2].read_bytes(), {"Content-Type": "image/jpeg"}))
+    assert status == 200 and out["predictions"][0]["class"] == int(predictor.predict_files([photos[2]])["class"][0])
+
+
+def test_concurrent_requests_are_batched_and_answered_right(served):
+    server, predictor, photos, _ = served
+    before = _json(_request(server, "/metadata"))[1]["stats"]
+    ref = {p.name: int(predictor.predict_files([p])["class"][0]) for p in photos}
+    jobs = [photos[i % len(photos)] for i in range(8)]
+
+    def one(p):
+        return p.name, _json(_request(server, "/predict", p.read_bytes(), {"Content-Type": "image/jpeg"}))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(one, jobs))
+    for name, (status, out) in results:
+        assert status == 200 and out["predictions"][0]["class"] == ref[name]
+    after = _json(_request(server, "/metadata"))[1]["stats"]
+    assert after["requests"] - before["requests"] == 8 and after["images"] - before["images"] == 8
+    assert after["batches"] - before["batches"] < 8 and after["largest_batch"] > 1  # several images per model call
+
+
+def _png(w, h, mode="RGB"):
+    buf = io.BytesIO()
+    Image.new(mode, (w, h)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_bad_requests_get_4xx_json_and_the_service_goes_on(served):
+    server, _, photos, _ = served
+    jpeg = photos[0].read_bytes()
+    cases = {
+        "not an image": (400, b"hello world", {"Content-Type": "image/jpeg"}, "not a JPEG/PNG"),
+        "truncated": (400, jpeg[:3000], {"Content-Type": "image/jpeg"}, "cannot decode"),
+        # 20000 x 20000 one-bit pixels: a ~50 KB file that would decode to 1.2 GB of RGB
+        "decompression bomb": (413, _png(20000, 20000, "1"), {"Content-Type": "image/png"}, "over the limit"),
+        "body too big": (413, b"\xff\xd8\xff" + bytes(1_200_000), {"Content-Type": "image/jpeg"}, "max-body-mb"),
+        "too many": (413, *_multipart([("a.jpg", jpeg)] * 4), "at most 3"),
+        "no file": (400, *_multipart([]), "multipart"),
+        "content type": (415, jpeg, {"Content-Type": "text/plain"}, "Content-Type"),
+    }
+    for what, (code, body, headers, words) in cases.items():
+        status, out = _json(_request(server, "/predict", body, headers))
+        assert status == code and words in out["error"], (what, status, out)
+    assert _json(_request(server, "/nope"))[0] == 404
+    assert _json(_request(server, "/predict"))[0] == 405  # GET
+    status, out = _json(_request(server, "/predict", jpeg, {"Content-Type": "image/jpeg"}))
+    assert status == 200 and len(out["predictions"]) == 1
+
+
+def test_serve_stops_at_start_when_a_model_cannot_be_loaded(tmp_path, capsys):
+    from mask_keras.cli import main
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.keras").write_bytes(b"not a keras file")
+    Config().save(broken / "config.json")
+    assert main(["serve", str(broken), "--port", str(_free_port())]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert "artifact not found" in capsys.readouterr().err
