@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
+BROWSER_STAMP := $(VENV)/.browser-stamp
 export KERAS_BACKEND ?= jax
 
 .PHONY: demo test install clean bench
@@ -26,7 +27,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python recipes/efficientnet_gender.py
 
-test: $(STAMP)
+# the service's page test (tests/test_serve.py) drives a real browser: Debian's chromium and
+# chromedriver (no browser download from elsewhere); without them that one test is skipped
+$(BROWSER_STAMP): $(STAMP)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); PKGS="chromium chromium-driver"; \
+	  echo "installing $$PKGS (Debian) for the page test ..."; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null || \
+	  ( $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null ) || \
+	  echo "WARNING: could not install $$PKGS: the browser test will be skipped"; \
+	else echo "WARNING: no apt-get: install chromium + chromedriver for the browser test"; fi
+	touch $(BROWSER_STAMP)
+
+test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest -q --durations=25 -n auto --maxprocesses=4 --dist loadgroup tests
 
 # the benchmarks' PyTorch reference (torch + torchvision): the `bench` extra

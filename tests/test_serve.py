@@ -208,3 +208,52 @@ def test_serve_stops_at_start_when_a_model_cannot_be_loaded(tmp_path, capsys):
     assert "cannot load" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert "artifact not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the page, in a browser
+def _chromium():
+    from shutil import which
+
+    for browser in ("chromium", "chromium-browser", "google-chrome"):
+        if which(browser) and which("chromedriver"):
+            return which(browser), which("chromedriver")
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no chromium + chromedriver (make test installs the Debian packages "
+                                               "chromium and chromium-driver)")
+def test_the_page_shows_the_crop_and_the_answers_of_the_api(served):
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server, _, photos, _ = served
+    browser, driver_path = _chromium()
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=opts)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(server.url("/"))
+        file_input = driver.find_element(By.ID, "file")
+        driver.execute_script("arguments[0].hidden = false;", file_input)
+        file_input.send_keys(str(photos[0]))  # what "pick one" does
+        WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, "td.answer"))
+        shown = {e.get_attribute("data-task"): e.text for e in driver.find_elements(By.CSS_SELECTOR, "td.answer")}
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.getElementById('canvas').width") > 0)
+        size = driver.execute_script("const c = document.getElementById('canvas'); return [c.height, c.width];")
+        # the crop rectangle's top edge, half-way along: drawn in green
+        api = _json(_request(server, "/predict", photos[0].read_bytes(), {"Content-Type": "image/jpeg"}))[1]
+        y0, x0, y1, x1 = api["predictions"][0]["crop_box"]
+        pixel = driver.execute_script(
+            "return Array.from(document.getElementById('canvas').getContext('2d')"
+            ".getImageData(arguments[0], arguments[1], 1, 1).data);", (x0 + x1) // 2, y0)
+    finally:
+        driver.quit()
+    p = api["predictions"][0]
+    assert shown == {t: p[t] for t in ("mask", "gender", "age")}
+    assert size == list(Image.open(photos[0]).size[::-1])
+    assert pixel[1] > 150 and pixel[0] < 80 and pixel[2] < 80, pixel
