@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 and pip:
 #   make demo   create .venv, install, train the demo model on the embedded synthetic data
 #   make test   create .venv, install, run the whole test suite (slow tests included)
+#   make serve  the demo model as an HTTP service with a page (after make demo)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,9 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 BROWSER_STAMP := $(VENV)/.browser-stamp
 export KERAS_BACKEND ?= jax
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench serve
+ARTIFACT ?= runs/efficientnet_gender
+PORT ?= 8000
 
 # uv resolves and installs the same versions as pip in ~20 s instead of ~2.5 min (parallel
 # downloads, no per-file bytecode pass); pip is the fallback wherever uv cannot be had
@@ -43,6 +46,11 @@ $(BROWSER_STAMP): $(STAMP)
 
 test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest -q --durations=25 -n auto --maxprocesses=4 --dist loadgroup tests
+
+# the trained demo model as a service with a page: http://127.0.0.1:$(PORT)/ (ARTIFACT=DIR for another)
+serve: $(STAMP)
+	@test -e $(ARTIFACT) || { echo "$(ARTIFACT) not found: run make demo first (or pass ARTIFACT=DIR)"; exit 2; }
+	$(BIN)/mask-keras serve $(ARTIFACT) --port $(PORT)
 
 # the benchmarks' PyTorch reference (torch + torchvision): the `bench` extra
 $(BENCH_STAMP): $(STAMP)

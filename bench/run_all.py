@@ -1,6 +1,6 @@
 """Run every benchmark with its defaults (``make bench``); tables go to stdout and bench/results/.
 
-    python bench/run_all.py            # input pipeline, training, inference (~30-40 min on 2 CPU cores)
+    python bench/run_all.py            # input pipeline, training, inference, serving (~30-40 min on 2 CPU cores)
     python bench/run_all.py --quick    # smaller: 700 images, demo model only (~8 min)
 
 Copy the printed tables into bench/README.md with the date and the machine.
@@ -30,6 +30,12 @@ def main(argv=None):
     models = ["--models", "demo"] if a.quick else []
     train_step.main(models + (["--mixed-precision"] if a.mixed_precision else []))
     inference.main(models)
+    import serve
+
+    if (common.ROOT / "runs" / "efficientnet_gender").exists():
+        serve.main(["--requests", "10"] if a.quick else [])
+    else:
+        print("serve: skipped (no runs/efficientnet_gender: run make demo first)")
     print(f"\ntables: {common.RESULTS}/*.md")
 
 

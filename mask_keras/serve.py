@@ -353,6 +353,58 @@ def serve(artifacts, host: str = "127.0.0.1", port: int = 8000, *, max_batch: in
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class BackgroundServer:
+    """uvicorn serving ``app`` in a daemon thread on ``host`` (127.0.0.1) and a free port, for tests
+    and benchmarks; it stops on :meth:`stop`, on leaving a ``with`` block, or after ``limit_s``.
+
+    Example:
+        >>> with BackgroundServer(create_app(predictor)) as srv:          # doctest: +SKIP
+        ...     urllib.request.urlopen(srv.url("/health")).read()
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, limit_s: float = 900):
+        import threading
+
+        import uvicorn
+
+        self.host, self.port = host, port or free_port(host)
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        self.timer = threading.Timer(limit_s, self.stop)
+        self.timer.daemon = True
+        self.timer.start()
+        t0 = time.time()
+        while not self.server.started:
+            if time.time() - t0 > 60 or not self.thread.is_alive():
+                self.stop()
+                raise RuntimeError(f"the server did not start on {host}:{self.port}")
+            time.sleep(0.05)
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.timer.cancel()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mask_keras</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">

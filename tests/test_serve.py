@@ -11,9 +11,6 @@ import hashlib
 import io
 import json
 import shutil
-import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -41,40 +38,6 @@ def _artifact(path, task="multi", seed=0):
     cfg.save(path / "config.json")
     (path / "metrics.json").write_text(json.dumps({"macro_f1": 0.5, "task": task}))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """uvicorn in a daemon thread; stops when the test module ends (or after ``limit_s``)."""
-
-    def __init__(self, app, limit_s: float = 600):
-        import uvicorn
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        self.timer = threading.Timer(limit_s, self.stop)
-        self.timer.daemon = True
-        self.timer.start()
-        t0 = time.time()
-        while not self.server.started:
-            if time.time() - t0 > 60 or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.timer.cancel()
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.port}{path}"
 
 
 def _request(server, path, data=None, headers=None, method=None):
@@ -105,7 +68,7 @@ def _json(resp):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, synth_root):
     from mask_keras.predictor import Predictor
-    from mask_keras.serve import Limits, create_app
+    from mask_keras.serve import BackgroundServer, Limits, create_app
 
     d = tmp_path_factory.mktemp("serve")
     run = _artifact(d / "multi")
@@ -115,7 +78,7 @@ def served(tmp_path_factory, synth_root):
     predictor = Predictor.load(run)
     app = create_app(predictor, max_batch=8, max_wait_ms=300,
                      limits=Limits(max_body_mb=1.0, max_images=3, max_pixels=5_000_000))
-    server = _Server(app)
+    server = BackgroundServer(app, limit_s=600)
     yield server, predictor, [d / p.name for p in photos], run
     server.stop()
 
@@ -199,12 +162,13 @@ def test_bad_requests_get_4xx_json_and_the_service_goes_on(served):
 
 def test_serve_stops_at_start_when_a_model_cannot_be_loaded(tmp_path, capsys):
     from mask_keras.cli import main
+    from mask_keras.serve import free_port
 
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.keras").write_bytes(b"not a keras file")
     Config().save(broken / "config.json")
-    assert main(["serve", str(broken), "--port", str(_free_port())]) == 2
+    assert main(["serve", str(broken), "--port", str(free_port())]) == 2
     assert "cannot load" in capsys.readouterr().err
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert "artifact not found" in capsys.readouterr().err
