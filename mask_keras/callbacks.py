@@ -56,16 +56,30 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
     ``model.keras`` behind. This one never leaves a partial artifact. The best weights are
     also kept in memory (``best_weights``, host arrays), so every process of a multi-host
     job has them; ``write=False`` (the non-chief processes) keeps them without writing.
+
+    Args:
+        path: the best model (``model.keras``).
+        monitor: a key of the epoch logs, higher is better.
+        write: False on the processes that must not write.
+        last: also save every epoch's model here (``last.keras``); None = off.
+        keep_top_k: also keep the k best epochs as ``<path's folder>/checkpoints/epoch_NNN.keras``
+            (1-based epochs; ties keep the earlier epoch), deleting those that drop out; 0 = off.
     """
 
-    def __init__(self, path, monitor: str = "val_macro_f1", write: bool = True):
+    def __init__(self, path, monitor: str = "val_macro_f1", write: bool = True, last=None, keep_top_k: int = 0):
         super().__init__()
         self.path = Path(path)
         self.monitor = monitor
         self.write = write
+        self.last = Path(last) if last else None
+        self.keep_top_k = int(keep_top_k)
+        self.top: list[tuple[float, int]] = []  # (score, epoch) of the kept checkpoints, best first
         self.best = -math.inf
         self.best_epoch = None
         self.best_weights = None
+
+    def top_path(self, epoch: int) -> Path:
+        return self.path.parent / "checkpoints" / f"epoch_{epoch + 1:03d}.keras"
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -78,6 +92,19 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
             if self.write:
                 save_model_atomic(self.model, self.path)
                 log.info("epoch %d: %s improved to %.4f, saved %s", epoch + 1, self.monitor, value, self.path)
+        if not self.write:
+            return
+        if self.last is not None:
+            save_model_atomic(self.model, self.last)
+        if self.keep_top_k:
+            ranked = sorted(self.top + [(value, epoch)], key=lambda t: (-t[0], t[1]))
+            keep, drop = ranked[:self.keep_top_k], ranked[self.keep_top_k:]
+            if (value, epoch) in keep:
+                self.top_path(epoch).parent.mkdir(parents=True, exist_ok=True)
+                save_model_atomic(self.model, self.top_path(epoch))
+            for _, e in drop:
+                self.top_path(e).unlink(missing_ok=True)
+            self.top = keep
 
 
 def save_model_atomic(model, path) -> Path:

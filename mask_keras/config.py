@@ -120,6 +120,12 @@ class TrainConfig:
     # images of the training set over which BatchNorm statistics are recomputed before every
     # validation ("precise BN", mask_keras.bn_stats); 0 = off (the moving averages of training)
     precise_bn: int = 1024
+    # exponential moving average of the weights (Keras' optimizer use_ema), e.g. 0.999; validation,
+    # the checkpoints and the final model use the averaged weights; 0 = off
+    ema: float = 0.0
+    clip_norm: float = 0.0  # gradient clipping by global norm (optimizer global_clipnorm); 0 = off
+    save_last: bool = True  # last.keras after every epoch (model.keras stays the best)
+    keep_top_k: int = 0  # also keep the k best epochs as checkpoints/epoch_NNN.keras; 0 = off
     seed: int = 42
     out_dir: str = "runs/default"
     wandb: bool = False
@@ -221,6 +227,12 @@ class Config:
                               f"use an image size no larger than the crop, or a larger crop_size")
         if t.precise_bn < 0:
             raise ConfigError(f"train.precise_bn {t.precise_bn} must be >= 0 (images; 0 = off)")
+        if not 0.0 <= t.ema < 1.0:
+            raise ConfigError(f"train.ema {t.ema} must be in [0, 1) (e.g. 0.999; 0 = off)")
+        if t.clip_norm < 0:
+            raise ConfigError(f"train.clip_norm {t.clip_norm} must be >= 0 (0 = off)")
+        if t.keep_top_k < 0:
+            raise ConfigError(f"train.keep_top_k {t.keep_top_k} must be >= 0 (0 = off)")
         if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
         if not 0 < t.lr < 1:

@@ -94,12 +94,13 @@ def _build_optimizer(cfg: Config, steps_per_epoch: int):
             bounds, [t.lr * t.step_gamma ** i for i in range(len(bounds) + 1)])
     else:
         lr = t.lr
-    accum = t.grad_accum if t.grad_accum > 1 else None
+    kw = dict(gradient_accumulation_steps=t.grad_accum if t.grad_accum > 1 else None,
+              global_clipnorm=t.clip_norm or None, use_ema=t.ema > 0, ema_momentum=t.ema or 0.99)
     if t.optimizer == "adam":
-        return keras.optimizers.Adam(lr, gradient_accumulation_steps=accum)
+        return keras.optimizers.Adam(lr, **kw)
     if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 0.01, gradient_accumulation_steps=accum)
-    return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=True, gradient_accumulation_steps=accum)
+        return keras.optimizers.AdamW(lr, weight_decay=t.weight_decay or 0.01, **kw)
+    return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=t.momentum > 0, **kw)
 
 
 def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
@@ -136,11 +137,17 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = Tr
 
     # chief: False on the processes of a multi-host job other than 0, which write nothing
     cbs = []
+    if cfg.train.ema:
+        # first: the averaged weights are in the model for precise BN, validation and every
+        # checkpoint (on_test_begin / on_epoch_end), the training weights in between
+        cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     if stats_ds is not None:
         cbs.append(PreciseBatchNorm(stats_ds))  # before validation: it runs in on_test_begin
     if multihead:
         cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
-    cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR, write=chief))
+    cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR, write=chief,
+                                    last=out / "last.keras" if cfg.train.save_last else None,
+                                    keep_top_k=cfg.train.keep_top_k))
     if chief:
         (out / "history.csv").unlink(missing_ok=True)
         cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv"), append=True))  # both melting phases
