@@ -2,9 +2,9 @@
 
 EfficientNet-B3 on the gender task, Adam 1e-4, per-task augmentation, the certain
 relabel fixes applied. Full scale: ``--data-dir DIR`` (the folder holding train/).
-Without flags it trains at demo scale on the embedded synthetic set: EfficientNet-B0
-from scratch at 96x64 for 3 epochs, Adam 3e-3 after a half-epoch warm-up (4 min 41 s on 2
-CPU cores with a cold compilation cache, 70 s of it compiling; validation macro F1 0.72).
+Without flags it trains at demo scale on the embedded synthetic set (``recipe.DEMO``):
+``tiny_cnn`` from scratch at 96x64 for 4 epochs, Adam 3e-3 after a half-epoch warm-up
+(validation macro F1 0.80 against 0.38 for answering 'female'; times in the README).
 """
 from mask_keras import recipe
 from mask_keras.config import Config

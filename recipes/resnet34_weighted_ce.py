@@ -8,7 +8,7 @@ chosen by validation macro F1), person-level stratified 5-fold; the fold models
 soft-vote the submission ("one model run several times, soft voting").
 
 Full scale: ``--data-dir DIR``. Without flags: demo scale on the embedded synthetic set
-(``tiny_cnn`` from scratch at 96x64, 3 folds of 10 epochs: ResNet34 at 512x384 takes too
+(``tiny_cnn`` from scratch at 96x64, 3 folds of 4 epochs: ResNet34 at 512x384 takes too
 long on CPU); writes ``runs/resnet34_weighted_ce/submission.csv`` and its score.
 """
 from mask_keras import recipe

@@ -10,9 +10,8 @@ flip TTA. Writes ``runs/three_task_ensemble/submission.csv``; on a synthetic set
 ships ``eval/gt.csv``) prints the score, per task and overall, and each model's own.
 
 Full scale: ``--data-dir DIR``. Without flags: demo scale on the embedded synthetic set,
-each member with its own recipe's demo settings (96x64, from scratch, EfficientNet-B0
-for the gender model and ResNet50 for the age model, which take too long on CPU at
-the team's sizes).
+each member with its own recipe's demo settings (``tiny_cnn`` from scratch at 96x64:
+the team's backbones take too long on CPU at their sizes and learn little from scratch).
 """
 from pathlib import Path
 
