@@ -11,6 +11,11 @@ The answer covers the tasks the models cover: one gender model answers gender on
 18-class ``class`` is filled in when mask, gender and age are all covered (per-task models,
 18-way or multi-head ones).
 
+A model trained with ``crop="face"`` gets its face crop from the face detector
+(:class:`mask_keras.detect.Detector`, started on the first such image and kept for the
+Predictor's life: :meth:`Predictor.close`), with the run's margins and centre fallback
+(:func:`mask_keras.detect.detected_crop_boxes`).
+
 Example:
     >>> p = Predictor.load("runs/efficientnet_gender")            # doctest: +SKIP
     >>> p.predict_files(["photos/"]).head()                       # doctest: +SKIP
@@ -83,6 +88,7 @@ class Predictor:
     crops: tuple = ()
     batch_size: int = 64
     sources: list = field(default_factory=list)
+    detector: object = field(default=None, repr=False)  # the face detector, once a face-crop model needs it
 
     @classmethod
     def load(cls, *paths, vote: str | None = None, level: str | None = None, tta: bool | None = None,
@@ -151,7 +157,8 @@ class Predictor:
             A DataFrame: ``path``, ``class`` (0-17, when all three tasks are covered),
             ``mask``/``gender``/``age`` (names; None for a task no model covers), each
             covered task's ``<task>_prob`` (the probability of its answer) and
-            ``p_<task>_<name>`` probabilities, ``p0..p17`` (when ``class`` is), ``error``.
+            ``p_<task>_<name>`` probabilities, ``p0..p17`` (when ``class`` is), ``crop_box``
+            (``[y0, x0, y1, x1]`` of the first model's crop, in the file's pixels), ``error``.
         """
         from . import pipeline
 
@@ -204,11 +211,39 @@ class Predictor:
             ["index"] + [c for c in out.columns if c != "path"]]
 
     # ----------------------------------------------------------------------- internals
+    def close(self) -> None:
+        """Stop the face detector, if one was started."""
+        if self.detector is not None:
+            self.detector.close()
+            self.detector = None
+
+    def _inputs(self, files: list[str]) -> list[pd.DataFrame]:
+        """Per model, the table it predicts: ``path`` and, for a face-crop model, its crop boxes
+        (one detection per file, shared by every face-crop model)."""
+        from .detect import Detector, detected_crop_boxes
+
+        detections = None
+        out = []
+        for a in self.artifacts:
+            table = pd.DataFrame({"path": files})
+            pcfg = a.config.preprocess
+            if pcfg.crop == "face":
+                if detections is None:
+                    if self.detector is None:
+                        self.detector = Detector()
+                    detections = self.detector.detect(files)
+                table = pd.concat([table, detected_crop_boxes(detections, pcfg)], axis=1)
+            out.append(table)
+        return out
+
     def _answer(self, files: list[str]) -> pd.DataFrame:
+        from .detect.geometry import center_crop_boxes
+        from .pipeline import CROP_COLUMNS
         from .predict import combine_predictions, predict_artifact
 
-        preds = [predict_artifact(a, files, batch_size=self.batch_size, tta=self.tta, crops=self.crops,
-                                  check="none") for a in self.artifacts]
+        tables = self._inputs(files)
+        preds = [predict_artifact(a, t, batch_size=self.batch_size, tta=self.tta, crops=self.crops,
+                                  check="none") for a, t in zip(self.artifacts, tables)]
         tasks = self.tasks
         n = len(files)
         out = {}
@@ -235,6 +270,14 @@ class Predictor:
         if len(tasks) == 3:
             for c in range(L.NUM_CLASSES):
                 out[f"p{c}"] = comb.p18[:, c].round(6)
+        first, pcfg = tables[0], self.artifacts[0].config.preprocess
+        if pcfg.crop == "face":
+            boxes = first[list(CROP_COLUMNS)].to_numpy(np.int64)
+        else:
+            hw = np.array([_size(f) for f in files], dtype=np.int64)
+            size = pcfg.crop_size if pcfg.crop == "center" else (1 << 30, 1 << 30)
+            boxes = center_crop_boxes(hw[:, 0], hw[:, 1], size)
+        out["crop_box"] = [[int(v) for v in b] for b in boxes]
         return pd.DataFrame(out)
 
     def metadata(self) -> dict:
@@ -244,6 +287,13 @@ class Predictor:
                 "models": [{"path": str(a.path), "task": a.task, "backbone": a.config.model.backbone,
                             "image_size": list(a.config.preprocess.image_size), "crop": a.config.preprocess.crop}
                            for a in self.artifacts]}
+
+
+def _size(path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:  # the header only
+        return im.size[1], im.size[0]
 
 
 def write_answers(table: pd.DataFrame, out) -> Path:

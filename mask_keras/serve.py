@@ -171,13 +171,7 @@ class Batcher:
                 f.write_bytes(data)
                 files.append(str(f))
             table = self.predictor.predict_files(files, on_error="raise")
-            boxes = crop_boxes(self.predictor, files)
-        rows = []
-        for (_, r), box in zip(table.iterrows(), boxes):
-            d = {k: _jsonable(v) for k, v in r.items() if k not in ("path", "error")}
-            d["crop_box"] = box
-            rows.append(d)
-        return rows
+        return [{k: _jsonable(v) for k, v in r.items() if k not in ("path", "error")} for _, r in table.iterrows()]
 
 
 def _jsonable(v):
@@ -190,32 +184,6 @@ def _jsonable(v):
     if isinstance(v, np.floating):
         return float(v)
     return v
-
-
-def crop_boxes(predictor, files) -> list[list[int]]:
-    """``[y0, x0, y1, x1]`` of the first model's crop in each file (face boxes from its detector)."""
-    import pandas as pd
-
-    from . import pipeline
-
-    pcfg = predictor.artifacts[0].config.preprocess
-    table = pd.DataFrame({"path": files})
-    if pcfg.crop == "face":
-        table = pipeline.ensure_crop_boxes(table, pcfg)
-        return table[list(pipeline.CROP_COLUMNS)].astype(int).values.tolist()
-    out = []
-    for f in files:
-        from PIL import Image
-
-        with Image.open(f) as im:
-            w, h = im.size
-        if pcfg.crop == "center":
-            ch, cw = min(h, int(pcfg.crop_size[0])), min(w, int(pcfg.crop_size[1]))
-            y0, x0 = (h - ch) // 2, (w - cw) // 2
-            out.append([y0, x0, y0 + ch, x0 + cw])
-        else:
-            out.append([0, 0, h, w])
-    return out
 
 
 def artifact_digest(predictor) -> str:
@@ -331,6 +299,7 @@ def create_app(predictor, *, max_batch: int = 16, max_wait_ms: float = 10.0, lim
         await batcher.start()
         yield
         await batcher.stop()
+        predictor.close()  # the face detector's process, if one was started
 
     app = Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/health", health),
                             Route("/metadata", metadata), Route("/", page)],

@@ -190,3 +190,71 @@ def test_cli_predict_images_writes_csv_and_json_lines(arts, photos, tmp_path, ca
     assert t["path"].tolist() == [str(photos / "sub" / "b.png")] and "p_gender_female" in t.columns
     with pytest.raises(SystemExit, match="ARTIFACT arguments go with --images"):
         main(["predict", str(arts["gender"])])
+
+
+class _FakeDetector:
+    """One face at a fixed box in every image (x0, y0, x1, y1, confidence, 10 keypoints)."""
+
+    def __init__(self, box=(30.0, 40.0, 60.0, 75.0), confidence=0.99):
+        self.face = np.array([[*box, confidence] + [np.nan] * 10], np.float32)
+        self.calls, self.closed = 0, False
+
+    def detect(self, files):
+        self.calls += 1
+        out = []
+        for f in files:
+            with Image.open(f) as im:
+                w, h = im.size
+            out.append({"width": w, "height": h, "faces": self.face, "error": None})
+        return out
+
+    def close(self):
+        self.closed = True
+
+
+def test_face_crop_models_get_their_crop_from_the_detector(arts, photos, tmp_path):
+    from mask_keras.detect import detected_crop_boxes
+    from mask_keras.detect.geometry import widen_boxes
+    from mask_keras.predict import load_artifact, predict_probs
+    from mask_keras.predictor import Predictor
+
+    run = _artifact(tmp_path / "face", "gender", seed=3, **{"preprocess.crop": "face",
+                                                            "preprocess.face_margins": (2, 4, 2, 2)})
+    p = Predictor.load(run)
+    p.detector = det = _FakeDetector()  # the real MTCNN worker: tests/test_detect.py
+    files = [str(photos / "sub" / "b.png"), str(sorted(photos.glob("*.jpg"))[0])]
+    t = p.predict_files(files)
+    assert det.calls == 1  # one detection per call, whatever the number of face-crop models
+    pcfg = load_artifact(run).config.preprocess
+    with Image.open(files[0]) as im:
+        w, h = im.size
+    widened, valid = widen_boxes(det.face[:, :4].astype(float), pcfg.face_margins, h, w)  # -> (y0, x0, y1, x1)
+    assert valid[0] and t["crop_box"][0] == [int(v) for v in widened[0]]
+    assert 0 < t["crop_box"][0][0] and t["crop_box"][0][2] < h  # a face box, not the whole photo
+    table = pd.concat([pd.DataFrame({"path": files}), detected_crop_boxes(det.detect(files), pcfg)], axis=1)
+    np.testing.assert_allclose(t[["p_gender_male", "p_gender_female"]].to_numpy(float),
+                               predict_probs(load_artifact(run), table, batch_size=16), atol=1e-5)
+    p.close()
+    assert det.closed and p.detector is None
+
+
+def test_detected_crop_boxes_fall_back_like_the_cache():
+    from mask_keras.detect import detected_crop_boxes
+    from mask_keras.detect.geometry import center_crop_boxes
+
+    cfg = Config().preprocess
+    face = np.array([[100, 120, 220, 280, 0.99] + [np.nan] * 10], np.float32)
+    unsure = face.copy()
+    unsure[0, 4] = 0.5
+    results = [{"width": 384, "height": 512, "faces": face, "error": None},
+               {"width": 384, "height": 512, "faces": np.zeros((0, 15), np.float32), "error": None},
+               {"width": 384, "height": 512, "faces": unsure, "error": None},
+               {"width": 384, "height": 512, "faces": np.zeros((0, 15), np.float32), "error": "broken"}]
+    out = detected_crop_boxes(results, cfg)
+    expected_reason = ["face", "no_face", "low_confidence" if 0.5 < cfg.face_min_confidence else "face", "error"]
+    assert out["reason"].tolist() == expected_reason
+    fallback = center_crop_boxes(512, 384, cfg.face_fallback)[0].tolist()
+    for j in (1, 3):
+        assert out.loc[j, ["crop_y0", "crop_x0", "crop_y1", "crop_x1"]].tolist() == fallback
+        assert out.loc[j, "crop_fallback"]
+    assert not out.loc[0, "crop_fallback"]

@@ -47,10 +47,11 @@ from __future__ import annotations
 
 from .cache import (CACHE_COLUMNS, CACHE_NAME, PICK_CONFIDENCE, default_cache_path, detect_dir,  # noqa: F401
                     format_summary, list_images, read_cache, write_cache)
-from .crop import CROP_COLUMNS, FALLBACK_REASONS, contact_sheet, face_crop_boxes, infer_root  # noqa: F401
+from .crop import (CROP_COLUMNS, FALLBACK_REASONS, contact_sheet, detected_crop_boxes,  # noqa: F401
+                   face_crop_boxes, infer_root)
 from .geometry import FACE_FIELDS, box_iou, center_crop_boxes, face_crops, pick_face, widen_boxes  # noqa: F401
 from .process import Detector, DetectorError  # noqa: F401
 
-__all__ = ["detect_dir", "face_crop_boxes", "contact_sheet", "default_cache_path", "read_cache", "format_summary",
+__all__ = ["detect_dir", "face_crop_boxes", "detected_crop_boxes", "contact_sheet", "default_cache_path", "read_cache", "format_summary",
            "Detector", "DetectorError", "CACHE_NAME", "CACHE_COLUMNS", "CROP_COLUMNS", "FALLBACK_REASONS",
            "center_crop_boxes", "widen_boxes", "face_crops", "pick_face", "box_iou", "infer_root"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cache import default_cache_path, read_cache, rel_key
-from .geometry import face_crops, widen_boxes
+from .cache import PICK_CONFIDENCE, default_cache_path, read_cache, rel_key
+from .geometry import face_crops, pick_face, widen_boxes
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,42 @@ def _lookup(table: pd.DataFrame, cfg, cache_path, root, check_files: bool = True
               "mouth_left_x", "mouth_left_y", "mouth_right_x", "mouth_right_y"):
         out[f"box_{c}"] = info[c].to_numpy(np.float64)
     out.attrs["root"], out.attrs["cache_path"] = str(root), str(cache_path)
+    return out
+
+
+def detected_crop_boxes(results, preprocess_cfg=None) -> pd.DataFrame:
+    """Crop boxes of images just detected (:meth:`Detector.detect` results, one per image), by
+    the rules of the cached path (:func:`face_crop_boxes`): the face kept as
+    :func:`mask_keras.detect.detect_dir` keeps it, widened by ``face_margins``; the centre
+    ``face_fallback`` without a confident, valid face (``reason`` says why). For images that
+    have no cache entry: what a service or ``Predictor`` meets.
+
+    Returns:
+        A DataFrame: :data:`CROP_COLUMNS`, ``crop_fallback``, ``reason``, ``confidence``.
+    """
+    cfg = _preprocess(preprocess_cfg)
+    n = len(results)
+    boxes = np.full((n, 4), np.nan)
+    conf = np.full(n, np.nan)
+    reason = np.full(n, "face", dtype=object)
+    height = np.array([int(r.get("height") or 1) for r in results], dtype=np.int64)
+    width = np.array([int(r.get("width") or 1) for r in results], dtype=np.int64)
+    for j, r in enumerate(results):
+        if r.get("error"):
+            reason[j] = "error"
+            continue
+        k = pick_face(r["faces"], PICK_CONFIDENCE)
+        if k < 0:
+            reason[j] = "no_face"
+            continue
+        boxes[j], conf[j] = r["faces"][k, :4], r["faces"][k, 4]
+        if not conf[j] >= float(cfg.face_min_confidence):
+            reason[j] = "low_confidence"
+    _, valid = widen_boxes(boxes, cfg.face_margins, height, width)
+    reason[(reason == "face") & ~valid] = "invalid_box"
+    crops, fallback = face_crops(boxes, reason == "face", cfg.face_margins, cfg.face_fallback, height, width)
+    out = pd.DataFrame(crops, columns=list(CROP_COLUMNS))
+    out["crop_fallback"], out["reason"], out["confidence"] = fallback, reason, conf
     return out
 
 
