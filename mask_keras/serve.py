@@ -140,6 +140,8 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():  # what waited during the last batch
+                batch.append(self.queue.get_nowait())
             deadline = batch[0].queued + self.max_wait
             while len(batch) < self.max_batch:
                 left = deadline - time.perf_counter()
