@@ -8,7 +8,7 @@ from mask_keras.config import Config
 
 FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (32, 24),
         "preprocess.crop": "none", "train.batch_size": 8, "train.lr": 3e-3, "train.verbose": 0,
-        "augment.preset": "none", "train.task": "mask", "train.epochs": 2}
+        "augment.preset": "none", "train.task": "mask", "train.epochs": 2, "train.save_last": False}
 
 
 def test_compile_counter_sees_a_ragged_recompile():

@@ -19,7 +19,8 @@ from mask_keras.config import ConfigError
 # 20 people, 4 of them (28 images) for validation: not a multiple of the batch (padded last batch)
 FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (32, 24),
         "preprocess.crop": "none", "train.batch_size": 16, "train.lr": 3e-3, "train.verbose": 0,
-        "augment.preset": "none", "train.task": "mask", "train.epochs": 2, "data.max_people": 20}
+        "augment.preset": "none", "train.task": "mask", "train.epochs": 2, "data.max_people": 20,
+        "train.save_last": False}
 
 _CHILD = r"""
 import json, sys

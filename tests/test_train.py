@@ -16,7 +16,7 @@ from mask_keras.config import Config, ConfigError
 # more forward epoch per epoch; tests/test_bn_stats.py covers what it does)
 FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (64, 48),
         "preprocess.crop": "none", "train.batch_size": 32, "train.lr": 3e-3, "train.verbose": 0,
-        "augment.preset": "none", "train.precise_bn": 64}
+        "augment.preset": "none", "train.precise_bn": 64, "train.save_last": False}
 
 
 def _cfg(root, out, **over):

@@ -9,7 +9,8 @@ from mask_keras.config import Config, ConfigError
 
 FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (32, 24),
         "preprocess.crop": "none", "train.batch_size": 32, "train.lr": 3e-3, "train.verbose": 0,
-        "augment.preset": "none", "train.precise_bn": 32, "train.task": "gender", "data.max_people": 24}
+        "augment.preset": "none", "train.precise_bn": 32, "train.task": "gender", "data.max_people": 24,
+        "train.save_last": False}
 
 
 def _cfg(root, out, **over):
@@ -76,7 +77,7 @@ def test_last_and_top_k_checkpoints(synth_root, tmp_path):
     from mask_keras.train import train
 
     out = tmp_path / "run"
-    res = train(_cfg(synth_root, out, **{"train.epochs": 4, "train.keep_top_k": 2}))
+    res = train(_cfg(synth_root, out, **{"train.epochs": 4, "train.keep_top_k": 2, "train.save_last": True}))
     hist = pd.read_csv(out / "history.csv")
     f1 = hist["val_macro_f1"].to_numpy()
     order = sorted(range(len(f1)), key=lambda e: (-f1[e], e))[:2]
