@@ -296,6 +296,21 @@ def _size(path) -> tuple[int, int]:
         return im.size[1], im.size[0]
 
 
+def answer_records(table: pd.DataFrame, drop=()) -> list[dict]:
+    """The rows of an answer table as JSON-ready dicts (numpy scalars as Python numbers, NA as None)."""
+
+    def plain(v):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            return None
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.floating):
+            return float(v)
+        return v
+
+    return [{k: plain(v) for k, v in r.items() if k not in drop} for r in table.to_dict(orient="records")]
+
+
 def write_answers(table: pd.DataFrame, out) -> Path:
     """Write :meth:`Predictor.predict_files` answers as CSV, or JSON lines when ``out`` ends in
     ``.jsonl``/``.json`` (atomically: a temporary file, then a rename)."""
@@ -303,8 +318,7 @@ def write_answers(table: pd.DataFrame, out) -> Path:
 
     out = Path(out)
     if out.suffix.lower() in (".jsonl", ".json"):
-        records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-        text = "".join(json.dumps(r) + "\n" for r in records)
+        text = "".join(json.dumps(r) + "\n" for r in answer_records(table))
     else:
         text = table.to_csv(index=False)
     atomic_write_text(out, text)

@@ -39,7 +39,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+
+from .predictor import answer_records
 
 log = logging.getLogger(__name__)
 
@@ -173,19 +174,7 @@ class Batcher:
                 f.write_bytes(data)
                 files.append(str(f))
             table = self.predictor.predict_files(files, on_error="raise")
-        return [{k: _jsonable(v) for k, v in r.items() if k not in ("path", "error")} for _, r in table.iterrows()]
-
-
-def _jsonable(v):
-    import pandas as pd
-
-    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
-        return None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    return v
+        return answer_records(table, drop=("path", "error"))
 
 
 def artifact_digest(predictor) -> str:

@@ -184,6 +184,11 @@ def test_cli_predict_images_writes_csv_and_json_lines(arts, photos, tmp_path, ca
     assert summary == {"predictions": str(out), "rows": 7, "skipped": 2, "tasks": ["gender"], "models": 1}
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 7 and {r["gender"] for r in rows if not r["error"]} <= {"male", "female"}
+    # an 18-way model: integer classes and probabilities survive JSON lines
+    multi = tmp_path / "multi.jsonl"
+    main(["predict", str(arts["multi"]), "--images", str(photos / "sub" / "b.png"), "--out", str(multi)])
+    row = json.loads(multi.read_text())
+    assert isinstance(row["class"], int) and 0 <= row["class"] <= 17 and isinstance(row["p0"], float)
     csv = tmp_path / "a.csv"
     main(["predict", "--gender", str(arts["gender"]), "--images", str(photos / "sub" / "b.png"), "--out", str(csv)])
     t = pd.read_csv(csv)
