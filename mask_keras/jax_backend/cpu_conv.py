@@ -169,8 +169,7 @@ def _forward(x, kernel, strides, padding):
     out = None
     for a in range(g.kh):
         for b in range(g.kw):
-            win = ph[:, a // g.sh: a // g.sh + g.ho, a % g.sh, b // g.sw: b // g.sw + g.wo, b % g.sw, :]
-            t = win * kernel[a, b]
+            t = g.window(ph, a, b) * kernel[a, b]
             out = t if out is None else out + t
     return out
 
