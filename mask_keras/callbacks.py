@@ -127,7 +127,7 @@ class CombinedMacroF1(keras.callbacks.Callback):
         self.val_ds = val_ds
         self.name = name
         self._y = y_true
-        self._predict = None
+        self._predict = self._x = None
 
     def _labels(self):
         if self._y is None:
@@ -145,11 +145,14 @@ class CombinedMacroF1(keras.callbacks.Callback):
         from .jax_backend.distribute import LocalPredictor, from_chief
         from .ensemble import combine_tasks, from_multihead
         from .evaluate import task_scores
+        from .pipeline import graph_fn
 
         y = self._labels()
         if self._predict is None or self._predict.model is not self.model:
             self._predict = LocalPredictor(self.model)  # multi-host safe; model.predict otherwise
-        probs = self._predict(self.val_ds.map(lambda x, y, w: x))
+        if self._x is None:  # the images only, mapped once (not a new map every epoch)
+            self._x = self.val_ds.map(graph_fn(lambda x, y, w: x))
+        probs = self._predict(self._x)
         pm, pg, pa = from_multihead(probs)
         pred = combine_tasks(pm, pg, pa)[: len(y)].argmax(1)
         if logs is not None:  # every host takes the chief's value: the same early stop / checkpoint

@@ -245,6 +245,9 @@ def _cmd_export(a):
 
     out = export_artifact(a.run_dir, a.out_dir, format=a.format, verify=a.verify)
     print(f"exported {a.run_dir} -> {out} ({a.format})")
+    if a.verify:
+        diff = json.loads((out / "export.json").read_text())["verify_max_abs_difference"]
+        print(f"verified: max abs difference from model.keras {diff:.3g} (limit 1e-4)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -135,6 +135,8 @@ def export_artifact(run_dir, out_dir, format: str = "tf_saved_model", *, verify:
             diff = max_abs_difference(run, tmp)
             if diff > 1e-4:
                 raise ExportError(f"exported model differs from {run / 'model.keras'} by {diff:.3g} (> 1e-4)")
+            meta["verify_max_abs_difference"] = float(diff)  # recorded with the export
+            atomic_write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
         if out.exists():
             old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             out.rename(old)

@@ -262,7 +262,7 @@ def _stats_dataset(train_t: pd.DataFrame, cfg: Config):
     sample = train_t.sample(n=n, random_state=cfg.train.seed).reset_index(drop=True)
     log.info("precise BatchNorm: statistics recomputed over %d training images before every validation "
              "(train.precise_bn; 0 = off)", n)
-    return pipeline.make_dataset(sample, cfg, training=False, verbose=0).map(lambda x, y, w: x)
+    return pipeline.make_dataset(sample, cfg, training=False, verbose=0).map(pipeline.graph_fn(lambda x, y, w: x))
 
 
 def _steps(ds) -> int:
@@ -289,8 +289,9 @@ def predict_table_probs(model, ds, n: int):
     Works in every process of a multi-host job (:class:`~mask_keras.jax_backend.distribute.LocalPredictor`).
     """
     from .jax_backend.distribute import LocalPredictor
+    from .pipeline import graph_fn
 
-    out = LocalPredictor(model)(ds.map(lambda x, y, w: x), verbose=0)
+    out = LocalPredictor(model)(ds.map(graph_fn(lambda x, y, w: x)), verbose=0)
     if isinstance(out, dict):
         return {k: np.asarray(v)[:n] for k, v in out.items()}
     if isinstance(out, (list, tuple)):

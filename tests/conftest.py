@@ -24,6 +24,7 @@ def synth_root(tmp_path_factory):
     return root
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config, items):
     """Under ``pytest -n N --dist loadgroup`` (``make test``): the tests of a module that share a
     module-scoped fixture (a trained model, a built data set) run in one worker, so the fixture
