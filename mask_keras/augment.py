@@ -618,6 +618,15 @@ class BatchMixer:
 
         self._tf = tf  # imported on first use, not with the module
         self.rng = _generator(seed)
+        # the base of the per-batch seeds (see __call__'s key)
+        self.seed = int(seed) if seed is not None else int(self.rng.uniform_full_int((), tf.int64).numpy() % (2**31))
+        # read by the tf.data function on every batch: set_enabled(False) switches mixing off
+        # from the next batch produced (training's augment.mix_off_epoch, timm's --mixup-off-epoch)
+        self.enabled = tf.Variable(True, trainable=False, name="mix_enabled")
+
+    def set_enabled(self, on: bool) -> None:
+        """Mix (True) or pass batches through unchanged (False) from now on."""
+        self.enabled.assign(bool(on))
 
     @classmethod
     def from_config(cls, augment_cfg, seed=None) -> "BatchMixer | None":
@@ -626,40 +635,56 @@ class BatchMixer:
             return None
         return cls(augment_cfg.mixup, augment_cfg.cutmix, augment_cfg.mix_alpha, augment_cfg.mix_old_only, seed)
 
-    def _beta(self, n):
+    def _beta(self, n, s1, s2):
         tf = self._tf  # (an import here would break autograph when tf.data traces this)
 
-        s1, s2 = tf.unstack(self.rng.make_seeds(2), axis=1)
         a = tf.random.stateless_gamma((n,), seed=s1, alpha=self.alpha)
         b = tf.random.stateless_gamma((n,), seed=s2, alpha=self.alpha)
         return a / tf.maximum(a + b, 1e-12)
 
-    def __call__(self, images, targets, age_group=None):
-        """images (B, H, W, C) float32, targets (B, K) or dict of them; age_group (B,) int (for old_only)."""
+    def _seeds(self, key):
+        """Six stateless seeds (6, 2): from the generator (``key`` None), or a function of the
+        mixer's seed and ``key`` alone."""
+        tf = self._tf
+
+        if key is None:
+            return tf.transpose(self.rng.make_seeds(6))
+        digest = tf.strings.to_hash_bucket_fast(
+            tf.strings.reduce_join(tf.strings.as_string(tf.reshape(key, [-1])), separator=","), 2**62)
+        return tf.random.experimental.stateless_split(tf.stack([tf.constant(self.seed, tf.int64), digest]), num=6)
+
+    def __call__(self, images, targets, age_group=None, key=None):
+        """images (B, H, W, C) float32, targets (B, K) or dict of them; age_group (B,) int (for old_only).
+
+        ``key``: what identifies the batch (the dataset passes its row indices): the pairs,
+        ratios and boxes are then a function of the mixer's seed and the key only, not of how
+        many batches were made before. Parallel map calls, prefetching and a resumed run
+        (which rebuilds the dataset) then mix every batch exactly as one uninterrupted
+        sequential run does. Without a key the mixer draws from its own generator."""
         tf = self._tf  # (an import here would break autograph when tf.data traces this)
 
         x = tf.convert_to_tensor(images, tf.float32)
         shape = tf.shape(x)
         b, h, w = shape[0], shape[1], shape[2]
-        perm = self.rng.uniform_full_int((b,), dtype=tf.int64)
-        perm = tf.argsort(perm, stable=True)
-        u = self.rng.uniform(())
+        seeds = self._seeds(key)
+        perm = tf.argsort(tf.random.stateless_uniform((b,), seed=seeds[0]), stable=True)
+        u = tf.random.stateless_uniform((), seed=seeds[1])
         do_mixup = u < self.mixup
         do_cutmix = tf.logical_and(u >= self.mixup, u < self.mixup + self.cutmix)
-        active = tf.fill((b,), tf.logical_or(do_mixup, do_cutmix))
+        active = tf.fill((b,), tf.logical_and(tf.logical_or(do_mixup, do_cutmix), self.enabled))
         if self.old_only:
             if age_group is None:
                 raise ValueError("BatchMixer(old_only=True) needs the age group of every image")
             old = tf.equal(tf.cast(age_group, tf.int32), int(L.AgeGroup.OLD))
             active = tf.logical_and(active, tf.logical_or(old, tf.gather(old, perm)))
-        lam = self._beta(b)
+        lam = self._beta(b, seeds[2], seeds[3])
 
         # CutMix box: area (1 - lam) of the image, centred uniformly, clipped to the image
         hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
         cut = tf.sqrt(1.0 - lam)
         ch, cw = tf.round(hf * cut), tf.round(wf * cut)
-        cy = self.rng.uniform((b,), 0.0, 1.0) * hf
-        cx = self.rng.uniform((b,), 0.0, 1.0) * wf
+        cy = tf.random.stateless_uniform((b,), seed=seeds[4]) * hf
+        cx = tf.random.stateless_uniform((b,), seed=seeds[5]) * wf
         y0 = tf.clip_by_value(tf.round(cy - ch / 2), 0.0, hf)
         y1 = tf.clip_by_value(tf.round(cy + ch / 2), 0.0, hf)
         x0 = tf.clip_by_value(tf.round(cx - cw / 2), 0.0, wf)

@@ -40,6 +40,11 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         for b in it:
             yield b[0] if isinstance(b, (tuple, list)) else b
 
+    def on_train_begin(self, logs=None):
+        # a new fit (e.g. after the backbone was unfrozen): which BN layers train, and so which
+        # statistics are recomputed, may have changed
+        self._recompute = None
+
     def on_test_begin(self, logs=None):
         from .bn_stats import Recomputer
 
@@ -47,6 +52,23 @@ class PreciseBatchNorm(keras.callbacks.Callback):
             self._recompute = Recomputer(self.model)
         self._recompute(self._images())
         self.runs += 1
+
+
+class MixOff(keras.callbacks.Callback):
+    """MixUp/CutMix off from the 1-based epoch ``off_epoch`` on (``augment.mix_off_epoch``;
+    timm's ``--mixup-off-epoch``): the last epochs train on clean images and labels.
+
+    Args:
+        mixer: the training dataset's :class:`~mask_keras.augment.BatchMixer`.
+        off_epoch: the first epoch (1-based) without mixing.
+    """
+
+    def __init__(self, mixer, off_epoch: int):
+        super().__init__()
+        self.mixer, self.off_epoch = mixer, int(off_epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):  # before the epoch's iterator makes its first batch
+        self.mixer.set_enabled(epoch + 1 < self.off_epoch)
 
 
 class AtomicBestCheckpoint(keras.callbacks.Callback):

@@ -44,6 +44,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", action="store_true", default=None, help="mixed_bfloat16")
     p.add_argument("--wandb", action="store_true", default=None, help="log to wandb (offline unless --set train.wandb_mode=online)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue the run in --out-dir from its newest backup (K-fold: finished folds are "
+                        "kept, an interrupted one continues); nothing to resume: starts fresh")
     p.add_argument("--set", type=_kv, action="append", default=[], metavar="SECTION.OPTION=VALUE",
                    help="override any config option, e.g. --set loss.name=focal --set augment.mixup=0.5")
 
@@ -58,7 +61,8 @@ def config_from_args(args, base=None):
              "backbone": "model.backbone", "weights": "model.weights", "epochs": "train.epochs",
              "batch_size": "train.batch_size", "lr": "train.lr", "image_size": "preprocess.image_size",
              "max_people": "data.max_people", "folds": "data.folds", "devices": "train.devices",
-             "mixed_precision": "train.mixed_precision", "wandb": "train.wandb", "seed": "train.seed"}
+             "mixed_precision": "train.mixed_precision", "wandb": "train.wandb", "seed": "train.seed",
+             "resume": "train.resume"}
     for attr, key in flags.items():
         v = getattr(args, attr, None)
         if v is not None:
@@ -92,7 +96,7 @@ def _cmd_train(a):
     if cfg.data.folds and cfg.data.folds > 1:
         from .kfold import train_kfold
 
-        res = train_kfold(cfg)
+        res = train_kfold(cfg, resume=cfg.train.resume)
         print(json.dumps(res.summary, indent=2))
     else:
         res = train(cfg)

@@ -69,6 +69,7 @@ class AugmentConfig:
     cutmix: float = 0.0  # probability a batch is mixed with CutMix
     mix_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing ratio
     mix_old_only: bool = False  # team 004: mix only pairs that involve a >=60 face
+    mix_off_epoch: int = 0  # MixUp/CutMix off from this epoch on (1-based; timm's --mixup-off-epoch); 0 = never
 
 
 @dataclass
@@ -126,6 +127,10 @@ class TrainConfig:
     clip_norm: float = 0.0  # gradient clipping by global norm (optimizer global_clipnorm); 0 = off
     save_last: bool = True  # last.keras after every epoch (model.keras stays the best)
     keep_top_k: int = 0  # also keep the k best epochs as checkpoints/epoch_NNN.keras; 0 = off
+    # a resume backup every epoch (backup/epoch_NNNN: weights, optimizer, counters, data order;
+    # the two newest kept); resume: continue the run in out_dir from its newest backup
+    backup: bool = True
+    resume: bool = False
     seed: int = 42
     out_dir: str = "runs/default"
     wandb: bool = False
@@ -233,6 +238,9 @@ class Config:
             raise ConfigError(f"train.clip_norm {t.clip_norm} must be >= 0 (0 = off)")
         if t.keep_top_k < 0:
             raise ConfigError(f"train.keep_top_k {t.keep_top_k} must be >= 0 (0 = off)")
+        if self.augment.mix_off_epoch < 0:
+            raise ConfigError(f"augment.mix_off_epoch {self.augment.mix_off_epoch} must be >= 0 "
+                              f"(the 1-based epoch from which MixUp/CutMix stop; 0 = never)")
         if t.epochs < 1 or t.batch_size < 1 or t.grad_accum < 1:
             raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
         if not 0 < t.lr < 1:

@@ -43,10 +43,16 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
     need = ("model.keras", "metrics.json", "val_predictions.csv", "split.csv", "config.json")
     if not all((fold_dir / n).is_file() for n in need):
         return False
+    from .resume import finished_marker
+
+    if (fold_dir / "backup").is_dir() and not finished_marker(fold_dir).is_file():
+        return False  # interrupted after an earlier run had finished: train (or resume) it
     try:
-        return Config.load(fold_dir).to_dict() == fcfg.to_dict()
+        saved, now = Config.load(fold_dir), fcfg
     except ConfigError:
         return False
+    same = ("resume", "verbose")  # how the fold is run, not what it is
+    return (saved.override(**{f"train.{k}": getattr(now.train, k) for k in same}).to_dict() == now.to_dict())
 
 
 def check_oof(oof: pd.DataFrame) -> None:
@@ -78,7 +84,8 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     """Train every fold (or the listed ones) of ``cfg.data.folds`` and report the OOF macro F1.
 
     ``resume=True`` keeps a fold already finished with the same config instead of
-    training it again (an interrupted long run picks up where it stopped).
+    training it again, and continues an interrupted fold from its newest backup
+    (:mod:`mask_keras.resume`): an interrupted long run picks up where it stopped.
     """
     from .train import train
 
@@ -101,7 +108,8 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     dirs, per_fold, oofs = [], [], []
     for f in fold_ids:
         fdir = out / f"fold_{f}"
-        fcfg = cfg.override(**{"data.fold": f, "train.out_dir": str(fdir)})
+        # resume: a finished fold is kept; an interrupted one continues from its backup
+        fcfg = cfg.override(**{"data.fold": f, "train.out_dir": str(fdir), "train.resume": bool(resume)})
         # multi-host: the chief decides, so that every process trains the same folds
         if resume and from_chief(float(_done(fdir, fcfg))) > 0.5:
             log.info("fold %d/%d: already trained with this config, kept (%s)", f + 1, k, fdir)

@@ -779,7 +779,8 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     ``x`` is uint8 pixels (float32 0..255 when MixUp/CutMix is on); per-image augmentation
     (``augment.preset``) is the model's job (:class:`mask_keras.augment.Augmentation`).
     The returned dataset carries ``num_examples`` (real rows per epoch), ``num_steps``
-    (batches per epoch) and ``cache_bytes`` (pixels held by the cache, 0 without one);
+    (batches per epoch), ``cache_bytes`` (pixels held by the cache, 0 without one) and, for
+    training, ``mixer`` (the :class:`~mask_keras.augment.BatchMixer`, or None);
     evaluation batches are padded and weighted 0 for the pads.
     """
     from .augment import BatchMixer
@@ -857,7 +858,8 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
         y = one_hot_targets(r["target"], task)
         if mixer is None:
             return r["image"], y
-        return mixer(tf.cast(r["image"], tf.float32), y, r["age"])
+        # keyed by the batch's rows: the mixing depends on the batch, not on the map's call order
+        return mixer(tf.cast(r["image"], tf.float32), y, r["age"], key=r["index"])
 
     train_batch = graph_fn(train_batch)
     ds = ds.map(train_batch) if deterministic or mixer is None else ds.map(
@@ -873,6 +875,7 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
                + (" (>=60 pairs only)" if cfg.augment.mix_old_only else "") if mixer is not None else ""),
             verbose)
     ds.num_examples, ds.num_steps, ds.cache_bytes = n_epoch, steps, store.nbytes
+    ds.mixer = mixer  # MixUp/CutMix state: switched off after augment.mix_off_epoch, saved by resume backups
     return ds
 
 

@@ -96,7 +96,7 @@ def run(full: Config, demo: dict | None = None, argv=None, description: str = ""
     if cfg.data.folds and cfg.data.folds > 1:
         from .kfold import train_kfold
 
-        res = train_kfold(cfg)
+        res = train_kfold(cfg, resume=cfg.train.resume)
         print(json.dumps(res.summary, indent=2))
         return res
     from .train import train
@@ -233,7 +233,7 @@ def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, dem
         elif cfg.data.folds and cfg.data.folds > 1:
             from .kfold import train_kfold
 
-            r = res.runs[name] = train_kfold(cfg)
+            r = res.runs[name] = train_kfold(cfg, resume=cfg.train.resume)
             print(f"\n{name} ({cfg.train.task}, {cfg.data.folds} folds): OOF macro F1 = "
                   f"{r.summary['oof_macro_f1']:.4f}, accuracy = {r.summary['oof_accuracy']:.4f} -> {r.out_dir}")
         else:

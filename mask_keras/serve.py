@@ -223,17 +223,26 @@ def create_app(predictor, *, max_batch: int = 16, max_wait_ms: float = 10.0, lim
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
+    # an oversized body is still read (and dropped) up to this much before the 413 goes out:
+    # a client that sends its whole body before reading the answer (urllib, requests) then
+    # gets the 413 instead of a broken pipe; past it the connection is closed
+    drain_cap = max(4 * max_bytes, 64 * 1024 * 1024)
+
     async def read_body(request) -> bytes:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise BadImage(f"request body of {int(declared):,} bytes is over --max-body-mb "
-                           f"{limits.max_body_mb:g}", 413)
+        declared = int(declared) if declared is not None and declared.isdigit() else None
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > max_bytes:
-                raise BadImage(f"request body is over --max-body-mb {limits.max_body_mb:g}", 413)
+            if size > max_bytes or (declared or 0) > max_bytes:
+                chunks = None
+                if size > drain_cap:
+                    break
+                continue
             chunks.append(chunk)
+        if chunks is None:
+            what = f"of {declared:,} bytes " if declared else ""
+            raise BadImage(f"request body {what}is over --max-body-mb {limits.max_body_mb:g}", 413)
         return b"".join(chunks)
 
     async def images_of(request) -> list[tuple[str, bytes]]:

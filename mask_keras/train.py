@@ -8,6 +8,8 @@ The run directory (``config.train.out_dir``) becomes the artifact::
     metrics.json     final validation numbers (macro F1, accuracy, per-class F1)
     confusion_matrix.png, per_class_f1.csv
     split.csv        which person was train / validation
+    last.keras       the latest epoch (train.save_last); checkpoints/ the top k (train.keep_top_k)
+    backup/          resume backups of the two newest epochs (train.backup; see mask_keras.resume)
 
 Age groups: the training targets use ``data.age_upper`` (teams trained with 58/59),
 the validation targets always use the competition threshold 60, so the reported
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,35 +133,42 @@ def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------- callbacks
-def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True, stats_ds=None):
+def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True, stats_ds=None, mixer=None):
+    """``(callbacks, run_state)``: the package's callbacks in their order, and the
+    :class:`~mask_keras.resume.RunState` among them (history, backups)."""
     import keras
 
-    from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, PreciseBatchNorm, WandbLogger
+    from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, MixOff, PreciseBatchNorm, WandbLogger
+    from .resume import RunState
 
     # chief: False on the processes of a multi-host job other than 0, which write nothing
     cbs = []
     if cfg.train.ema:
-        # first: the averaged weights are in the model for precise BN, validation and every
+        # the averaged weights are in the model for precise BN, validation and every
         # checkpoint (on_test_begin / on_epoch_end), the training weights in between
         cbs.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if mixer is not None and cfg.augment.mix_off_epoch:
+        cbs.append(MixOff(mixer, cfg.augment.mix_off_epoch))
     if stats_ds is not None:
         cbs.append(PreciseBatchNorm(stats_ds))  # before validation: it runs in on_test_begin
     if multihead:
         cbs.append(CombinedMacroF1(val_ds))  # adds logs["val_macro_f1"] on the 18 classes
-    cbs.append(AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR, write=chief,
-                                    last=out / "last.keras" if cfg.train.save_last else None,
-                                    keep_top_k=cfg.train.keep_top_k))
-    if chief:
-        (out / "history.csv").unlink(missing_ok=True)
-        cbs.append(keras.callbacks.CSVLogger(str(out / "history.csv"), append=True))  # both melting phases
+    ckpt = AtomicBestCheckpoint(out / "model.keras", monitor=MONITOR, write=chief,
+                                last=out / "last.keras" if cfg.train.save_last else None,
+                                keep_top_k=cfg.train.keep_top_k)
+    cbs.append(ckpt)
+    es = None
     if cfg.train.early_stopping:
         # the best checkpoint stays on val macro F1 (the competition's metric) whatever stops the run
         monitor = cfg.train.early_stopping_monitor
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=EARLY_STOPPING_MONITORS[monitor],
-                                                 patience=cfg.train.early_stopping, restore_best_weights=False))
+        es = keras.callbacks.EarlyStopping(monitor=monitor, mode=EARLY_STOPPING_MONITORS[monitor],
+                                           patience=cfg.train.early_stopping, restore_best_weights=False)
+        cbs.append(es)
     if cfg.train.wandb and chief:
         cbs.append(WandbLogger(cfg, out))
-    return cbs
+    # first: the training state before SwapEMAWeights swaps; last: everything the epoch decided
+    state = RunState(out, cfg.to_dict(), write=chief, backup=cfg.train.backup, checkpoint=ckpt, early_stopping=es)
+    return [state.capture, *cbs, state], state
 
 
 # --------------------------------------------------------------------------- main
@@ -167,13 +177,16 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
 
     ``callbacks``: extra Keras callbacks (e.g. a tuner's pruning callback), run after
     the package's own, so they see ``val_macro_f1`` in the epoch logs.
+
+    ``train.resume``: continue the run in ``train.out_dir`` from its newest backup
+    (:mod:`mask_keras.resume`); with nothing to resume it starts fresh and says so, and a
+    finished run is returned as it is.
     """
     cfg.validate()
     import keras
 
-    from . import pipeline
+    from . import pipeline, resume
     from .jax_backend import distribute
-    from .callbacks import AtomicBestCheckpoint
     from .models import build as model_build
 
     t = cfg.train
@@ -182,8 +195,14 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
     distribute.enable_compilation_cache()
     distribute.setup_distribution(t.devices, batch_size=t.batch_size)  # global batch, split over devices
     chief = distribute.is_chief()  # multi-host: only process 0 writes into out_dir
+    backup = _resume_point(cfg, out, chief) if t.resume else None
+    if backup is not None and backup.state.get("finished"):
+        return _finished_result(out, backup)
     if chief:
         out.mkdir(parents=True, exist_ok=True)
+        if backup is None:  # a fresh run: an earlier run's history and backups in out_dir are not this one's
+            (out / "history.csv").unlink(missing_ok=True)
+            shutil.rmtree(out / resume.BACKUP_DIR, ignore_errors=True)
         cfg.save(out / "config.json")
     prev_policy = keras.mixed_precision.global_policy().name
     closers = []  # callbacks holding resources (wandb run): closed however training ends
@@ -204,34 +223,60 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
                                         augment=cfg.augment.preset, seed=cfg.train.seed)
-        cbs = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds) + list(callbacks or [])
+        cbs, state = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds, train_ds.mixer)
+        cbs += list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
-        history: dict[str, list] = {}
-        epoch0 = 0
-        if cfg.model.freeze_epochs and cfg.model.weights is not None:
+        freeze = bool(cfg.model.freeze_epochs and cfg.model.weights is not None)
+        if cfg.model.freeze_epochs and not freeze:
+            log.warning("model.freeze_epochs ignored: freezing a randomly initialised backbone (weights=None) "
+                        "would train only the head on random features")
+        n_frozen = min(cfg.model.freeze_epochs, t.epochs) if freeze else 0
+        done, stopped = 0, False
+        if backup is not None:
+            done, stopped = backup.epochs, bool(backup.state.get("stopped_early"))
+            state.load(backup)
+            # the data order of the epochs to come, as in an uninterrupted run: every fit call
+            # draws one iterator to build the model (Keras' symbolic build) and one per epoch; an
+            # uninterrupted run made one more fit call before any epoch of the unfrozen phase
+            _advance(train_ds, done + (1 if freeze and done >= n_frozen else 0))
+            if backup.state["checkpoint"]["best_epoch"] is not None and (out / "model.keras").is_file():
+                cbs[cbs.index(state.checkpoint)].best_weights = keras.saving.load_model(
+                    out / "model.keras", compile=False).get_weights()
+        done_steps = None
+        if freeze and done < n_frozen and not stopped:
             # "melting": head first on a frozen backbone, then everything (recompile to apply)
             model_build.set_backbone_trainable(model, False)
             _compile(model, cfg, train_t, steps)
-            n = min(cfg.model.freeze_epochs, t.epochs)
-            h = model.fit(train_ds, validation_data=val_ds, epochs=n, steps_per_epoch=t.steps_per_epoch,
-                          callbacks=cbs, verbose=t.verbose, shuffle=False)
-            _merge(history, h.history)
-            epoch0 = n
+            state.phase = "frozen"
+            if backup is not None:
+                resume.restore(model, backup.arrays)
+            model.fit(train_ds, validation_data=val_ds, epochs=n_frozen, initial_epoch=done,
+                      steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
             model_build.set_backbone_trainable(model, True)
             done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-        elif cfg.model.freeze_epochs:
-            log.warning("model.freeze_epochs ignored: freezing a randomly initialised backbone (weights=None) "
-                        "would train only the head on random features")
-        if epoch0 < t.epochs:
+            done, stopped = n_frozen, False
+            backup = None  # used
+        if done < t.epochs and not stopped:
             _compile(model, cfg, train_t, steps)  # a new optimizer: required after a trainable flip
-            if epoch0:
-                model.optimizer.iterations.assign(done_steps)  # the LR schedule carries on
-            h = model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=epoch0,
-                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
-            _merge(history, h.history)
+            state.phase = "full"
+            if backup is not None and backup.state["phase"] == "full":
+                resume.restore(model, backup.arrays)
+            elif backup is not None:  # backed up at the end of the frozen phase: a fresh optimizer
+                resume.restore(model, backup.arrays, optimizer=False)
+                model.optimizer.iterations.assign(resume.iterations(backup.arrays))  # the LR schedule carries on
+            elif done_steps:
+                model.optimizer.iterations.assign(done_steps)
+            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
+                      steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
+        elif backup is not None:
+            log.info("resume: all %d epochs of %s were done; writing the final report", done, out)
+        history = state.history
         seconds = time.time() - started
-        ckpt = next(cb for cb in cbs if isinstance(cb, AtomicBestCheckpoint))
+        ckpt = state.checkpoint
+        if ckpt.best_weights is None:
+            raise resume.ResumeError(f"{out}: the backup has a best epoch but model.keras is missing; "
+                                     f"delete {out / resume.BACKUP_DIR} to train again from the start")
         model.set_weights(ckpt.best_weights)  # the weights saved in model.keras (on every process)
         metrics, preds = _final_report(model, val_ds, val_t, cfg, out if chief else None, train_t)
         metrics.update(train_seconds=round(seconds, 2), epochs_run=len(next(iter(history.values()), [])),
@@ -241,6 +286,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             from . import plots
 
             plots.history({k: v for k, v in history.items()}, out / "history.png", title=f"{t.task} history")
+            resume.mark_finished(out, len(next(iter(history.values()), [])))
         log.info("validation macro F1 %.4f (accuracy %.4f) -> %s", metrics["macro_f1"], metrics["accuracy"], out)
         return TrainResult(out, out / "model.keras", metrics, history, preds)
     finally:
@@ -249,6 +295,51 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         keras.mixed_precision.set_global_policy(prev_policy)
         if t.devices == "all":
             keras.distribution.set_distribution(None)
+
+
+def _resume_point(cfg: Config, out: Path, chief: bool):
+    """The backup to continue from (None: start fresh, said so), after the checks of
+    :mod:`mask_keras.resume`; a finished run's backup is marked ``state["finished"]``."""
+    from . import resume
+
+    if chief and out.is_dir():
+        resume.clean_partial_writes(out)
+    b = resume.load_latest(out)
+    if b is None:
+        msg = f"resume: nothing to resume in {out} (no backup): starting fresh"
+        log.warning(msg)
+        if cfg.train.verbose:
+            print(msg, flush=True)
+        return None
+    resume.check_config(b, cfg.to_dict(), out)
+    fin = resume.finished_marker(out)
+    epochs_done = b.epochs
+    finished = fin.is_file() and (out / "metrics.json").is_file() and (
+        epochs_done >= cfg.train.epochs or b.state.get("stopped_early"))
+    if finished:
+        b.state["finished"] = True
+        msg = f"resume: {out} finished ({epochs_done} epochs): nothing to do"
+    else:
+        msg = f"resume: continuing {out} after epoch {epochs_done} of {cfg.train.epochs} (backup {b.path.name})"
+    log.info(msg)
+    if cfg.train.verbose:
+        print(msg, flush=True)
+    return b
+
+
+def _finished_result(out: Path, b) -> TrainResult:
+    """A finished run, as ``train`` returned it: metrics, history and validation predictions from disk."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    preds = pd.read_csv(out / "val_predictions.csv") if (out / "val_predictions.csv").is_file() else None
+    return TrainResult(out, out / "model.keras", metrics, b.state["history"], preds)
+
+
+def _advance(train_ds, epochs: int) -> None:
+    """Advance ``train_ds``'s shuffle and sampling seeds past ``epochs`` epochs: each new
+    iterator draws the next seeds (without reading a batch), as every epoch of ``fit`` did."""
+    for _ in range(epochs):
+        it = iter(train_ds)
+        del it
 
 
 def _stats_dataset(train_t: pd.DataFrame, cfg: Config):
@@ -270,11 +361,6 @@ def _steps(ds) -> int:
     if n <= 0:
         raise ConfigError("the training dataset is empty or infinite; set train.steps_per_epoch")
     return n
-
-
-def _merge(history: dict, new: dict) -> None:
-    for k, v in new.items():
-        history.setdefault(k, []).extend(float(x) for x in v)
 
 
 def _write_split(out: Path, train_t, val_t) -> None:

@@ -45,7 +45,9 @@ How the workers cooperate:
   trial. A worker that dies leaves its trial RUNNING; workers record a heartbeat, and
   a trial whose heartbeat is older than the grace period is marked FAIL by the next
   worker that looks and queued again with the same parameters (up to ``max_retry``
-  times). Restarting the command is always safe.
+  times); the retry trains in the failed trial's folder with ``train.resume``, so it
+  continues from that run's newest epoch backup (on storage the workers share) instead of
+  starting again. Restarting the command is always safe.
 - Trials report the validation macro F1 after every epoch; the pruner (median by
   default) stops trials that are clearly behind.
 - ``--wandb`` logs each trial as a wandb run (offline unless
@@ -325,6 +327,14 @@ def _is_surplus(study, number: int, n_trials: int) -> bool:
     return sum(1 for t in live if t.number < number) >= n_trials
 
 
+def _retried_from(trial) -> int | None:
+    """The number of the failed trial that ``trial`` retries (Optuna's retry callbacks), or None."""
+    import optuna
+
+    frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
+    return None if frozen is None else optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+
+
 def _make_objective(study_name: str, base_cfg: Config, params: list[Param], root: Path,
                     objective_fn: Callable, n_trials: int, wandb: bool):
     overrides_base = {"train.wandb": True} if wandb else {}
@@ -336,7 +346,14 @@ def _make_objective(study_name: str, base_cfg: Config, params: list[Param], root
                                 f"trials finished or running")
         values = {p.key: p.suggest(trial) for p in params}
         out_dir = root / f"trial_{trial.number:04d}"
-        cfg = base_cfg.override(**values, **overrides_base, **{"train.out_dir": str(out_dir)})
+        resume = {}
+        failed = _retried_from(trial)
+        if failed is not None:
+            # the retry of a trial whose worker died: same parameters, so it continues the dead
+            # trial's run from its newest backup (train.resume) instead of starting again
+            out_dir, resume = root / f"trial_{failed:04d}", {"train.resume": True}
+            log.info("trial %d retries trial %d: resuming %s", trial.number, failed, out_dir)
+        cfg = base_cfg.override(**values, **overrides_base, **resume, **{"train.out_dir": str(out_dir)})
         trial.set_user_attr("out_dir", str(out_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())

@@ -158,7 +158,7 @@ def test_early_stopping_watches_the_configured_metric(tmp_path, monitor, values,
 
     cfg = Config().override(**{"train.early_stopping": 2, "train.early_stopping_monitor": monitor})
     cfg.validate()
-    cbs = _callbacks(cfg, tmp_path, None, multihead=False, chief=False)
+    cbs, _ = _callbacks(cfg, tmp_path, None, multihead=False, chief=False)
     (es,) = [c for c in cbs if isinstance(c, keras.callbacks.EarlyStopping)]
     (ckpt,) = [c for c in cbs if isinstance(c, AtomicBestCheckpoint)]
     assert ckpt.monitor == "val_macro_f1"

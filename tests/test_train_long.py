@@ -1,5 +1,5 @@
 """Options for long runs: EMA of the weights, gradient clipping by global norm, last.keras and
-the top-k checkpoints (issue 13's checkpoints; resume is not built yet)."""
+the top-k checkpoints (resume: tests/test_resume.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -133,6 +133,25 @@ def test_crashed_worker_trial_is_failed_and_retried(tmp_path):
     assert T.summarize(load(url))["retried"] == 1
 
 
+def test_the_retry_of_a_dead_trial_resumes_its_run(tmp_path):
+    """Optuna queues a dead worker's trial again with its parameters; the retry trains in the
+    dead trial's folder with train.resume, continuing from that run's newest backup."""
+    study = optuna.create_study(direction="maximize")
+    dead = study.ask()
+    for p in T.parse_space(SPACE):
+        p.suggest(dead)
+    study.tell(dead, state=S.FAIL)
+    optuna.storages.RetryFailedTrialCallback()(study, study.trials[0])  # what the heartbeat check does
+    seen = []
+    objective = T._make_objective("s", Config(), T.parse_space(SPACE), tmp_path, lambda cfg, t: seen.append(cfg) or 0.5,
+                                  n_trials=10, wandb=False)
+    study.optimize(objective, n_trials=2)
+    retry, fresh = seen
+    assert retry.train.resume and retry.train.out_dir == str(tmp_path / "trial_0000")
+    assert retry.train.lr == dead.params["train.lr"]
+    assert not fresh.train.resume and fresh.train.out_dir == str(tmp_path / "trial_0002")
+
+
 def test_surplus_rank():
     study = optuna.create_study()
     for v in (0.1, 0.2):

@@ -1,0 +1,297 @@
+"""Resume: a run killed with SIGKILL (mid-epoch, or while its backup is written) and resumed
+ends with the same weights, optimizer state, history and metrics as an uninterrupted run."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mask_keras.config import Config, ConfigError
+
+# 20 people, random augmentation layers and MixUp on: the seeds, the data order and the mixer's
+# generator must all come back for the resumed run to match
+FAST = {"model.backbone": "tiny_cnn", "model.weights": None, "preprocess.image_size": (32, 24),
+        "preprocess.crop": "none", "train.batch_size": 16, "train.lr": 3e-3, "train.verbose": 0,
+        "augment.preset": "base", "augment.mixup": 0.5, "train.task": "mask", "train.epochs": 3,
+        "data.max_people": 20, "train.precise_bn": 16, "train.save_last": True, "train.keep_top_k": 2}
+
+# a training process that kills itself: at a batch of an epoch, or half-way through writing the
+# backup of an epoch (arrays.npz cut short), as a preempted GPU job would be
+_CHILD = r"""
+import json, os, signal, sys
+import numpy as np
+import keras
+import mask_keras
+from mask_keras import resume
+from mask_keras.config import Config
+from mask_keras.train import train
+
+cfg = Config.from_dict(json.loads(sys.argv[1]))
+kill = json.loads(sys.argv[2])
+
+
+class Kill(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if kill.get("epoch") == self.epoch and kill.get("batch") == batch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+
+if "backup" in kill:
+    savez = np.savez
+
+    def cut_short(f, **arrays):
+        if resume.__dict__.get("_writes", 0) + 1 == kill["backup"]:
+            savez(f, **arrays)
+            f.truncate(f.tell() // 2)
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        resume._writes = resume.__dict__.get("_writes", 0) + 1
+        return savez(f, **arrays)
+
+    np.savez = cut_short
+train(cfg, callbacks=[Kill()])
+print("not killed")
+"""
+
+
+def _cfg(root, out, **over):
+    return Config().override(**{**FAST, "data.data_dir": str(root), "train.out_dir": str(out), **over})
+
+
+def _killed_run(cfg, kill: dict):
+    p = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(cfg.to_dict()), json.dumps(kill)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == -signal.SIGKILL, (p.returncode, p.stdout[-2000:], p.stderr[-3000:])
+
+
+def _final_arrays(out):
+    from mask_keras import resume
+
+    b = resume.load_latest(out)
+    return b.epochs, b.arrays
+
+
+def _partial_files(out):
+    return [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synth_root, tmp_path_factory):
+    from mask_keras.train import train
+
+    out = tmp_path_factory.mktemp("resume") / "whole"
+    res = train(_cfg(synth_root, out))
+    return out, res
+
+
+def _assert_same_run(out, ref_out, ref_res, res):
+    epochs, arrays = _final_arrays(out)
+    ref_epochs, ref_arrays = _final_arrays(ref_out)
+    assert epochs == ref_epochs == FAST["train.epochs"]
+    assert set(arrays) == set(ref_arrays)
+    # same program, same inputs, same order: the same bits (weights, BN statistics, seed states,
+    # Adam's moments and step count)
+    for k in ref_arrays:
+        if k != "paths":  # (auto-numbered names differ from process to process)
+            np.testing.assert_array_equal(arrays[k], ref_arrays[k], err_msg=k)
+    assert int(arrays["optimizer/iteration"]) == 3 * 7  # 112 training images / 16 = 7 steps an epoch
+    # history.csv reads as one run; metrics.json the same numbers
+    h, ref_h = pd.read_csv(out / "history.csv"), pd.read_csv(ref_out / "history.csv")
+    assert h["epoch"].tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(h, ref_h)
+    m, ref_m = (json.loads((d / "metrics.json").read_text()) for d in (out, ref_out))
+    for k in ("macro_f1", "accuracy", "epochs_run"):
+        assert m[k] == ref_m[k], k
+    assert res.metrics["macro_f1"] == ref_res.metrics["macro_f1"]
+    # checkpoints: the same best and top-k epochs; no partial file anywhere
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == \
+        sorted(p.name for p in (ref_out / "checkpoints").iterdir())
+    assert (out / "last.keras").is_file() and not _partial_files(out)
+
+
+@pytest.mark.slow
+def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(synth_root, tmp_path, uninterrupted):
+    from mask_keras.train import train
+
+    ref_out, ref_res = uninterrupted
+    out = tmp_path / "run"
+    cfg = _cfg(synth_root, out)
+    _killed_run(cfg, {"epoch": 1, "batch": 3})  # in the middle of the second epoch
+    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch_0001"]
+    assert len(pd.read_csv(out / "history.csv")) == 1
+    res = train(cfg.override(**{"train.resume": True}))
+    _assert_same_run(out, ref_out, ref_res, res)
+    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch_0002", "epoch_0003", "finished.json"]
+
+    # resumed again: finished, nothing to do (no epoch trained, model.keras untouched)
+    stamp = (out / "model.keras").stat().st_mtime_ns
+    again = train(cfg.override(**{"train.resume": True}))
+    assert again.metrics == json.loads((out / "metrics.json").read_text())
+    assert (out / "model.keras").stat().st_mtime_ns == stamp
+    # more epochs than the run had: only the number of epochs may change, and it continues
+    longer = train(cfg.override(**{"train.resume": True, "train.epochs": 4}))
+    assert len(pd.read_csv(out / "history.csv")) == 4 and longer.metrics["epochs_run"] == 4
+
+
+@pytest.mark.slow
+def test_killed_while_writing_a_backup_then_resumed(synth_root, tmp_path, uninterrupted, caplog):
+    from mask_keras.train import train
+
+    ref_out, ref_res = uninterrupted
+    out = tmp_path / "run"
+    cfg = _cfg(synth_root, out)
+    _killed_run(cfg, {"backup": 2})  # arrays.npz of epoch 2 half written, then killed
+    assert sorted(p.name for p in (out / "backup").iterdir() if not p.name.startswith(".")) == ["epoch_0001"]
+    assert _partial_files(out)  # the killed write's temporary folder is there ...
+    res = train(cfg.override(**{"train.resume": True}))
+    _assert_same_run(out, ref_out, ref_res, res)  # ... and gone: resumed from epoch 1's backup
+
+
+def test_a_damaged_backup_falls_back_to_the_previous_one_or_stops(tmp_path, caplog):
+    from mask_keras import resume
+
+    out = tmp_path / "run"
+    for n, value in ((1, 1.0), (2, 2.0)):
+        st = resume.RunState(out, {"train": {"epochs": 3}}, checkpoint=None)
+        st.arrays = {"model/0": np.full((3,), value, "float32"), "optimizer/iteration": np.array(7 * n)}
+        st.history = {"loss": [1.0] * n}
+        st.write_backup(n)
+    assert resume.load_latest(out).epochs == 2
+    newest = out / "backup" / "epoch_0002" / "arrays.npz"
+    newest.write_bytes(newest.read_bytes()[:40])  # cut short
+    b = resume.load_latest(out)
+    assert b.epochs == 1 and b.arrays["model/0"][0] == 1.0
+    assert "does not match its checksum" in caplog.text
+    (out / "backup" / "epoch_0001" / "state.json").unlink()
+    with pytest.raises(resume.ResumeError, match=r"epoch_0002.*checksum.*epoch_0001.*incomplete.*Delete"):
+        resume.load_latest(out)
+    assert resume.load_latest(tmp_path / "never_trained") is None
+
+
+def test_a_different_config_is_named_and_nothing_to_resume_starts_fresh(synth_root, tmp_path, capsys):
+    from mask_keras import resume
+
+    out = tmp_path / "run"
+    cfg = _cfg(synth_root, out)
+    st = resume.RunState(out, cfg.to_dict(), checkpoint=None)
+    st.arrays = {"model/0": np.zeros(1, "float32")}
+    st.write_backup(1)
+    b = resume.load_latest(out)
+    resume.check_config(b, cfg.override(**{"train.epochs": 9, "train.resume": True}).to_dict(), out)  # allowed
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.003 -> 0\.01; train\.seed: 42 -> 1"):
+        resume.check_config(b, cfg.override(**{"train.lr": 0.01, "train.seed": 1}).to_dict(), out)
+
+    from mask_keras.train import _resume_point
+
+    fresh = _cfg(synth_root, tmp_path / "empty", **{"train.resume": True, "train.verbose": 1})
+    assert _resume_point(fresh, tmp_path / "empty", chief=True) is None
+    assert "nothing to resume" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_resume_across_the_freeze_boundary(synth_root, tmp_path):
+    """Frozen backbone for one epoch, then everything: killed in the first unfrozen epoch, the run
+    resumes from the backup taken at the end of the frozen phase (a new optimizer, the step
+    count carried on) and ends as the uninterrupted run does."""
+    import keras
+
+    from mask_keras.models import backbones as B
+    from mask_keras.train import train
+
+    weights = tmp_path / "tiny.weights.h5"
+    keras.utils.set_random_seed(0)
+    B.tiny_cnn((32, 24, 3)).save_weights(weights)
+    over = {"model.weights": str(weights), "model.freeze_epochs": 1, "train.keep_top_k": 0,
+            "augment.mixup": 0.0}
+    ref = train(_cfg(synth_root, tmp_path / "whole", **over))
+    cfg = _cfg(synth_root, tmp_path / "run", **over)
+    _killed_run(cfg, {"epoch": 1, "batch": 2})
+    state = json.loads((tmp_path / "run" / "backup" / "epoch_0001" / "state.json").read_text())
+    assert state["phase"] == "frozen" and state["epochs_done"] == 1
+    res = train(cfg.override(**{"train.resume": True}))
+    _, a = _final_arrays(tmp_path / "run")
+    _, b = _final_arrays(tmp_path / "whole")
+    for k in b:
+        if k != "paths":
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert res.history == ref.history
+
+
+@pytest.mark.slow
+def test_kfold_resumes_mid_fold_from_the_command_line(synth_root, tmp_path, capsys):
+    """``mask-keras train --folds 2`` killed inside fold 1, then ``--resume``: fold 0 is kept,
+    fold 1 continues from its backup, and the summary covers both folds."""
+    from mask_keras.cli import main
+
+    out = tmp_path / "kf"
+    args = ["train", "--data-dir", str(synth_root), "--out-dir", str(out), "--folds", "2", "--backbone", "tiny_cnn",
+            "--weights", "none", "--image-size", "32x24", "--epochs", "2", "--batch-size", "16", "--task", "mask",
+            "--max-people", "20", "--lr", "0.003"]
+    for kv in ("preprocess.crop=none", "augment.preset=none", "train.precise_bn=16", "train.verbose=0"):
+        args += ["--set", kv]
+    child = ("import sys, os, signal, keras\n"
+             "import mask_keras.train as T\n"
+             "from mask_keras.cli import main\n"
+             "orig = T._callbacks\n"
+             "class Kill(keras.callbacks.Callback):\n"
+             "    def on_train_batch_end(self, batch, logs=None):\n"
+             "        if self.fold1 and self.epoch == 1 and batch == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+             "    def on_epoch_begin(self, epoch, logs=None): self.epoch = epoch\n"
+             "def patched(cfg, out, *a, **k):\n"
+             "    cbs, st = orig(cfg, out, *a, **k)\n"
+             "    kill = Kill(); kill.fold1 = cfg.data.fold == 1\n"
+             "    return cbs + [kill], st\n"
+             "T._callbacks = patched\n"
+             "sys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.run([sys.executable, "-c", child, *args], capture_output=True, text=True, timeout=600)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    fold0 = out / "fold_0"
+    stamp = (fold0 / "model.keras").stat().st_mtime_ns
+    assert (out / "fold_1" / "backup" / "epoch_0001").is_dir()
+    first = pd.read_csv(out / "fold_1" / "history.csv")
+    assert len(first) == 1
+    assert main(args + ["--resume"]) == 0
+    assert (fold0 / "model.keras").stat().st_mtime_ns == stamp  # the finished fold was kept
+    hist = pd.read_csv(out / "fold_1" / "history.csv")  # continued, not restarted
+    assert len(hist) == 2
+    pd.testing.assert_frame_equal(hist.iloc[:1], first)
+    summary = json.loads((out / "kfold_summary.json").read_text())
+    assert summary["oof_images"] == sum(len(pd.read_csv(out / f"fold_{f}" / "val_predictions.csv")) for f in (0, 1))
+    assert not _partial_files(out)
+
+
+def test_mix_off_epoch_stops_mixing(synth_root):
+    """augment.mix_off_epoch: the mixer's switch, read by the dataset on every batch."""
+    from mask_keras import pipeline
+    from mask_keras.callbacks import MixOff
+    from mask_keras.train import prepare_tables
+
+    cfg = _cfg(synth_root, "unused", **{"augment.mixup": 1.0, "augment.mix_off_epoch": 2})
+    train_t, _ = prepare_tables(cfg)
+    ds = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
+    cb = MixOff(ds.mixer, 2)
+    soft = []
+    for epoch in range(3):
+        cb.on_epoch_begin(epoch)
+        _, y = next(iter(ds))
+        soft.append(bool(np.any((np.asarray(y) > 0) & (np.asarray(y) < 1))))
+    assert soft == [True, False, False]  # epoch 1 mixed (probability 1); from epoch 2 on, clean labels
+    with pytest.raises(ConfigError, match="mix_off_epoch"):
+        Config().override(**{"augment.mix_off_epoch": -1}).validate()
+
+
+def test_every_entry_point_has_the_flag():
+    from mask_keras.cli import build_parser, config_from_args
+    from mask_keras.recipe import parser
+
+    for p, argv in ((build_parser(), ["train", "--resume"]), (parser("a recipe"), ["--resume"])):
+        assert config_from_args(p.parse_args(argv)).train.resume is True
