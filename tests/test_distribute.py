@@ -195,7 +195,7 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
     fold) into a folder both see, as on shared storage, and again with ``resume``: both
     processes must keep the fold (the chief decides) and report the same summary.
     """
-    over = {**FAST, "train.task": "multihead"}
+    over = {**FAST, "train.task": "multihead", "train.epochs": 1}
     port = _free_port()
     procs = []
     for pid, out in enumerate((tmp_path / "chief", tmp_path / "worker")):
