@@ -329,10 +329,10 @@ def _is_surplus(study, number: int, n_trials: int) -> bool:
 
 def _retried_from(trial) -> int | None:
     """The number of the failed trial that ``trial`` retries (Optuna's retry callbacks), or None."""
-    import optuna
-
+    # the "failed_trial" system attribute both of Optuna's retry callbacks set (what their
+    # retried_trial_number reads; RetryFailedTrialCallback is deprecated since Optuna 4.9)
     frozen = next((t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number), None)
-    return None if frozen is None else optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+    return None if frozen is None else frozen.system_attrs.get("failed_trial")
 
 
 def _make_objective(study_name: str, base_cfg: Config, params: list[Param], root: Path,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -141,7 +142,11 @@ def test_the_retry_of_a_dead_trial_resumes_its_run(tmp_path):
     for p in T.parse_space(SPACE):
         p.suggest(dead)
     study.tell(dead, state=S.FAIL)
-    optuna.storages.RetryFailedTrialCallback()(study, study.trials[0])  # what the heartbeat check does
+    # what the heartbeat check does (tune.make_storage's callback): the dead trial queued again
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry()(study, study.trials[0])
     seen = []
     objective = T._make_objective("s", Config(), T.parse_space(SPACE), tmp_path, lambda cfg, t: seen.append(cfg) or 0.5,
                                   n_trials=10, wandb=False)
