@@ -875,7 +875,7 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
                + (" (>=60 pairs only)" if cfg.augment.mix_old_only else "") if mixer is not None else ""),
             verbose)
     ds.num_examples, ds.num_steps, ds.cache_bytes = n_epoch, steps, store.nbytes
-    ds.mixer = mixer  # MixUp/CutMix state: switched off after augment.mix_off_epoch, saved by resume backups
+    ds.mixer = mixer  # MixUp/CutMix: switched off from augment.mix_off_epoch on (callbacks.MixOff)
     return ds
 
 

@@ -6,7 +6,8 @@ everything the next epoch depends on into ``OUT/backup/epoch_NNNN/``:
 
 ``arrays.npz``  every model variable (weights, BatchNorm statistics, the augmentation
                 layers' seed states) and every optimizer variable (iteration count, so the
-                learning-rate schedule's position; moments; EMA averages), keyed by path;
+                learning-rate schedule's position; moments; EMA averages), in variable
+                order, with each one's path beside it;
 ``state.json``  epochs done, the freeze-then-unfreeze phase, the best score and epoch, the
                 top-k list, early stopping's counters, the history, the run's config and
                 the SHA-256 of ``arrays.npz``.
@@ -60,7 +61,7 @@ class ResumeError(RuntimeError):
 
 @dataclass
 class Backup:
-    """A loaded backup: ``state`` (state.json) and ``arrays`` (path -> array)."""
+    """A loaded backup: ``state`` (state.json) and ``arrays`` (:func:`capture`'s keys -> arrays)."""
 
     path: Path
     state: dict
@@ -102,7 +103,10 @@ def clean_partial_writes(out: Path) -> list[Path]:
     the temporary files of :func:`mask_keras.files.atomic_path` (``.NAME.*.tmp*``)."""
     removed = []
     for p in list(out.glob(f"{BACKUP_DIR}/.tmp-*")) + list(out.rglob(".*.tmp*")):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
         removed.append(p)
     if removed:
         log.warning("removed %d partial file(s) of an interrupted write in %s", len(removed), out)
@@ -217,7 +221,7 @@ class Capture(keras.callbacks.Callback):
         self.owner = owner
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.owner.backup:
+        if self.owner.backup and self.owner.write:  # only the process that writes the backup
             self.owner.arrays = capture(self.model)
 
 
@@ -290,8 +294,7 @@ class RunState(keras.callbacks.Callback):
         for k in sorted(self.history):
             v = self.history[k]
             cols[k] = v + [float("nan")] * (n - len(v))
-        with_path = self.out / "history.csv"
-        return atomic_write_text(with_path, pd.DataFrame(cols).to_csv(index=False))
+        return atomic_write_text(self.out / "history.csv", pd.DataFrame(cols).to_csv(index=False))
 
     def state(self, epochs_done: int, stopped: bool) -> dict:
         es = self.early_stopping

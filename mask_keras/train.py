@@ -241,8 +241,8 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             # uninterrupted run made one more fit call before any epoch of the unfrozen phase
             _advance(train_ds, done + (1 if freeze and done >= n_frozen else 0))
             if backup.state["checkpoint"]["best_epoch"] is not None and (out / "model.keras").is_file():
-                cbs[cbs.index(state.checkpoint)].best_weights = keras.saving.load_model(
-                    out / "model.keras", compile=False).get_weights()
+                state.checkpoint.best_weights = keras.saving.load_model(out / "model.keras",
+                                                                        compile=False).get_weights()
         done_steps = None
         if freeze and done < n_frozen and not stopped:
             # "melting": head first on a frozen backbone, then everything (recompile to apply)
@@ -306,10 +306,7 @@ def _resume_point(cfg: Config, out: Path, chief: bool):
         resume.clean_partial_writes(out)
     b = resume.load_latest(out)
     if b is None:
-        msg = f"resume: nothing to resume in {out} (no backup): starting fresh"
-        log.warning(msg)
-        if cfg.train.verbose:
-            print(msg, flush=True)
+        _say(f"resume: nothing to resume in {out} (no backup): starting fresh", cfg.train.verbose)
         return None
     resume.check_config(b, cfg.to_dict(), out)
     fin = resume.finished_marker(out)
@@ -321,10 +318,16 @@ def _resume_point(cfg: Config, out: Path, chief: bool):
         msg = f"resume: {out} finished ({epochs_done} epochs): nothing to do"
     else:
         msg = f"resume: continuing {out} after epoch {epochs_done} of {cfg.train.epochs} (backup {b.path.name})"
-    log.info(msg)
-    if cfg.train.verbose:
-        print(msg, flush=True)
+    _say(msg, cfg.train.verbose)
     return b
+
+
+def _say(msg: str, verbose) -> None:
+    """Print (verbose) or log (quiet): one of the two, never both (as the datasets report)."""
+    if verbose:
+        print(msg, flush=True)
+    else:
+        log.info(msg)
 
 
 def _finished_result(out: Path, b) -> TrainResult:
