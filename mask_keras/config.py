@@ -130,6 +130,9 @@ class TrainConfig:
     # a resume backup every epoch (backup/epoch_NNNN: weights, optimizer, counters, data order;
     # the two newest kept); resume: continue the run in out_dir from its newest backup
     backup: bool = True
+    # also a backup every N training steps inside an epoch (backup/epoch_NNNN_step_SSSSSS), so a
+    # resumed run continues from the middle of a long epoch; 0 = at epoch ends only
+    backup_steps: int = 0
     resume: bool = False
     seed: int = 42
     out_dir: str = "runs/default"
@@ -238,6 +241,13 @@ class Config:
             raise ConfigError(f"train.clip_norm {t.clip_norm} must be >= 0 (0 = off)")
         if t.keep_top_k < 0:
             raise ConfigError(f"train.keep_top_k {t.keep_top_k} must be >= 0 (0 = off)")
+        if t.backup_steps < 0:
+            raise ConfigError(f"train.backup_steps {t.backup_steps} must be >= 0 (training steps; 0 = epoch ends only)")
+        if t.backup_steps and not t.backup:
+            raise ConfigError("train.backup_steps needs train.backup on (mid-epoch backups are backups)")
+        if t.backup_steps and t.steps_per_epoch:
+            raise ConfigError("train.backup_steps needs whole epochs: unset train.steps_per_epoch (a capped epoch "
+                              "does not restart the data order, so a mid-epoch position could not be found again)")
         if self.augment.mix_off_epoch < 0:
             raise ConfigError(f"augment.mix_off_epoch {self.augment.mix_off_epoch} must be >= 0 "
                               f"(the 1-based epoch from which MixUp/CutMix stop; 0 = never)")

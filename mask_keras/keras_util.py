@@ -19,3 +19,16 @@ def all_layers(model: keras.Layer) -> Iterator[keras.Layer]:
     ``Layer._flatten_layers``, which has no public counterpart in Keras 3.
     """
     yield from model._flatten_layers(include_self=False, recursive=True)
+
+
+def sync_training_state(model: keras.Model) -> None:
+    """Put the state ``fit`` is carrying between steps back into ``model``'s variables.
+
+    Inside an epoch, Keras' JAX trainer keeps weights, optimizer and metric values as arrays
+    passed from step to step and writes them back into the variables only at the epoch's end
+    (or when asked, with ``jax_state_sync``, a JAX-trainer method with no backend-neutral
+    counterpart); other backends update the variables in place, so there is nothing to do.
+    """
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()

@@ -103,6 +103,33 @@ def finish(ds):
     opts = tf.data.Options()
     opts.autotune.enabled = False
     return ds.with_options(opts)
+
+
+def skip_first_batches(ds, n: int):
+    """``ds`` whose next iterator starts after its first ``n`` batches; later ones are whole.
+
+    For a run resumed in the middle of an epoch (``train.backup_steps``): the skipped batches
+    are still drawn (gathered from the cache, not trained on), so the shuffle, the sampler
+    and the mixer give the rest of the epoch exactly as the interrupted run had it. Call the
+    returned ``release()`` when that epoch is over: from then on nothing is skipped. The
+    result's length is unknown to tf.data (its first epoch is shorter); the attributes
+    ``make_dataset`` sets are copied.
+
+    Returns:
+        ``(dataset, release)``.
+    """
+    remaining = tf.Variable(int(n), dtype=tf.int64, trainable=False)
+    out = ds.enumerate().filter(graph_fn(lambda i, *batch: i >= remaining)).map(graph_fn(lambda i, batch: batch))
+    for name in ("num_examples", "num_steps", "cache_bytes", "mixer"):
+        if hasattr(ds, name):
+            setattr(out, name, getattr(ds, name))
+
+    def release() -> None:
+        remaining.assign(0)
+
+    return out, release
+
+
 #: pixel box (in the original image) of the face crop, from :mod:`mask_keras.detect`
 CROP_COLUMNS = ("crop_y0", "crop_x0", "crop_y1", "crop_x1")
 CHECK_MODES = ("fast", "full", "none")

@@ -2,7 +2,10 @@
 
 Every epoch, :class:`RunState` (the last of ``train``'s callbacks) rewrites ``history.csv``
 (atomically, the whole run so far) and, with ``train.backup`` on, writes a backup of
-everything the next epoch depends on into ``OUT/backup/epoch_NNNN/``:
+everything the next epoch depends on into ``OUT/backup/epoch_NNNN/``; with
+``train.backup_steps`` = N also every N steps inside an epoch, into
+``OUT/backup/epoch_NNNN_step_SSSSSS/`` (NNNN epochs done, SSSSSS steps of the next one, and
+the running totals of its training metrics):
 
 ``arrays.npz``  every model variable (weights, BatchNorm statistics, the augmentation
                 layers' seed states) and every optimizer variable (iteration count, so the
@@ -17,7 +20,9 @@ two newest are kept. ``train.resume`` (``mask-keras train --resume``) rebuilds t
 restores all of it, replays the data order (a fresh dataset is advanced by the epochs
 already read: ``tf.data`` reshuffles per iterator from the seed; MixUp/CutMix are a
 function of each batch's rows, see :class:`~mask_keras.augment.BatchMixer`) and continues with
-``fit(initial_epoch=...)``. A resumed run writes the same ``history.csv``, checkpoints and
+``fit(initial_epoch=...)``; from a mid-epoch backup, the epoch's first steps are drawn from
+the data but not trained on (:func:`mask_keras.pipeline.skip_first_batches`) and its metric
+totals are put back at its start. A resumed run writes the same ``history.csv``, checkpoints and
 ``metrics.json`` as an uninterrupted one. Keras' ``BackupAndRestore`` keeps weights,
 optimizer and epoch but not the state of the package's own callbacks, the data order or
 the history, and writes in place; hence this module.
@@ -52,7 +57,7 @@ log = logging.getLogger(__name__)
 BACKUP_DIR = "backup"
 KEEP = 2  # backups kept: the newest, and the one before it in case the newest is damaged
 #: config keys a resumed run may change
-MAY_DIFFER = ("train.epochs", "train.resume", "train.verbose")
+MAY_DIFFER = ("train.epochs", "train.resume", "train.verbose", "train.backup", "train.backup_steps")
 
 
 class ResumeError(RuntimeError):
@@ -69,7 +74,13 @@ class Backup:
 
     @property
     def epochs(self) -> int:
+        """Whole epochs done."""
         return int(self.state["epochs_done"])
+
+    @property
+    def step(self) -> int:
+        """Steps done of the epoch after those (0 for a backup made at an epoch's end)."""
+        return int(self.state.get("step", 0))
 
 
 # --------------------------------------------------------------------------- finding and checking
@@ -162,14 +173,19 @@ def load_latest(out) -> Backup | None:
 # order for one architecture (and whatever is frozen), while auto-numbered names such as
 # ``seed_generator_4`` depend on what the process built before. The paths are stored beside
 # them so that a mismatch names the variable.
-def capture(model) -> dict:
+def capture(model, metrics: bool = False) -> dict:
     """Every model and optimizer variable of ``model`` as host arrays: ``model/<i>`` and
     ``optimizer/<i>`` in variable order, ``optimizer/iteration`` (the step count), and
-    ``paths`` (what each one is)."""
+    ``paths`` (what each one is); with ``metrics``, also the metrics' running totals
+    (``metrics/<i>``, for a backup in the middle of an epoch)."""
     arrays, paths = {}, []
     for i, v in enumerate(model.variables):
         arrays[f"model/{i}"] = np.asarray(keras.ops.convert_to_numpy(v.value))
         paths.append(f"model/{i}={v.path}")
+    if metrics:
+        for i, v in enumerate(model.metrics_variables):
+            arrays[f"metrics/{i}"] = np.asarray(keras.ops.convert_to_numpy(v.value))
+            paths.append(f"metrics/{i}={v.path}")
     opt = getattr(model, "optimizer", None)
     if opt is not None and opt.built:
         for i, v in enumerate(opt.variables):
@@ -206,6 +222,11 @@ def restore(model, arrays: dict, optimizer: bool = True) -> None:
         _assign("optimizer", opt.variables, arrays)
 
 
+def restore_metrics(model, arrays: dict) -> None:
+    """Put a mid-epoch backup's metric totals (``metrics/<i>``) back into ``model``'s metrics."""
+    _assign("metrics", model.metrics_variables, arrays)
+
+
 def iterations(arrays: dict) -> int:
     """The optimizer step count stored in a backup."""
     return int(arrays["optimizer/iteration"])
@@ -237,6 +258,10 @@ class RunState(keras.callbacks.Callback):
             score, epoch and top-k list are backed up and restored).
         early_stopping: the ``keras.callbacks.EarlyStopping`` callback, if any.
         phase: ``"frozen"`` or ``"full"`` (the freeze-then-unfreeze phase being trained).
+        backup_steps: also write a backup every this many steps inside an epoch
+            (``train.backup_steps``; 0 = at epoch ends only).
+        steps_per_epoch: the epoch's length in steps (no mid-epoch backup at its last step:
+            the epoch's own backup follows).
 
     Example:
         >>> state = RunState(out, cfg.to_dict(), checkpoint=ckpt)   # doctest: +SKIP
@@ -244,17 +269,20 @@ class RunState(keras.callbacks.Callback):
     """
 
     def __init__(self, out, config: dict, *, write: bool = True, backup: bool = True, checkpoint=None,
-                 early_stopping=None, phase: str = "full"):
+                 early_stopping=None, phase: str = "full", backup_steps: int = 0, steps_per_epoch: int = 0):
         super().__init__()
         self.out = Path(out)
         self.config = config
         self.write, self.backup = write, backup
         self.checkpoint, self.early_stopping = checkpoint, early_stopping
         self.phase = phase
+        self.backup_steps, self.steps_per_epoch = int(backup_steps), int(steps_per_epoch)
         self.history: dict[str, list] = {}
         self.arrays = None
         self.capture = Capture(self)
         self._pending_es = None  # early stopping's counters, applied after its on_train_begin reset
+        self._epoch = self._step = 0  # the epoch being trained, and its steps done
+        self._mid = None  # (epoch, steps done, backup arrays, release) of a mid-epoch resume
 
     # ---- restore
     def load(self, b: Backup) -> None:
@@ -268,6 +296,12 @@ class RunState(keras.callbacks.Callback):
             self.checkpoint.top = [(float(v), int(e)) for v, e in c["top"]]
         self._pending_es = s.get("early_stopping")
 
+    def resume_mid_epoch(self, b: Backup, release) -> None:
+        """Continue epoch ``b.epochs`` after its first ``b.step`` steps (mid-epoch backup ``b``):
+        its metric totals come back when it begins, and ``release()`` (which ends the
+        dataset's skipping, see :func:`mask_keras.pipeline.skip_first_batches`) runs when it ends."""
+        self._mid = (b.epochs, b.step, b.arrays, release)
+
     def on_train_begin(self, logs=None):
         es, saved = self.early_stopping, self._pending_es
         if es is not None and saved is not None:  # EarlyStopping.on_train_begin has just reset these
@@ -275,8 +309,28 @@ class RunState(keras.callbacks.Callback):
             es.best = None if saved["best"] is None else float(saved["best"])
         self._pending_es = None
 
-    # ---- every epoch
+    # ---- every epoch, every step
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._step = epoch, 0
+        if self._mid is not None and self._mid[0] == epoch:  # Keras has just reset the metrics
+            self._step = self._mid[1]
+            restore_metrics(self.model, self._mid[2])
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        n = self.backup_steps
+        if (n and self.backup and self.write and self._step % n == 0
+                and self._step != self.steps_per_epoch):  # the epoch's own backup comes next
+            from .keras_util import sync_training_state
+
+            sync_training_state(self.model)
+            self.arrays = capture(self.model, metrics=True)
+            self.write_backup(self._epoch, step=self._step)
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._mid is not None and self._mid[0] == epoch:
+            self._mid[3]()  # the next epoch is read whole
+            self._mid = None
         for k, v in (logs or {}).items():
             if np.ndim(v) == 0:
                 self.history.setdefault(k, []).append(float(v))
@@ -296,11 +350,11 @@ class RunState(keras.callbacks.Callback):
             cols[k] = v + [float("nan")] * (n - len(v))
         return atomic_write_text(self.out / "history.csv", pd.DataFrame(cols).to_csv(index=False))
 
-    def state(self, epochs_done: int, stopped: bool) -> dict:
+    def state(self, epochs_done: int, stopped: bool, step: int = 0) -> dict:
         es = self.early_stopping
         c = self.checkpoint
         return {
-            "epochs_done": int(epochs_done), "phase": self.phase, "stopped_early": stopped,
+            "epochs_done": int(epochs_done), "step": int(step), "phase": self.phase, "stopped_early": stopped,
             "history": self.history,
             "checkpoint": None if c is None else {
                 "best": None if not math.isfinite(c.best) else float(c.best), "best_epoch": c.best_epoch,
@@ -311,12 +365,13 @@ class RunState(keras.callbacks.Callback):
             "config": self.config,
         }
 
-    def write_backup(self, epochs_done: int, stopped: bool = False) -> Path:
-        """``backup/epoch_NNNN/`` (arrays.npz, then state.json with its checksum), via a
-        temporary folder renamed into place; older backups beyond :data:`KEEP` are removed."""
+    def write_backup(self, epochs_done: int, stopped: bool = False, step: int = 0) -> Path:
+        """``backup/epoch_NNNN/`` (``epoch_NNNN_step_SSSSSS/`` in the middle of an epoch):
+        arrays.npz, then state.json with its checksum, via a temporary folder renamed into
+        place; older backups beyond :data:`KEEP` are removed (names sort by position)."""
         root = self.out / BACKUP_DIR
         root.mkdir(parents=True, exist_ok=True)
-        final = root / f"epoch_{epochs_done:04d}"
+        final = root / (f"epoch_{epochs_done:04d}" + (f"_step_{step:06d}" if step else ""))
         tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
@@ -326,7 +381,7 @@ class RunState(keras.callbacks.Callback):
                 np.savez(f, **{f"a{i}": self.arrays[k] for i, k in enumerate(names)})
                 f.flush()
                 os.fsync(f.fileno())
-            state = {**self.state(epochs_done, stopped), "array_names": names,
+            state = {**self.state(epochs_done, stopped, step), "array_names": names,
                      "arrays_sha256": _sha256(arrays_file)}
             with open(tmp / "state.json", "w") as f:
                 f.write(json.dumps(state) + "\n")

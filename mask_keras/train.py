@@ -17,10 +17,12 @@ F1 is the one the leaderboard would compute.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +135,8 @@ def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
 
 
 # --------------------------------------------------------------------------- callbacks
-def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True, stats_ds=None, mixer=None):
+def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = True, stats_ds=None, mixer=None,
+               steps: int = 0):
     """``(callbacks, run_state)``: the package's callbacks in their order, and the
     :class:`~mask_keras.resume.RunState` among them (history, backups)."""
     import keras
@@ -167,7 +170,8 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = Tr
     if cfg.train.wandb and chief:
         cbs.append(WandbLogger(cfg, out))
     # first: the training state before SwapEMAWeights swaps; last: everything the epoch decided
-    state = RunState(out, cfg.to_dict(), write=chief, backup=cfg.train.backup, checkpoint=ckpt, early_stopping=es)
+    state = RunState(out, cfg.to_dict(), write=chief, backup=cfg.train.backup, checkpoint=ckpt, early_stopping=es,
+                     backup_steps=cfg.train.backup_steps, steps_per_epoch=steps)
     return [state.capture, *cbs, state], state
 
 
@@ -223,7 +227,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         steps = t.steps_per_epoch or _steps(train_ds)
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
                                         augment=cfg.augment.preset, seed=cfg.train.seed)
-        cbs, state = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds, train_ds.mixer)
+        cbs, state = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds, train_ds.mixer, steps)
         cbs += list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
@@ -232,7 +236,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             log.warning("model.freeze_epochs ignored: freezing a randomly initialised backbone (weights=None) "
                         "would train only the head on random features")
         n_frozen = min(cfg.model.freeze_epochs, t.epochs) if freeze else 0
-        done, stopped = 0, False
+        done, stopped, skipping = 0, False, False
         if backup is not None:
             done, stopped = backup.epochs, bool(backup.state.get("stopped_early"))
             state.load(backup)
@@ -240,6 +244,10 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             # draws one iterator to build the model (Keras' symbolic build) and one per epoch; an
             # uninterrupted run made one more fit call before any epoch of the unfrozen phase
             _advance(train_ds, done + (1 if freeze and done >= n_frozen else 0))
+            if backup.step:  # a mid-epoch backup: the epoch continues after the steps it had done
+                train_ds, release = pipeline.skip_first_batches(train_ds, backup.step)
+                state.resume_mid_epoch(backup, release)
+                skipping = True
             if backup.state["checkpoint"]["best_epoch"] is not None and (out / "model.keras").is_file():
                 state.checkpoint.best_weights = keras.saving.load_model(out / "model.keras",
                                                                         compile=False).get_weights()
@@ -251,8 +259,9 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             state.phase = "frozen"
             if backup is not None:
                 resume.restore(model, backup.arrays)
-            model.fit(train_ds, validation_data=val_ds, epochs=n_frozen, initial_epoch=done,
-                      steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
+            with _length_unknown_ok(skipping):
+                model.fit(train_ds, validation_data=val_ds, epochs=n_frozen, initial_epoch=done,
+                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
             model_build.set_backbone_trainable(model, True)
             done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
             done, stopped = n_frozen, False
@@ -267,8 +276,9 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
                 model.optimizer.iterations.assign(resume.iterations(backup.arrays))  # the LR schedule carries on
             elif done_steps:
                 model.optimizer.iterations.assign(done_steps)
-            model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
-                      steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
+            with _length_unknown_ok(skipping):
+                model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
+                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
         elif backup is not None:
             log.info("resume: all %d epochs of %s were done; writing the final report", done, out)
         history = state.history
@@ -317,7 +327,8 @@ def _resume_point(cfg: Config, out: Path, chief: bool):
         b.state["finished"] = True
         msg = f"resume: {out} finished ({epochs_done} epochs): nothing to do"
     else:
-        msg = f"resume: continuing {out} after epoch {epochs_done} of {cfg.train.epochs} (backup {b.path.name})"
+        at = f"epoch {epochs_done} of {cfg.train.epochs}" + (f" and {b.step} steps of the next" if b.step else "")
+        msg = f"resume: continuing {out} after {at} (backup {b.path.name})"
     _say(msg, cfg.train.verbose)
     return b
 
@@ -335,6 +346,17 @@ def _finished_result(out: Path, b) -> TrainResult:
     metrics = json.loads((out / "metrics.json").read_text())
     preds = pd.read_csv(out / "val_predictions.csv") if (out / "val_predictions.csv").is_file() else None
     return TrainResult(out, out / "model.keras", metrics, b.state["history"], preds)
+
+
+@contextlib.contextmanager
+def _length_unknown_ok(active: bool):
+    """Keras' "input ran out of data" warning off while a mid-epoch resume skips batches: the
+    resumed epoch is shorter, so tf.data cannot know the dataset's length and Keras would warn
+    at the end of every epoch of the fit, where nothing ran out."""
+    with warnings.catch_warnings():
+        if active:
+            warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        yield
 
 
 def _advance(train_ds, epochs: int) -> None:

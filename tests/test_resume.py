@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -119,18 +120,28 @@ def _assert_same_run(out, ref_out, ref_res, res):
 
 
 @pytest.mark.slow
-def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(synth_root, tmp_path, uninterrupted):
+def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(synth_root, tmp_path, uninterrupted, capsys):
+    """Mid-epoch backups every 3 steps (7 steps an epoch): killed after 5 steps of the second
+    epoch, the run continues from step 3 of it (the epoch's first 3 batches drawn, not
+    trained on; its loss and metric totals restored) and ends as the uninterrupted run did."""
     from mask_keras.train import train
 
     ref_out, ref_res = uninterrupted
     out = tmp_path / "run"
-    cfg = _cfg(synth_root, out)
-    _killed_run(cfg, {"epoch": 1, "batch": 3})  # in the middle of the second (last) epoch
-    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch_0001"]
+    cfg = _cfg(synth_root, out, **{"train.backup_steps": 3})
+    _killed_run(cfg, {"epoch": 1, "batch": 4})  # in the middle of the second (last) epoch
+    # the newest two of epoch_0000_step_000003, _000006, epoch_0001, epoch_0001_step_000003
+    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch_0001", "epoch_0001_step_000003"]
     assert len(pd.read_csv(out / "history.csv")) == 1
-    res = train(cfg.override(**{"train.resume": True}))
-    _assert_same_run(out, ref_out, ref_res, res)
-    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch_0001", "epoch_0002", "finished.json"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        res = train(cfg.override(**{"train.resume": True, "train.verbose": 1}))
+    assert not [w for w in seen if "ran out of data" in str(w.message)]  # the short resumed epoch is by design
+    assert "after epoch 1 of 2 and 3 steps of the next (backup epoch_0001_step_000003)" in capsys.readouterr().out
+    _assert_same_run(out, ref_out, ref_res, res)  # bit-equal weights, optimizer; the same history.csv
+    # the resumed epoch's step 6 was backed up too, then the epoch's end
+    assert sorted(p.name for p in (out / "backup").iterdir()) == ["epoch_0001_step_000006", "epoch_0002",
+                                                                  "finished.json"]
 
     # resumed again: finished, nothing to do (no epoch trained, model.keras untouched)
     stamp = (out / "model.keras").stat().st_mtime_ns
@@ -295,3 +306,38 @@ def test_every_entry_point_has_the_flag():
 
     for p, argv in ((build_parser(), ["train", "--resume"]), (parser("a recipe"), ["--resume"])):
         assert config_from_args(p.parse_args(argv)).train.resume is True
+
+
+def test_skip_first_batches_continues_an_epoch_in_the_same_order(synth_root):
+    """The wrapped dataset's next iterator gives exactly the rest of the epoch the original
+    would have given (same shuffle draw, same MixUp), the one after that a whole epoch."""
+    from mask_keras import pipeline
+    from mask_keras.train import _advance, prepare_tables
+
+    cfg = _cfg(synth_root, "unused")
+    train_t, _ = prepare_tables(cfg)
+
+    def epochs(ds, n):
+        return [[np.asarray(y) for _, y in ds] for _ in range(n)]
+
+    ref = epochs(pipeline.make_dataset(train_t, cfg, training=True, verbose=0), 3)
+    ds = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
+    _advance(ds, 1)
+    skipped, release = pipeline.skip_first_batches(ds, 3)
+    assert skipped.mixer is ds.mixer and skipped.num_steps == ds.num_steps == 7
+    rest = epochs(skipped, 1)[0]
+    release()
+    whole = epochs(skipped, 1)[0]
+    assert len(rest) == 4 and len(whole) == 7
+    for got, want in zip(rest + whole, ref[1][3:] + ref[2]):
+        np.testing.assert_array_equal(got, want)  # the mixed (soft) targets: order and mixing
+
+
+def test_backup_steps_is_checked():
+    assert Config().override(**{"train.backup_steps": 50}).validate().train.backup_steps == 50
+    with pytest.raises(ConfigError, match=r"train.backup_steps -1 must be >= 0"):
+        Config().override(**{"train.backup_steps": -1}).validate()
+    with pytest.raises(ConfigError, match="needs train.backup on"):
+        Config().override(**{"train.backup_steps": 5, "train.backup": False}).validate()
+    with pytest.raises(ConfigError, match="unset train.steps_per_epoch"):
+        Config().override(**{"train.backup_steps": 5, "train.steps_per_epoch": 10}).validate()
