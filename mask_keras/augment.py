@@ -66,6 +66,7 @@ import numpy as np
 from keras import ops
 
 from . import labels as L
+from .errors import unknown_choice
 
 log = logging.getLogger(__name__)
 
@@ -512,9 +513,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 def _check_preset(preset: str) -> Preset:
     if preset not in PRESETS:
-        from .config import _unknown
-
-        raise _unknown("augmentation preset", preset, sorted(PRESETS))
+        raise unknown_choice("augmentation preset", preset, sorted(PRESETS))
     return PRESETS[preset]
 
 

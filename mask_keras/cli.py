@@ -315,8 +315,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .config import ConfigError
     from .data.layout import LayoutError
+    from .errors import ConfigError
     from .export import ExportError
 
     try:

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from .errors import unknown_choice
+
 #: clip value for probabilities before the log (Keras' default ``backend.epsilon()``)
 EPSILON = 1e-7
 _PKG = "mask_keras"
@@ -388,7 +390,7 @@ def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None
     :func:`class_weights_from_counts`) weight CE and focal (as alpha); ``class_counts`` are
     required by ``class_balanced``. An unknown name raises ``ValueError`` naming the choices.
     """
-    from .config import LossConfig, _unknown
+    from .config import LossConfig
 
     if isinstance(loss_cfg, str):
         loss_cfg = LossConfig(name=loss_cfg)
@@ -398,7 +400,7 @@ def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None
     terms = loss_cfg.terms
     for name, _w in (terms or ((loss_cfg.name, 1.0),)):
         if name not in LOSSES:
-            raise _unknown("loss", name, sorted(LOSSES))
+            raise unknown_choice("loss", name, sorted(LOSSES))
     if not terms:
         return LOSSES[loss_cfg.name](loss_cfg, num_classes, class_counts, class_weights)
     built = [(LOSSES[name](loss_cfg, num_classes, class_counts, class_weights), float(w))

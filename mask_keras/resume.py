@@ -44,7 +44,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
+from .errors import ConfigError
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -70,7 +70,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .config import Config, ConfigError, _unknown
+from .config import Config, ConfigError
+from .errors import unknown_choice
 from .files import atomic_write_text
 
 if TYPE_CHECKING:  # optuna is imported lazily: `mask-keras --help` stays fast
@@ -161,7 +162,7 @@ def parse_space(space: dict, base_cfg: Config | None = None, check_values: bool 
                               f"{', '.join(KINDS)}, got {spec!r}")
         kind, args = spec[0], tuple(spec[1:])
         if kind not in KINDS:
-            raise _unknown(f"distribution for {key}:", kind, KINDS)
+            raise unknown_choice(f"distribution for {key}:", kind, KINDS)
         p = _make_param(key, kind, args)
         # the key must exist in the config (ConfigError with a suggestion otherwise)
         try:
@@ -469,7 +470,7 @@ def _pruner(pruner, epochs: int):
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
-    raise _unknown("pruner", pruner, PRUNERS)
+    raise unknown_choice("pruner", pruner, PRUNERS)
 
 
 def open_study(storage, study_name: str, direction: str = "maximize", pruner="median",
@@ -479,7 +480,7 @@ def open_study(storage, study_name: str, direction: str = "maximize", pruner="me
     import sqlalchemy
 
     if direction not in ("maximize", "minimize"):
-        raise _unknown("direction", direction, ("maximize", "minimize"))
+        raise unknown_choice("direction", direction, ("maximize", "minimize"))
     if isinstance(storage, str):
         storage = make_storage(storage)
     for attempt in range(5):  # workers starting together may both try to create the study

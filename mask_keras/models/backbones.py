@@ -61,7 +61,6 @@ Mapping (what each name is; generated from BACKBONES by describe_backbones())
 """
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 import threading
@@ -72,7 +71,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError, did_you_mean, unknown_choice
 
 #: ImageNet statistics on 0..1 RGB (torchvision / timm / PaddleClas)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -216,10 +215,7 @@ def get_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except (KeyError, TypeError):
-        near = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"unknown backbone {name!r}{hint}; choose one of: "
-                          f"{', '.join(sorted(BACKBONES))}") from None
+        raise unknown_choice("backbone", name, sorted(BACKBONES)) from None
 
 
 def describe_backbones() -> str:
@@ -548,9 +544,8 @@ def _classify_weights(spec: BackboneSpec, weights) -> tuple[str, Any]:
         return "preset", weights
     known = _known_presets(spec)
     if known and weights not in known:
-        near = difflib.get_close_matches(weights, known, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"model.weights {weights!r} is not a keras-hub preset of {spec.constructor}{hint}; "
+        raise ConfigError(f"model.weights {weights!r} is not a keras-hub preset of {spec.constructor}"
+                          f"{did_you_mean(weights, known)}; "
                           f"choose one of: {', '.join(known)} (or 'imagenet', None, a local path)")
     return "preset", weights
 
