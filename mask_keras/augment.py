@@ -66,7 +66,7 @@ import numpy as np
 from keras import ops
 
 from . import labels as L
-from .errors import unknown_choice
+from . import registry
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +496,9 @@ class Preset:
     build: Callable
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
+#: name -> Preset (the package's registry of presets, ``mask_keras.registry.AUGMENT_PRESETS``, filled here)
+PRESETS = registry.AUGMENT_PRESETS
+for _preset in (
     Preset("none", "no augmentation", _none),
     Preset("base", "horizontal flip, brightness, contrast", _base),
     Preset("team000", "flip, colour jitter, rotation +-10 deg (team 000)", _team000),
@@ -508,13 +510,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("team004", "albumentations-like flip, shift-scale-rotate, colour jitter, coarse dropout (team 004)",
            _team004),
     Preset("randaugment", "keras.layers.RandAugment (2 ops, magnitude 0.1) + flip", _randaugment),
-)}
+):
+    PRESETS.register(_preset.name, _preset)
 
 
 def _check_preset(preset: str) -> Preset:
-    if preset not in PRESETS:
-        raise unknown_choice("augmentation preset", preset, sorted(PRESETS))
-    return PRESETS[preset]
+    return PRESETS.get(preset)
 
 
 @_register

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import labels as L
+from . import registry  # filled by models.backbones, augment and losses (see registry.py)
 from .errors import ConfigError, unknown_choice  # ConfigError: also importable from here, as before
 from .files import atomic_write_text  # Config.save; also importable from here, as before
 
@@ -186,21 +187,15 @@ class Config:
     # ---- validation ---------------------------------------------------------
     def validate(self) -> "Config":
         """Check every name and size; raise ConfigError naming the option and the fix."""
-        from . import augment, losses
-        from .models import backbones
-
         t, p = self.train, self.preprocess
         if t.task not in L.TASKS:
             raise unknown_choice("task", t.task, L.TASKS)
-        if self.model.backbone not in backbones.BACKBONES:
-            raise unknown_choice("backbone", self.model.backbone, sorted(backbones.BACKBONES))
+        registry.BACKBONES.get(self.model.backbone)  # each get: ConfigError naming the choices
         if self.model.head not in ("linear", "shallow"):
             raise unknown_choice("head", self.model.head, ("linear", "shallow"))
-        if self.augment.preset not in augment.PRESETS:
-            raise unknown_choice("augmentation preset", self.augment.preset, sorted(augment.PRESETS))
+        registry.AUGMENT_PRESETS.get(self.augment.preset)
         for name, _w in (self.loss.terms or ((self.loss.name, 1.0),)):
-            if name not in losses.LOSSES:
-                raise unknown_choice("loss", name, sorted(losses.LOSSES))
+            registry.LOSSES.get(name)
         if t.optimizer not in ("adam", "adamw", "sgd"):
             raise unknown_choice("optimizer", t.optimizer, ("adam", "adamw", "sgd"))
         if t.schedule not in ("constant", "cosine", "step"):

@@ -71,7 +71,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..errors import ConfigError, did_you_mean, unknown_choice
+from .. import registry
+from ..errors import ConfigError, did_you_mean
 
 #: ImageNet statistics on 0..1 RGB (torchvision / timm / PaddleClas)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -206,16 +207,16 @@ _SPECS = [
         note="4 conv blocks, ~390k parameters: tests and CPU demos; no pretrained weights"),
 ]
 
-#: name -> spec; ``Config.validate`` checks ``model.backbone in BACKBONES``
-BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
+#: name -> spec (the package's backbone registry, ``mask_keras.registry.BACKBONES``, filled here;
+#: ``Config.validate`` checks ``model.backbone`` against it)
+BACKBONES = registry.BACKBONES
+for _spec in _SPECS:
+    BACKBONES.register(_spec.name, _spec)
 
 
 def get_spec(name: str) -> BackboneSpec:
     """The spec of a registered backbone; ConfigError naming the choices otherwise."""
-    try:
-        return BACKBONES[name]
-    except (KeyError, TypeError):
-        raise unknown_choice("backbone", name, sorted(BACKBONES)) from None
+    return BACKBONES.get(name)
 
 
 def describe_backbones() -> str:
