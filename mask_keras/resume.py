@@ -16,7 +16,7 @@ A backup is written into a temporary folder and renamed into place when complete
 two newest are kept. ``train.resume`` (``mask-keras train --resume``) rebuilds the model,
 restores all of it, replays the data order (a fresh dataset is advanced by the epochs
 already read: ``tf.data`` reshuffles per iterator from the seed; MixUp/CutMix are a
-function of each batch's rows, see :class:`~mask_keras.augment.BatchMixer`) and continues with
+function of each batch's rows, see :class:`~mask_keras.mixup.BatchMixer`) and continues with
 ``fit(initial_epoch=...)``. A resumed run writes the same ``history.csv``, checkpoints and
 ``metrics.json`` as an uninterrupted one. Keras' ``BackupAndRestore`` keeps weights,
 optimizer and epoch but not the state of the package's own callbacks, the data order or
