@@ -59,7 +59,7 @@ class MixOff(keras.callbacks.Callback):
     timm's ``--mixup-off-epoch``): the last epochs train on clean images and labels.
 
     Args:
-        mixer: the training dataset's :class:`~mask_keras.augment.BatchMixer`.
+        mixer: the training dataset's :class:`~mask_keras.mixup.BatchMixer`.
         off_epoch: the first epoch (1-based) without mixing.
     """
 

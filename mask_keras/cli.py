@@ -254,6 +254,49 @@ def _cmd_export(a):
         print(f"verified: max abs difference from model.keras {diff:.3g} (limit 1e-4)")
 
 
+def add_tune_parser(subparsers):
+    """Add ``mask-keras tune`` to an argparse sub-parser set (every train flag works)."""
+    from .tune import DEFAULT_STORAGE, PRUNERS
+
+    s = subparsers.add_parser(
+        "tune", help="distributed hyper-parameter search (Optuna study in SQLite/PostgreSQL)",
+        description="Run trials of an Optuna study stored in a database; start the same command "
+                    "on any number of processes/machines to search in parallel.")
+    add_train_args(s)
+    s.add_argument("--space", required=True,
+                   help='JSON file: {"train.lr": ["loguniform", 1e-5, 1e-2], '
+                        '"loss.name": ["categorical", ["ce", "focal"]], ...}')
+    s.add_argument("--trials", type=int, required=True,
+                   help="finished trials the whole study should reach (all workers together)")
+    s.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"database URL (default {DEFAULT_STORAGE}); several machines: "
+                        "postgresql://user:pass@host/db (pip install psycopg2-binary)")
+    s.add_argument("--study", default="mask_keras", help="study name; workers with the same name cooperate")
+    s.add_argument("--pruner", choices=PRUNERS, default="median")
+    s.add_argument("--sampler-seed", type=int, default=None, help="seed of the TPE sampler")
+    s.add_argument("--timeout", type=float, default=None, help="this worker starts no trial after this many seconds")
+    s.add_argument("--heartbeat", type=int, default=30, help="seconds between a running trial's heartbeats")
+    s.add_argument("--grace-period", type=int, default=300,
+                   help="a trial without heartbeat this long is failed and retried")
+    s.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died")
+    s.set_defaults(func=_cmd_tune)
+    return s
+
+
+def _cmd_tune(args, objective_fn=None):
+    from .tune import load_space, summarize, tune
+
+    base = config_from_args(args)
+    space = load_space(args.space)
+    study = tune(base, space, args.trials, storage=args.storage, study_name=args.study,
+                 pruner=args.pruner, seed=args.sampler_seed, timeout=args.timeout,
+                 wandb=bool(base.train.wandb), objective_fn=objective_fn,
+                 out_dir=getattr(args, "out_dir", None) or None, heartbeat_interval=args.heartbeat,
+                 grace_period=args.grace_period, max_retry=args.max_retry)
+    print(json.dumps(summarize(study), indent=2, default=str))
+    return study
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mask-keras", description=__doc__.split("\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -277,8 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a model (or K fold models) from a config and flags")
     add_train_args(s)
     s.set_defaults(func=_cmd_train)
-
-    from .tune import add_tune_parser
 
     add_tune_parser(sub)
 
@@ -315,8 +356,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .config import ConfigError
     from .data.layout import LayoutError
+    from .errors import ConfigError
     from .export import ExportError
 
     try:

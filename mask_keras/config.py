@@ -10,13 +10,14 @@ suggestion, ``Config.validate`` checks names and sizes against the registries, a
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import labels as L
+from . import registry  # filled by models.backbones, augment and losses (see registry.py)
+from .errors import ConfigError, unknown_choice  # ConfigError: also importable from here, as before
 from .files import atomic_write_text  # Config.save; also importable from here, as before
 
 CROPS = ("none", "center", "face")
@@ -24,14 +25,6 @@ CROPS = ("none", "center", "face")
 EARLY_STOPPING_MONITORS = {"val_macro_f1": "max", "val_loss": "min"}
 
 
-class ConfigError(ValueError):
-    """A config value is unknown or inconsistent; raised before any work starts."""
-
-
-def _unknown(name: str, value, choices) -> ConfigError:
-    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return ConfigError(f"unknown {name} {value!r}{hint}; choose one of: {', '.join(map(str, choices))}")
 
 
 @dataclass
@@ -188,44 +181,38 @@ class Config:
         for key, value in dotted.items():
             section, _, name = key.partition(".")
             if section not in d or not name:
-                raise _unknown("config section", section, list(d))
+                raise unknown_choice("config section", section, list(d))
             if name not in d[section]:
-                raise _unknown(f"{section} option", name, list(d[section]))
+                raise unknown_choice(f"{section} option", name, list(d[section]))
             d[section][name] = value
         return Config.from_dict(d)
 
     # ---- validation ---------------------------------------------------------
     def validate(self) -> "Config":
         """Check every name and size; raise ConfigError naming the option and the fix."""
-        from . import augment, losses
-        from .models import backbones
-
         t, p = self.train, self.preprocess
         if t.task not in L.TASKS:
-            raise _unknown("task", t.task, L.TASKS)
-        if self.model.backbone not in backbones.BACKBONES:
-            raise _unknown("backbone", self.model.backbone, sorted(backbones.BACKBONES))
+            raise unknown_choice("task", t.task, L.TASKS)
+        registry.BACKBONES.get(self.model.backbone)  # each get: ConfigError naming the choices
         if self.model.head not in ("linear", "shallow"):
-            raise _unknown("head", self.model.head, ("linear", "shallow"))
-        if self.augment.preset not in augment.PRESETS:
-            raise _unknown("augmentation preset", self.augment.preset, sorted(augment.PRESETS))
+            raise unknown_choice("head", self.model.head, ("linear", "shallow"))
+        registry.AUGMENT_PRESETS.get(self.augment.preset)
         for name, _w in (self.loss.terms or ((self.loss.name, 1.0),)):
-            if name not in losses.LOSSES:
-                raise _unknown("loss", name, sorted(losses.LOSSES))
+            registry.LOSSES.get(name)
         if t.optimizer not in ("adam", "adamw", "sgd"):
-            raise _unknown("optimizer", t.optimizer, ("adam", "adamw", "sgd"))
+            raise unknown_choice("optimizer", t.optimizer, ("adam", "adamw", "sgd"))
         if t.schedule not in ("constant", "cosine", "step"):
-            raise _unknown("schedule", t.schedule, ("constant", "cosine", "step"))
+            raise unknown_choice("schedule", t.schedule, ("constant", "cosine", "step"))
         if t.early_stopping_monitor not in EARLY_STOPPING_MONITORS:
-            raise _unknown("early_stopping_monitor", t.early_stopping_monitor, tuple(EARLY_STOPPING_MONITORS))
+            raise unknown_choice("early_stopping_monitor", t.early_stopping_monitor, tuple(EARLY_STOPPING_MONITORS))
         if p.crop not in CROPS:
-            raise _unknown("crop", p.crop, CROPS)
+            raise unknown_choice("crop", p.crop, CROPS)
         if self.sampling.balance not in ("none", "class"):
-            raise _unknown("sampling.balance", self.sampling.balance, ("none", "class"))
+            raise unknown_choice("sampling.balance", self.sampling.balance, ("none", "class"))
         if self.data.on_error not in ("raise", "skip"):
-            raise _unknown("data.on_error", self.data.on_error, ("raise", "skip"))
+            raise unknown_choice("data.on_error", self.data.on_error, ("raise", "skip"))
         if self.data.relabel not in (False, True, "certain", "all"):
-            raise _unknown("data.relabel", self.data.relabel, (False, True, "certain", "all"))
+            raise unknown_choice("data.relabel", self.data.relabel, (False, True, "certain", "all"))
         _check_hw("preprocess.image_size", p.image_size)
         _check_hw("preprocess.crop_size", p.crop_size)
         _check_hw("preprocess.face_fallback", p.face_fallback)
@@ -294,7 +281,7 @@ def _from_dict(cls, d: dict, where: str):
     kwargs = {}
     for k, v in d.items():
         if k not in fields:
-            raise _unknown(f"option in {where}", k, list(fields))
+            raise unknown_choice(f"option in {where}", k, list(fields))
         sub = fields[k].default_factory if fields[k].default_factory is not dataclasses.MISSING else None
         if sub is not None and dataclasses.is_dataclass(sub):
             kwargs[k] = _from_dict(sub, v, f"{where}.{k}")

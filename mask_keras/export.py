@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from .config import Config
+from .errors import unknown_choice
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,7 @@ def export_artifact(run_dir, out_dir, format: str = "tf_saved_model", *, verify:
     the new export is complete. Returns ``out_dir``.
     """
     if format not in FORMATS:
-        from .config import _unknown
-
-        raise _unknown("export format", format, FORMATS)
+        raise unknown_choice("export format", format, FORMATS)
     run, cfg = _check_run_dir(run_dir)
     out = Path(out_dir).expanduser().absolute()
     out.parent.mkdir(parents=True, exist_ok=True)

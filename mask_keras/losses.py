@@ -32,6 +32,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from . import registry
+
 #: clip value for probabilities before the log (Keras' default ``backend.epsilon()``)
 EPSILON = 1e-7
 _PKG = "mask_keras"
@@ -334,20 +336,30 @@ def _weights_for(num_classes, class_weights):
     return w
 
 
+#: loss name (``LossConfig.name`` / names in ``LossConfig.terms``) ->
+#: builder ``(loss_cfg, num_classes, class_counts=None, class_weights=None) -> keras Loss``
+#: (the package's loss registry, ``mask_keras.registry.LOSSES``, filled here)
+LOSSES = registry.LOSSES
+
+
+@LOSSES.register("ce")
 def _build_ce(cfg, num_classes, class_counts=None, class_weights=None):
     return CrossEntropy(class_weights=_weights_for(num_classes, class_weights),
                         label_smoothing=cfg.label_smoothing)
 
 
+@LOSSES.register("focal")
 def _build_focal(cfg, num_classes, class_counts=None, class_weights=None):
     return FocalLoss(gamma=cfg.gamma, alpha=_weights_for(num_classes, class_weights),
                      label_smoothing=cfg.label_smoothing)
 
 
+@LOSSES.register("f1")
 def _build_f1(cfg, num_classes, class_counts=None, class_weights=None):
     return F1Loss()
 
 
+@LOSSES.register("class_balanced")
 def _build_class_balanced(cfg, num_classes, class_counts=None, class_weights=None):
     if class_counts is None:
         raise ValueError("loss 'class_balanced' needs class_counts (training samples per class)")
@@ -361,22 +373,12 @@ def _build_class_balanced(cfg, num_classes, class_counts=None, class_weights=Non
                              label_smoothing=cfg.label_smoothing)
 
 
+@LOSSES.register("f1_focal")
 def _build_f1_focal(cfg, num_classes, class_counts=None, class_weights=None):
     """Team 001: 0.4 * F1 + 0.6 * focal."""
     return WeightedSum([(_build_f1(cfg, num_classes, class_counts, class_weights), 0.4),
                         (_build_focal(cfg, num_classes, class_counts, class_weights), 0.6)],
                        name="f1_focal")
-
-
-#: loss name (``LossConfig.name`` / names in ``LossConfig.terms``) ->
-#: builder ``(loss_cfg, num_classes, class_counts=None, class_weights=None) -> keras Loss``
-LOSSES = {
-    "ce": _build_ce,
-    "focal": _build_focal,
-    "f1": _build_f1,
-    "class_balanced": _build_class_balanced,
-    "f1_focal": _build_f1_focal,
-}
 
 
 def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None) -> keras.losses.Loss:
@@ -388,7 +390,7 @@ def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None
     :func:`class_weights_from_counts`) weight CE and focal (as alpha); ``class_counts`` are
     required by ``class_balanced``. An unknown name raises ``ValueError`` naming the choices.
     """
-    from .config import LossConfig, _unknown
+    from .config import LossConfig
 
     if isinstance(loss_cfg, str):
         loss_cfg = LossConfig(name=loss_cfg)
@@ -397,8 +399,7 @@ def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     terms = loss_cfg.terms
     for name, _w in (terms or ((loss_cfg.name, 1.0),)):
-        if name not in LOSSES:
-            raise _unknown("loss", name, sorted(LOSSES))
+        LOSSES.get(name)  # ConfigError naming the choices
     if not terms:
         return LOSSES[loss_cfg.name](loss_cfg, num_classes, class_counts, class_weights)
     built = [(LOSSES[name](loss_cfg, num_classes, class_counts, class_weights), float(w))

@@ -807,10 +807,10 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     (``augment.preset``) is the model's job (:class:`mask_keras.augment.Augmentation`).
     The returned dataset carries ``num_examples`` (real rows per epoch), ``num_steps``
     (batches per epoch), ``cache_bytes`` (pixels held by the cache, 0 without one) and, for
-    training, ``mixer`` (the :class:`~mask_keras.augment.BatchMixer`, or None);
+    training, ``mixer`` (the :class:`~mask_keras.mixup.BatchMixer`, or None);
     evaluation batches are padded and weighted 0 for the pads.
     """
-    from .augment import BatchMixer
+    from .mixup import BatchMixer
 
     task = L.check_task(task or cfg.train.task)
     pcfg, b, seed = cfg.preprocess, int(cfg.train.batch_size), int(cfg.train.seed)

@@ -19,7 +19,7 @@ A backup is written into a temporary folder and renamed into place when complete
 two newest are kept. ``train.resume`` (``mask-keras train --resume``) rebuilds the model,
 restores all of it, replays the data order (a fresh dataset is advanced by the epochs
 already read: ``tf.data`` reshuffles per iterator from the seed; MixUp/CutMix are a
-function of each batch's rows, see :class:`~mask_keras.augment.BatchMixer`) and continues with
+function of each batch's rows, see :class:`~mask_keras.mixup.BatchMixer`) and continues with
 ``fit(initial_epoch=...)``; from a mid-epoch backup, the epoch's first steps are drawn from
 the data but not trained on (:func:`mask_keras.pipeline.skip_first_batches`) and its metric
 totals are put back at its start. A resumed run writes the same ``history.csv``, checkpoints and
@@ -49,7 +49,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from .config import ConfigError
+from .errors import ConfigError
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -70,7 +70,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from .config import Config, ConfigError, _unknown
+from .config import Config, ConfigError
+from .errors import unknown_choice
 from .files import atomic_write_text
 
 if TYPE_CHECKING:  # optuna is imported lazily: `mask-keras --help` stays fast
@@ -161,7 +162,7 @@ def parse_space(space: dict, base_cfg: Config | None = None, check_values: bool 
                               f"{', '.join(KINDS)}, got {spec!r}")
         kind, args = spec[0], tuple(spec[1:])
         if kind not in KINDS:
-            raise _unknown(f"distribution for {key}:", kind, KINDS)
+            raise unknown_choice(f"distribution for {key}:", kind, KINDS)
         p = _make_param(key, kind, args)
         # the key must exist in the config (ConfigError with a suggestion otherwise)
         try:
@@ -469,7 +470,7 @@ def _pruner(pruner, epochs: int):
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
     if pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, epochs))
-    raise _unknown("pruner", pruner, PRUNERS)
+    raise unknown_choice("pruner", pruner, PRUNERS)
 
 
 def open_study(storage, study_name: str, direction: str = "maximize", pruner="median",
@@ -479,7 +480,7 @@ def open_study(storage, study_name: str, direction: str = "maximize", pruner="me
     import sqlalchemy
 
     if direction not in ("maximize", "minimize"):
-        raise _unknown("direction", direction, ("maximize", "minimize"))
+        raise unknown_choice("direction", direction, ("maximize", "minimize"))
     if isinstance(storage, str):
         storage = make_storage(storage)
     for attempt in range(5):  # workers starting together may both try to create the study
@@ -655,47 +656,3 @@ def finish(study, base_cfg: Config, root) -> dict:
     log.info("study %r: %s; best %s = %s with %s", s["study"], s["states"], MONITOR,
              s.get("best_value"), s.get("best_params"))
     return s
-
-
-# --------------------------------------------------------------------------- command line
-def add_tune_parser(subparsers):
-    """Add ``mask-keras tune`` to an argparse sub-parser set (every train flag works)."""
-    from .cli import add_train_args
-
-    s = subparsers.add_parser(
-        "tune", help="distributed hyper-parameter search (Optuna study in SQLite/PostgreSQL)",
-        description="Run trials of an Optuna study stored in a database; start the same command "
-                    "on any number of processes/machines to search in parallel.")
-    add_train_args(s)
-    s.add_argument("--space", required=True,
-                   help='JSON file: {"train.lr": ["loguniform", 1e-5, 1e-2], '
-                        '"loss.name": ["categorical", ["ce", "focal"]], ...}')
-    s.add_argument("--trials", type=int, required=True,
-                   help="finished trials the whole study should reach (all workers together)")
-    s.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"database URL (default {DEFAULT_STORAGE}); several machines: "
-                        "postgresql://user:pass@host/db (pip install psycopg2-binary)")
-    s.add_argument("--study", default="mask_keras", help="study name; workers with the same name cooperate")
-    s.add_argument("--pruner", choices=PRUNERS, default="median")
-    s.add_argument("--sampler-seed", type=int, default=None, help="seed of the TPE sampler")
-    s.add_argument("--timeout", type=float, default=None, help="this worker starts no trial after this many seconds")
-    s.add_argument("--heartbeat", type=int, default=30, help="seconds between a running trial's heartbeats")
-    s.add_argument("--grace-period", type=int, default=300,
-                   help="a trial without heartbeat this long is failed and retried")
-    s.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died")
-    s.set_defaults(func=_cmd_tune)
-    return s
-
-
-def _cmd_tune(args, objective_fn=None):
-    from .cli import config_from_args
-
-    base = config_from_args(args)
-    space = load_space(args.space)
-    study = tune(base, space, args.trials, storage=args.storage, study_name=args.study,
-                 pruner=args.pruner, seed=args.sampler_seed, timeout=args.timeout,
-                 wandb=bool(base.train.wandb), objective_fn=objective_fn,
-                 out_dir=getattr(args, "out_dir", None) or None, heartbeat_interval=args.heartbeat,
-                 grace_period=args.grace_period, max_retry=args.max_retry)
-    print(json.dumps(summarize(study), indent=2, default=str))
-    return study

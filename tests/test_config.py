@@ -48,6 +48,30 @@ def test_unknown_keys():
         Config().override(**{"trian.epochs": 3})
 
 
+def test_registry_and_did_you_mean():
+    from mask_keras import errors, registry
+
+    reg = registry.Registry("widget")
+
+    @reg.register("round")
+    def round_():
+        pass
+
+    assert reg.register("square", 2) == 2
+    assert reg.get("round") is round_ and reg["square"] == 2 and "round" in reg and [1] not in reg
+    assert reg.names() == ["round", "square"] and list(reg) == ["round", "square"] and len(reg) == 2
+    with pytest.raises(ConfigError,
+                       match=r"^unknown widget 'rund' \(did you mean 'round'\?\); choose one of: round, square$"):
+        reg.get("rund")
+    with pytest.raises(ConfigError, match=r"^unknown widget \['x'\]; choose one of"):
+        reg.get(["x"])  # unhashable (a list from JSON): still a ConfigError
+    with pytest.raises(ValueError, match="widget 'round' is already registered"):
+        reg.register("round", 3)
+    assert errors.ConfigError is ConfigError and errors.did_you_mean("zzz", ["round"]) == ""
+    # any `import mask_keras.x` imports mask_keras first, which fills the package's registries
+    assert "tiny_cnn" in registry.BACKBONES and "base" in registry.AUGMENT_PRESETS and "ce" in registry.LOSSES
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         Config.load(tmp_path / "nope.json")

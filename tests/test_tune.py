@@ -330,11 +330,13 @@ def test_worker_gives_up_after_repeated_failures(tmp_path):
 def test_cli_tune(tmp_path, capsys, monkeypatch):
     import argparse
 
+    from mask_keras.cli import add_tune_parser  # the command line lives in cli.py; tune.py does not import it
+
     monkeypatch.chdir(tmp_path)
     (tmp_path / "space.json").write_text(json.dumps({"train.lr": ["loguniform", 1e-4, 1e-2],
                                                      "loss.name": ["categorical", ["ce", "focal"]]}))
     p = argparse.ArgumentParser()
-    T.add_tune_parser(p.add_subparsers(dest="cmd"))
+    add_tune_parser(p.add_subparsers(dest="cmd"))
     args = p.parse_args(["tune", "--space", "space.json", "--trials", "3", "--study", "cli",
                          "--set", "augment.mixup=0.2", "--image-size", "64x48", "--sampler-seed", "0"])
     args.func(args, objective_fn=cheap)

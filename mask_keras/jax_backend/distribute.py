@@ -60,6 +60,8 @@ from pathlib import Path
 
 import keras
 
+from ..errors import ConfigError, unknown_choice
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("MASK_KERAS_JAX_CACHE", Path.home() / ".cache" / "mask_keras" / "jax"))
@@ -324,8 +326,6 @@ def join_job(devices: str = "auto") -> None:
 
 def check_batch_size(batch_size: int, n_devices: int | None = None, n_processes: int | None = None) -> None:
     """ConfigError unless the global batch splits evenly over the devices and processes."""
-    from ..config import ConfigError
-
     n_devices = device_count() if n_devices is None else int(n_devices)
     n_processes = process_count() if n_processes is None else int(n_processes)
     for n, what in ((n_devices, "devices"), (n_processes, "processes")):
@@ -365,8 +365,6 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     Returns the DataParallel distribution (now the global one), or None for ``"auto"``
     (single device; nothing is changed). Undo with ``keras.distribution.set_distribution(None)``.
     """
-    from ..config import ConfigError
-
     if devices in ("auto", None):
         if multihost_requested():
             log.warning("the environment describes a multi-host job (KERAS_DISTRIBUTION_* / MASK_KERAS_MULTIHOST) "
@@ -374,9 +372,7 @@ def setup_distribution(devices: str = "auto", batch_size: int | None = None):
                         "use --devices all (train.devices='all') on every host to train together")
         return None
     if devices != "all":
-        from ..config import _unknown
-
-        raise _unknown("train.devices", devices, DEVICE_CHOICES)
+        raise unknown_choice("train.devices", devices, DEVICE_CHOICES)
     if not _is_jax():
         raise ConfigError("train.devices='all' needs the JAX backend (keras.distribution); "
                           f"KERAS_BACKEND is {keras.backend.backend()!r}")

@@ -61,7 +61,6 @@ Mapping (what each name is; generated from BACKBONES by describe_backbones())
 """
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 import threading
@@ -72,7 +71,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from ..config import ConfigError
+from .. import registry
+from ..errors import ConfigError, did_you_mean
 
 #: ImageNet statistics on 0..1 RGB (torchvision / timm / PaddleClas)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -207,19 +207,16 @@ _SPECS = [
         note="4 conv blocks, ~390k parameters: tests and CPU demos; no pretrained weights"),
 ]
 
-#: name -> spec; ``Config.validate`` checks ``model.backbone in BACKBONES``
-BACKBONES: dict[str, BackboneSpec] = {s.name: s for s in _SPECS}
+#: name -> spec (the package's backbone registry, ``mask_keras.registry.BACKBONES``, filled here;
+#: ``Config.validate`` checks ``model.backbone`` against it)
+BACKBONES = registry.BACKBONES
+for _spec in _SPECS:
+    BACKBONES.register(_spec.name, _spec)
 
 
 def get_spec(name: str) -> BackboneSpec:
     """The spec of a registered backbone; ConfigError naming the choices otherwise."""
-    try:
-        return BACKBONES[name]
-    except (KeyError, TypeError):
-        near = difflib.get_close_matches(str(name), list(BACKBONES), n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"unknown backbone {name!r}{hint}; choose one of: "
-                          f"{', '.join(sorted(BACKBONES))}") from None
+    return BACKBONES.get(name)
 
 
 def describe_backbones() -> str:
@@ -548,9 +545,8 @@ def _classify_weights(spec: BackboneSpec, weights) -> tuple[str, Any]:
         return "preset", weights
     known = _known_presets(spec)
     if known and weights not in known:
-        near = difflib.get_close_matches(weights, known, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise ConfigError(f"model.weights {weights!r} is not a keras-hub preset of {spec.constructor}{hint}; "
+        raise ConfigError(f"model.weights {weights!r} is not a keras-hub preset of {spec.constructor}"
+                          f"{did_you_mean(weights, known)}; "
                           f"choose one of: {', '.join(known)} (or 'imagenet', None, a local path)")
     return "preset", weights
 

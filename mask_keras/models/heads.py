@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from .. import labels as L
+from ..errors import ConfigError
 
 HEADS = ("linear", "shallow")
 #: multihead outputs, in order: name -> number of classes
@@ -24,7 +25,6 @@ MULTIHEAD_OUTPUTS = {"mask": 3, "gender": 2, "age": 3}
 
 def check_head(head: str) -> str:
     if head not in HEADS:
-        from ..config import ConfigError
         raise ConfigError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
     return head
 

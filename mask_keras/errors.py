@@ -1,0 +1,35 @@
+"""The error raised for a bad config value, and the "did you mean" hint it carries.
+
+A leaf module (imports nothing from the package), so any module can raise
+:class:`ConfigError` without importing :mod:`mask_keras.config`.
+"""
+from __future__ import annotations
+
+import difflib
+
+
+class ConfigError(ValueError):
+    """A config value is unknown or inconsistent; raised before any work starts."""
+
+
+def did_you_mean(value, choices) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to ``value``, or ``""`` if none is close.
+
+    Args:
+        value: what was given (compared as a string).
+        choices: the accepted values.
+    """
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def unknown_choice(name: str, value, choices) -> ConfigError:
+    """The error for a value that is not one of ``choices``: names them, with a suggestion.
+
+    Args:
+        name: what the value is, e.g. ``"backbone"`` or ``"train.devices"``.
+        value: what was given.
+        choices: the accepted values, in the order to list them.
+    """
+    return ConfigError(f"unknown {name} {value!r}{did_you_mean(value, choices)}; "
+                       f"choose one of: {', '.join(map(str, choices))}")

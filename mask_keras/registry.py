@@ -1,0 +1,87 @@
+"""Named registries: the backbones, augmentation presets and losses a config may name.
+
+The registries live here, in a leaf module (it imports only :mod:`mask_keras.errors`), and
+are filled by the modules that define their entries when those are imported:
+:mod:`mask_keras.models.backbones`, :mod:`mask_keras.augment` and :mod:`mask_keras.losses`.
+``import mask_keras`` (which runs before any of its modules) imports all three, so
+:meth:`mask_keras.config.Config.validate` checks names here without importing those modules.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from .errors import unknown_choice
+
+
+class Registry:
+    """Names -> objects, in registration order; a lookup of an unknown name raises ConfigError.
+
+    Args:
+        kind: what the entries are, as error messages name them (e.g. ``"backbone"``).
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Any] = {}
+
+    def register(self, name: str, obj: Any = None) -> Any:
+        """Add ``obj`` under ``name`` and return it; without ``obj``, a decorator that registers
+        what it decorates. A name registered twice raises ValueError.
+
+        Args:
+            name: the name configs use.
+            obj: the entry (a spec, a preset, a builder function).
+        """
+        if obj is None:
+            return lambda o: self.register(name, o)
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = obj
+        return obj
+
+    def get(self, name: str) -> Any:
+        """The entry registered under ``name``; ConfigError naming the choices (with a
+        suggestion) otherwise."""
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):  # TypeError: an unhashable name from a config file
+            raise unknown_choice(self.kind, name, self.names()) from None
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name) -> bool:
+        try:
+            return name in self._entries
+        except TypeError:
+            return False
+
+    # read like a dict: reg[name], iteration (registration order), len, items(), values()
+    __getitem__ = get
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def items(self):
+        return self._entries.items()
+
+    def values(self):
+        return self._entries.values()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self._entries)})"
+
+
+#: backbone name (``ModelConfig.backbone``) -> ``BackboneSpec``; filled by mask_keras.models.backbones
+BACKBONES = Registry("backbone")
+#: augmentation preset name (``AugmentConfig.preset``) -> ``Preset``; filled by mask_keras.augment
+AUGMENT_PRESETS = Registry("augmentation preset")
+#: loss name (``LossConfig.name`` / ``terms``) -> builder ``(cfg, num_classes, class_counts, class_weights)``;
+#: filled by mask_keras.losses
+LOSSES = Registry("loss")
+
+__all__ = ["Registry", "BACKBONES", "AUGMENT_PRESETS", "LOSSES"]

@@ -1,0 +1,206 @@
+"""The package's import graph, read with ``ast`` (nothing is imported, so this is fast): no
+import cycle, and no module reaching into another module's private names.
+
+``python tests/test_import_graph.py`` prints the cycles (among module-level imports, and
+among all imports including those inside functions) and the private-name uses.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "mask_keras"
+
+#: (module using it or "*", private module or module.name) -> why it is allowed; keep this short
+PRIVATE_ALLOWED = {
+    ("*", "mask_keras._tf"): "underscored on purpose: the one place TensorFlow is imported (GPUs hidden first)",
+}
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package at ``root``."""
+    out = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _resolve(mod: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute module name of ``from <...> import``."""
+    if not node.level:
+        return node.module or ""
+    base = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _module_level(tree: ast.Module) -> set[int]:
+    """ids of the nodes run when the module is imported: not inside a function (class bodies
+    and ``if``/``try``/``with`` blocks are), nor under ``if TYPE_CHECKING:``."""
+    out, todo = set(), list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo.extend(node.orelse)
+            continue
+        out.add(id(node))
+        todo.extend(ast.iter_child_nodes(node))
+    return out
+
+
+def imports(mod: str, path: Path, known: dict) -> list[tuple[str, bool, str, int]]:
+    """(imported module, at module level?, name taken from it or "", line) per package import.
+
+    ``from pkg import sub`` imports the module ``pkg.sub``. The ``__init__`` of the packages
+    above an imported module (which Python runs first) is not counted as imported."""
+    package = next(iter(known)).split(".")[0]
+    tree = ast.parse(path.read_text(), str(path))
+    top = _module_level(tree)
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, id(node) in top, "", node.lineno) for a in node.names
+                    if a.name.split(".")[0] == package]
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(mod, path, node)
+            if target.split(".")[0] != package:
+                continue
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.append((sub, id(node) in top, "", node.lineno) if sub in known
+                           else (target, id(node) in top, a.name, node.lineno))
+    return out
+
+
+def graph(module_level_only: bool, root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the package modules it imports (at module level only, or anywhere)."""
+    known = modules(root)
+    return {m: {t for t, top, _, _ in imports(m, p, known) if t != m and (top or not module_level_only)}
+            for m, p in known.items()}
+
+
+def cycles(g: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(g.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return sorted(out)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_uses(root: Path = ROOT, allowed: dict = PRIVATE_ALLOWED) -> list[tuple[str, str, int]]:
+    """(module, what it uses, line) for each use of another module's private name not in
+    ``allowed``: ``from .x import _y``, any import of a private module (``._x``), and ``x._y``
+    on a name bound to another package module."""
+    known = modules(root)
+    package = root.name
+    found = []
+    for mod, path in known.items():
+        for target, _, name, line in imports(mod, path, known):
+            if target == mod:
+                continue
+            if any(_private(p) for p in target.split(".")[1:]):
+                found.append((mod, target, line))
+            elif name and _private(name):
+                found.append((mod, f"{target}.{name}", line))
+        tree = ast.parse(path.read_text(), str(path))
+        bound = {}  # local name -> the package module it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = _resolve(mod, path, node)
+                bound.update({a.asname or a.name: f"{target}.{a.name}" for a in node.names
+                              if f"{target}.{a.name}" in known})
+            elif isinstance(node, ast.Import):
+                bound.update({a.asname or package: a.name if a.asname else package for a in node.names
+                              if a.name.split(".")[0] == package})
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and bound.get(node.value.id, mod) != mod and _private(node.attr):
+                found.append((mod, f"{bound[node.value.id]}.{node.attr}", node.lineno))
+
+    def ok(use):
+        mod, what, _ = use
+        return any((who, name) in allowed for who in (mod, "*") for name in (what, what.rsplit(".", 1)[0]))
+
+    return [u for u in found if not ok(u)]
+
+
+def test_checks_find_what_they_look_for(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    files = {"__init__.py": "from . import a\n",
+             "a.py": "from . import b\nfrom ._c import thing\n",
+             "b.py": "def f():\n    from . import a\n    return a._hidden\n",
+             "_c.py": "from .sub.d import _secret\nthing = 1\n",
+             "sub/__init__.py": "",
+             "sub/d.py": "import os\n_secret = os.sep\n"}
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    assert graph(True, pkg)["pkg.a"] == {"pkg.b", "pkg._c"}
+    assert cycles(graph(True, pkg)) == []
+    assert cycles(graph(False, pkg)) == [["pkg.a", "pkg.b"]]
+    assert sorted(private_uses(pkg, {})) == [("pkg._c", "pkg.sub.d._secret", 1), ("pkg.a", "pkg._c", 2),
+                                             ("pkg.b", "pkg.a._hidden", 3)]
+    assert sorted(private_uses(pkg, {("*", "pkg._c"): "", ("pkg.b", "pkg.a._hidden"): ""})) == \
+        [("pkg._c", "pkg.sub.d._secret", 1)]
+
+
+def test_graph_sees_the_package():
+    g = graph(module_level_only=True)
+    assert {"mask_keras", "mask_keras.config", "mask_keras.models.backbones", "mask_keras.errors"} <= set(g)
+    assert {"mask_keras.labels", "mask_keras.registry", "mask_keras.errors"} <= g["mask_keras.config"]
+    assert g["mask_keras.errors"] == set()  # a leaf
+    assert g["mask_keras.registry"] == {"mask_keras.errors"}
+
+
+def test_no_import_cycle_among_module_level_imports():
+    assert cycles(graph(module_level_only=True)) == []
+
+
+def test_no_import_cycle_even_through_imports_inside_functions():
+    """A function-level import is for a heavy or optional dependency, not to hide a cycle."""
+    assert cycles(graph(module_level_only=False)) == []
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert private_uses() == []
+
+
+if __name__ == "__main__":
+    for module_level_only in (True, False):
+        print("module-level imports:" if module_level_only else "all imports (inside functions too):")
+        for c in cycles(graph(module_level_only)) or [["none"]]:
+            print("  cycle:", " ".join(c))
+    for mod, what, line in private_uses():
+        print(f"private: {mod}:{line} uses {what}")
