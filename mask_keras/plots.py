@@ -23,7 +23,8 @@ def save_figure(fig, path) -> Path:
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+            # laid out by the figure (tight_layout), so drawn once: bbox_inches="tight" would draw it again
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
     return path
@@ -95,18 +96,48 @@ def image_grid(images, captions, path, cols: int = 8, title: str | None = None) 
     return save_figure(fig, path)
 
 
+def _metric_kind(key: str) -> tuple[str, str]:
+    """``("loss", "mask")`` for ``mask_loss``, ``("macro_f1", "")`` for ``macro_f1``: what is
+    measured, and of which head (multi-head models log one of each per head)."""
+    for head in ("mask", "gender", "age"):
+        if key.startswith(head + "_"):
+            return key[len(head) + 1:], head
+    return key, ""
+
+
 def history(hist: dict[str, list[float]], path, title: str = "training history") -> Path:
-    """Loss and metric curves from a Keras history dict (train vs val side by side)."""
+    """Loss and metric curves from a Keras history dict: one panel per measure (loss,
+    accuracy, macro F1, ...), training solid and validation dashed, one colour per head.
+
+    Multi-head runs log each measure per head (``mask_loss``, ``gender_macro_f1``, ...):
+    they share their measure's panel, so the heads can be compared at a glance.
+    """
     plt = _plt()
-    keys = [k for k in hist if not k.startswith("val_") and k != "learning_rate"]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        ax.plot(hist[k], label=k)
-        if f"val_{k}" in hist:
-            ax.plot(hist[f"val_{k}"], label=f"val_{k}")
+    panels: dict[str, list[tuple[str, str]]] = {}
+    for k in hist:
+        if k.startswith("val_") or k == "learning_rate":
+            continue
+        kind, head = _metric_kind(k)
+        panels.setdefault(kind, []).append((k, head))
+    for k in hist:  # validation-only measures (the 18-class macro F1 of a multi-head run)
+        if k.startswith("val_") and k[4:] not in hist:
+            kind, head = _metric_kind(k[4:])
+            panels.setdefault(kind, []).append((k[4:], head))
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.4), squeeze=False)
+    colours = {"": "#333333", "mask": "#4C72B0", "gender": "#DD8452", "age": "#55A868"}
+    for ax, (kind, keys) in zip(axes[0], panels.items()):
+        for k, head in keys:
+            c = colours[head]
+            name = head or ("" if len(keys) == 1 else "18 classes" if kind == "macro_f1" else "total")
+            if k in hist:
+                ax.plot(hist[k], color=c, label=f"{name} train".strip())
+            if f"val_{k}" in hist:
+                ax.plot(hist[f"val_{k}"], color=c, linestyle="--", label=f"{name} val".strip())
         ax.set_xlabel("epoch")
-        ax.set_title(k)
-        ax.legend(fontsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(kind.replace("_", " "))
+        ax.legend(fontsize=6)
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path)
