@@ -43,7 +43,7 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
     need = ("model.keras", "metrics.json", "val_predictions.csv", "split.csv", "config.json")
     if not all((fold_dir / n).is_file() for n in need):
         return False
-    from .resume import finished_marker
+    from .resume import RUN_ONLY, finished_marker
 
     if (fold_dir / "backup").is_dir() and not finished_marker(fold_dir).is_file():
         return False  # interrupted after an earlier run had finished: train (or resume) it
@@ -51,8 +51,8 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
         saved, now = Config.load(fold_dir), fcfg
     except ConfigError:
         return False
-    same = ("resume", "verbose")  # how the fold is run, not what it is
-    return (saved.override(**{f"train.{k}": getattr(now.train, k) for k in same}).to_dict() == now.to_dict())
+    now_run = {k: getattr(now.train, k.split(".", 1)[1]) for k in RUN_ONLY}  # how the fold is run, not what it is
+    return saved.override(**now_run).to_dict() == now.to_dict()
 
 
 def check_oof(oof: pd.DataFrame) -> None:

@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
 KEEP = 2  # backups kept: the newest, and the one before it in case the newest is damaged
+#: config keys that say how a run is carried out, not what it trains (K-fold's "same fold" test ignores them too)
+RUN_ONLY = ("train.resume", "train.verbose", "train.backup", "train.backup_steps")
 #: config keys a resumed run may change
-MAY_DIFFER = ("train.epochs", "train.resume", "train.verbose", "train.backup", "train.backup_steps")
+MAY_DIFFER = ("train.epochs", *RUN_ONLY)
 
 
 class ResumeError(RuntimeError):

@@ -168,13 +168,19 @@ r = train(Config().override(**{**over, "data.data_dir": root, "train.out_dir": o
 kcfg = Config().override(**{**over, "data.data_dir": root, "train.out_dir": shared, "train.devices": "all",
                             "data.folds": 2, "train.epochs": 1})
 k1 = train_kfold(kcfg, folds=[0]).summary
-k2 = train_kfold(kcfg, folds=[0], resume=True).summary
+from mask_keras import resume
+first = resume.iterations(resume.load_latest(f"{shared}/fold_0").arrays)
+k2 = train_kfold(kcfg, folds=[0], resume=True).summary  # finished: kept
+# one more epoch: every process restores the fold's backup (written by the chief) and continues
+k3 = train_kfold(kcfg.override(**{"train.epochs": 2}), folds=[0], resume=True).summary
 import jax
+b = resume.load_latest(f"{shared}/fold_0")
 print("RESULT" + json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
                              "devices": jax.device_count(), "loss": r.history["loss"],
                              "val_loss": r.history["val_loss"], "val_macro_f1": r.history["val_macro_f1"],
                              "metrics": {k: v for k, v in r.metrics.items() if k != "train_seconds"},
-                             "predictions": r.predictions.to_dict(orient="list"), "kfold": [k1, k2]}))
+                             "predictions": r.predictions.to_dict(orient="list"), "kfold": [k1, k2, k3],
+                             "resumed": {"epochs": b.epochs, "steps": resume.iterations(b.arrays), "first": first}}))
 """
 
 
@@ -193,7 +199,8 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
     Multi-head, so the per-epoch 18-class F1 callback predicts inside the job too. The
     non-chief process is given its own out_dir: it must stay uncreated. Then K-fold (one
     fold) into a folder both see, as on shared storage, and again with ``resume``: both
-    processes must keep the fold (the chief decides) and report the same summary.
+    processes must keep the fold (the chief decides) and report the same summary; then with
+    one more epoch: both restore the chief's backup and train on from it.
     """
     over = {**FAST, "train.task": "multihead", "train.epochs": 1}
     port = _free_port()
@@ -257,8 +264,12 @@ def test_two_processes_train_like_one_and_only_the_chief_writes(synth_root, tmp_
 
     # K-fold: the same summary everywhere, kept on resume; written once, by the chief
     assert worker["kfold"] == chief["kfold"] and chief["kfold"][0] == chief["kfold"][1]
+    # resumed with a second epoch on both processes: one epoch added to the first's steps
+    hist = pd.read_csv(tmp_path / "kfold" / "fold_0" / "history.csv")
+    assert len(hist) == 2 and worker["resumed"] == chief["resumed"]
+    assert chief["resumed"]["epochs"] == 2 and chief["resumed"]["steps"] == 2 * chief["resumed"]["first"] > 0
     kdir = tmp_path / "kfold"
-    assert json.loads((kdir / "kfold_summary.json").read_text()) == chief["kfold"][0]
+    assert json.loads((kdir / "kfold_summary.json").read_text()) == chief["kfold"][2]
     oof = pd.read_csv(kdir / "oof_predictions.csv")
     assert len(oof) == chief["kfold"][0]["oof_images"] and set(oof["fold"]) == {0}
     assert not list(kdir.rglob(".*tmp*"))  # no temp file of an interrupted or raced write left behind
