@@ -51,9 +51,6 @@ def test_tf_saved_model_matches_keras_on_arrays_and_files(synth_root, tmp_path):
     for k in want:
         assert have[k].shape == (11, {"mask": 3, "gender": 2, "age": 3}[k])
         np.testing.assert_allclose(have[k], want[k], atol=1e-4)
-
-    # exporting again replaces the directory atomically
-    export_artifact(run, out)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "export.json", "saved_model"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
 
@@ -85,6 +82,8 @@ def test_export_command_line(synth_root, tmp_path, capsys):
     from mask_keras.export import load_exported
 
     run, model, _ = _run_dir(tmp_path / "run", "gender", synth_root)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "stale.txt").write_text("an earlier export's file")  # replaced as a whole
     # in this process: the command line's parsing, output and exit codes (tests/test_cli.py runs
     # the installed entry point in a fresh interpreter)
     assert main(["export", str(run), str(tmp_path / "exp"), "--format", "jax2tf", "--verify"]) == 0
@@ -92,5 +91,7 @@ def test_export_command_line(synth_root, tmp_path, capsys):
     assert "verified: max abs difference from model.keras" in out.out
     x = np.random.default_rng(3).uniform(0, 255, size=(4, 32, 24, 3)).astype("float32")
     np.testing.assert_allclose(load_exported(tmp_path / "exp").predict(x), model.predict(x, verbose=0), atol=1e-4)
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["config.json", "export.json", "saved_model"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp")]  # no temp or old folder left
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
     assert "no model.keras" in capsys.readouterr().err

@@ -210,9 +210,10 @@ def test_a_different_config_is_named_and_nothing_to_resume_starts_fresh(synth_ro
 
 @pytest.mark.slow
 def test_resume_across_the_freeze_boundary(synth_root, tmp_path):
-    """Frozen backbone for one epoch, then everything: killed in the first unfrozen epoch, the run
-    resumes from the backup taken at the end of the frozen phase (a new optimizer, the step
-    count carried on) and ends as the uninterrupted run does."""
+    """Frozen backbone for one epoch, then everything: stopped in the first unfrozen epoch (here
+    by an exception in this process, as a crash would; the SIGKILL tests above cover the kill),
+    the run resumes from the backup taken at the end of the frozen phase (a new optimizer, the
+    step count carried on) and ends as the uninterrupted run does."""
     import keras
 
     from mask_keras.models import backbones as B
@@ -225,7 +226,8 @@ def test_resume_across_the_freeze_boundary(synth_root, tmp_path):
             "augment.mixup": 0.0}
     ref = train(_cfg(synth_root, tmp_path / "whole", **over))
     cfg = _cfg(synth_root, tmp_path / "run", **over)
-    _killed_run(cfg, {"epoch": 1, "batch": 2})
+    with pytest.raises(_Crash):
+        train(cfg, callbacks=[_crash_at(epoch=1, batch=2)])
     state = json.loads((tmp_path / "run" / "backup" / "epoch_0001" / "state.json").read_text())
     assert state["phase"] == "frozen" and state["epochs_done"] == 1
     res = train(cfg.override(**{"train.resume": True}))
@@ -237,10 +239,31 @@ def test_resume_across_the_freeze_boundary(synth_root, tmp_path):
     assert res.history == ref.history
 
 
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_at(epoch: int, batch: int, error=_Crash):
+    """A Keras callback that raises ``error`` after a batch of an epoch: a crash, or a Ctrl-C
+    (``KeyboardInterrupt``), in the middle of training."""
+    import keras
+
+    class CrashAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e
+
+        def on_train_batch_end(self, b, logs=None):
+            if (self.epoch, b) == (epoch, batch):
+                raise error("stopped here by the test")
+
+    return CrashAt()
+
+
 @pytest.mark.slow
-def test_kfold_resumes_mid_fold_from_the_command_line(synth_root, tmp_path, capsys):
-    """``mask-keras train --folds 2`` killed inside fold 1, then ``--resume``: fold 0 is kept,
-    fold 1 continues from its backup, and the summary covers both folds."""
+def test_kfold_resumes_mid_fold_from_the_command_line(synth_root, tmp_path, capsys, monkeypatch):
+    """``mask-keras train --folds 2`` stopped by Ctrl-C inside fold 1, then ``--resume``: fold 0
+    is kept, fold 1 continues from its backup, and the summary covers both folds."""
+    import mask_keras.train as T
     from mask_keras.cli import main
 
     out = tmp_path / "kf"
@@ -249,22 +272,16 @@ def test_kfold_resumes_mid_fold_from_the_command_line(synth_root, tmp_path, caps
             "--max-people", "20", "--lr", "0.003"]
     for kv in ("preprocess.crop=none", "augment.preset=none", "train.precise_bn=16", "train.verbose=0"):
         args += ["--set", kv]
-    child = ("import sys, os, signal, keras\n"
-             "import mask_keras.train as T\n"
-             "from mask_keras.cli import main\n"
-             "orig = T._callbacks\n"
-             "class Kill(keras.callbacks.Callback):\n"
-             "    def on_train_batch_end(self, batch, logs=None):\n"
-             "        if self.fold1 and self.epoch == 1 and batch == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
-             "    def on_epoch_begin(self, epoch, logs=None): self.epoch = epoch\n"
-             "def patched(cfg, out, *a, **k):\n"
-             "    cbs, st = orig(cfg, out, *a, **k)\n"
-             "    kill = Kill(); kill.fold1 = cfg.data.fold == 1\n"
-             "    return cbs + [kill], st\n"
-             "T._callbacks = patched\n"
-             "sys.exit(main(sys.argv[1:]))\n")
-    p = subprocess.run([sys.executable, "-c", child, *args], capture_output=True, text=True, timeout=600)
-    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    orig = T._callbacks
+
+    def with_ctrl_c(cfg, out, *a, **k):  # Ctrl-C at the third batch of fold 1's second epoch
+        cbs, st = orig(cfg, out, *a, **k)
+        return (cbs + [_crash_at(epoch=1, batch=2, error=KeyboardInterrupt)] if cfg.data.fold == 1 else cbs), st
+
+    monkeypatch.setattr(T, "_callbacks", with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    monkeypatch.setattr(T, "_callbacks", orig)
     fold0 = out / "fold_0"
     stamp = (fold0 / "model.keras").stat().st_mtime_ns
     assert (out / "fold_1" / "backup" / "epoch_0001").is_dir()
