@@ -23,10 +23,13 @@ def test_readme_opens_with_the_two_commands():
 @pytest.mark.slow
 def test_python_api_example_runs(synth_root, tmp_path, monkeypatch):
     code = _api_example()
-    # the same code on the session's tiny set, with the fast CPU backbone and small images
+    # the same code on the session's tiny set: the fast CPU backbone, small images, 20 people,
+    # precise BN over 2 batches (its default, 1,024 images, is the whole set here)
+    assert '"train.batch_size": 32}' in code
     code = (code.replace('"data/default"', repr(str(synth_root)))
                 .replace('"efficientnet_b0"', '"tiny_cnn"')
-                .replace("(96, 64)", "(64, 48)")
+                .replace("(96, 64)", "(32, 24)")
+                .replace('"train.batch_size": 32}', '"train.batch_size": 32, "data.max_people": 20, "train.precise_bn": 64}')
                 .replace("epochs=2", "epochs=1")
                 .replace('"train.epochs": 2', '"train.epochs": 1'))
     monkeypatch.chdir(tmp_path)
