@@ -16,11 +16,35 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
-    """60 train people + 12 eval people at 128x96: small, but every quirk of the real layout."""
+    """60 train people + 12 eval people at 128x96: small, but every quirk of the real layout.
+
+    Built once per run: under xdist the first worker to get here generates it into the run's
+    shared temporary folder and the others wait for it (generating it twice at once took
+    each worker twice as long). Tests only read it."""
+    import time
+
     from mask_keras.data.synth import generate
 
-    root = tmp_path_factory.mktemp("synth") / "data"
-    generate(root, people=60, eval_people=12, seed=0, image_size=(128, 96), workers=2, progress=False)
+    shared = os.environ.get("PYTEST_XDIST_WORKER") is not None
+    base = tmp_path_factory.getbasetemp().parent if shared else tmp_path_factory.getbasetemp()
+    root, done = base / "synth60" / "data", base / "synth60.done"
+    try:
+        os.close(os.open(base / "synth60.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:  # another worker is generating it
+        deadline = time.monotonic() + 600
+        while not done.is_file():
+            if (base / "synth60.failed").is_file():
+                raise RuntimeError(f"{root}: generating it failed in another test worker (see its error)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{root}: another test worker did not finish generating it in 10 minutes")
+            time.sleep(0.2)
+        return root
+    try:
+        generate(root, people=60, eval_people=12, seed=0, image_size=(128, 96), workers=2, progress=False)
+    except BaseException:
+        (base / "synth60.failed").touch()
+        raise
+    done.touch()
     return root
 
 
