@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from . import labels as L
+
 
 def _hw(text: str) -> tuple[int, int]:
     try:
@@ -31,7 +33,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a config.json to start from (e.g. a previous run's)")
     p.add_argument("--data-dir", help="directory holding train/ (and eval/)")
     p.add_argument("--out-dir", help="run directory for the artifact")
-    p.add_argument("--task", choices=["mask", "gender", "age", "multi", "multihead"])
+    p.add_argument("--task", choices=list(L.TASKS))
     p.add_argument("--backbone")
     p.add_argument("--weights", help="imagenet | a keras-hub preset | a local path | none")
     p.add_argument("--epochs", type=int)
@@ -134,7 +136,7 @@ def _cmd_predict_images(a):
           f"model(s))" + (f"; {bad} file(s) skipped, see its error column" if bad else ""))
 
 
-ROLE_TASKS = ("mask", "gender", "age", "multi", "multihead")
+ROLE_TASKS = L.TASKS
 
 
 def _cmd_predict(a):

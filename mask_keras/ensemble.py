@@ -47,7 +47,7 @@ from . import labels as L
 
 TIE_RULES = ("mean_prob", "lowest", "first_model")
 #: task order of a multi-head model's outputs
-HEAD_TASKS = ("mask", "gender", "age")
+HEAD_TASKS = L.HEADS
 
 
 # ---- checks -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from . import labels as L
 COLUMNS = ("ImageID", "ans")
 #: the keys ``mask-keras evaluate --json`` prints, in this order
 CLI_KEYS = ("macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age")
-TASK_NAMES = ("mask", "gender", "age")
+TASK_NAMES = L.HEADS
 #: files written by ``evaluate(..., out_dir=...)``
 OUTPUT_FILES = ("metrics.json", "report.txt", "confusion_matrix.png",
                 "confusion_mask.png", "confusion_gender.png", "confusion_age.png")

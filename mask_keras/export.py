@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import labels as L
 from .config import Config
 from .errors import unknown_choice
 from .files import atomic_write_text
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("tf_saved_model", "jax2tf")
 SAVED_MODEL = "saved_model"
 META = "export.json"
-TASK_ORDER = ("mask", "gender", "age")
+TASK_ORDER = L.HEADS
 
 
 class ExportError(RuntimeError):

@@ -13,6 +13,8 @@ NUM_CLASSES = 18
 TASKS = ("mask", "gender", "age", "multi", "multihead")
 #: number of classes per single task
 TASK_CLASSES = {"mask": 3, "gender": 2, "age": 3, "multi": NUM_CLASSES}
+#: the three per-task answers, in the order of a multi-head model's outputs and of the 18-class code
+HEADS = ("mask", "gender", "age")
 #: age threshold used for evaluation (the competition's rule); training may lower it
 EVAL_AGE_UPPER = 60
 AGE_LOWER = 30

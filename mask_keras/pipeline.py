@@ -63,6 +63,7 @@ import pandas as pd
 
 from . import labels as L
 from . import sampling
+from .data.layout import CROP_COLUMNS  # noqa: F401  (re-exported: the crop box columns)
 from ._tf import tf
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,8 @@ def skip_first_batches(ds, n: int):
     return out, release
 
 
-#: pixel box (in the original image) of the face crop, from :mod:`mask_keras.detect`
-CROP_COLUMNS = ("crop_y0", "crop_x0", "crop_y1", "crop_x1")
 CHECK_MODES = ("fast", "full", "none")
-_HEADS = {"mask": 3, "gender": 2, "age": 3}
+_HEADS = {t: L.TASK_CLASSES[t] for t in L.HEADS}
 
 
 class ImageError(ValueError):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import labels as L
 from .files import atomic_path
 
 
@@ -99,7 +100,7 @@ def image_grid(images, captions, path, cols: int = 8, title: str | None = None) 
 def _metric_kind(key: str) -> tuple[str, str]:
     """``("loss", "mask")`` for ``mask_loss``, ``("macro_f1", "")`` for ``macro_f1``: what is
     measured, and of which head (multi-head models log one of each per head)."""
-    for head in ("mask", "gender", "age"):
+    for head in L.HEADS:
         if key.startswith(head + "_"):
             return key[len(head) + 1:], head
     return key, ""

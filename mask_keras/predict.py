@@ -62,7 +62,7 @@ from .config import Config, ConfigError
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
-TASK_ORDER = ("mask", "gender", "age")
+TASK_ORDER = L.HEADS
 VOTES = ("soft", "hard")
 LEVELS = ("auto", "task", "class")
 COMBINES = ("product", "argmax")

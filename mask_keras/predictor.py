@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: the suffixes a folder is searched for (case-insensitive); files given by name may be any image
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
-TASK_ORDER = ("mask", "gender", "age")
+TASK_ORDER = L.HEADS
 
 
 def find_images(paths, recursive: bool = True) -> list[str]:

@@ -100,7 +100,7 @@ def class_weights(table: pd.DataFrame, task: str):
     """
     L.check_task(task)
     if task == "multihead":
-        return {t: class_weights(table, t) for t in ("mask", "gender", "age")}
+        return {t: class_weights(table, t) for t in L.HEADS}
     counts = class_counts(table, task).astype(np.float64)
     k = int((counts > 0).sum())  # like sklearn's compute_class_weight("balanced")
     with np.errstate(divide="ignore"):

@@ -115,13 +115,13 @@ def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
     optimizer = _build_optimizer(cfg, steps_per_epoch)
     if task == "multihead":
         loss, mets = {}, {}
-        for head in ("mask", "gender", "age"):
+        for head in L.HEADS:
             cw = sampling.class_weights(train_t, head) if cfg.sampling.class_weights else None
             counts = np.bincount(L.task_target(head, train_t["mask"], train_t["gender"], train_t["age_group"]),
                                  minlength=num_classes(head))
             loss[head] = losses.build_loss(cfg.loss, num_classes(head), class_counts=counts, class_weights=cw)
             mets[head] = [metrics.MacroF1(num_classes(head), name="macro_f1"), "categorical_accuracy"]
-        weights = dict(zip(("mask", "gender", "age"), cfg.model.head_loss_weights))
+        weights = dict(zip(L.HEADS, cfg.model.head_loss_weights))
         # weighted_metrics: only those receive sample_weight, so padded eval rows (weight 0) don't count
         model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, weighted_metrics=mets)
     else:

@@ -37,6 +37,8 @@ TRAIN_CSV_COLUMNS = ("id", "gender", "race", "age", "path")
 EVAL_CSV_COLUMNS = ("ImageID", "ans")
 #: folder name: six-digit id (optionally -N suffix), gender, race, age
 PROFILE_RE = re.compile(r"^(?P<id>\d{6}(?:-\d+)?)_(?P<gender>male|female)_(?P<race>[A-Za-z]+)_(?P<age>\d{1,3})$")
+#: pixel box (in the original image) of the crop, added to the table by :mod:`mask_keras.detect`
+CROP_COLUMNS = ("crop_y0", "crop_x0", "crop_y1", "crop_x1")
 TRAIN_COLUMNS = ["profile", "id", "gender", "race", "age", "stem", "path", "mask", "age_group", "label"]
 
 

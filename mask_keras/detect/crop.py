@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.layout import CROP_COLUMNS  # one definition, beside the table columns
 from .cache import PICK_CONFIDENCE, default_cache_path, read_cache, rel_key
 from .geometry import face_crops, pick_face, widen_boxes
 
 log = logging.getLogger(__name__)
 
-CROP_COLUMNS = ("crop_y0", "crop_x0", "crop_y1", "crop_x1")
 #: why an image got the centre fallback instead of its face box
 FALLBACK_REASONS = ("no_entry", "missing", "stale", "error", "no_face", "low_confidence", "invalid_box", "unreadable")
 

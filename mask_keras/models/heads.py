@@ -20,7 +20,7 @@ from ..errors import ConfigError
 
 HEADS = ("linear", "shallow")
 #: multihead outputs, in order: name -> number of classes
-MULTIHEAD_OUTPUTS = {"mask": 3, "gender": 2, "age": 3}
+MULTIHEAD_OUTPUTS = {t: L.TASK_CLASSES[t] for t in L.HEADS}
 
 
 def check_head(head: str) -> str:
