@@ -107,7 +107,7 @@ def worker(a) -> dict:
 
     def fresh_model():
         m = build_model(cfg.model, cfg.train.task, (h, w), augment=cfg.augment.preset, seed=0)
-        return T._compile(m, cfg, train_t, a.fit_steps)
+        return T.compile_model(m, cfg, train_t, a.fit_steps)
 
     model = fresh_model()
     k = T.num_classes(cfg.train.task)

@@ -108,7 +108,24 @@ def _build_optimizer(cfg: Config, steps_per_epoch: int):
     return keras.optimizers.SGD(lr, momentum=t.momentum, nesterov=t.momentum > 0, **kw)
 
 
-def _compile(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
+def compile_model(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: int):
+    """Compile ``model`` as :func:`train` does: the run's optimizer and learning-rate schedule,
+    its loss (class counts and weights taken from ``train_t``), macro F1 and accuracy as
+    weighted metrics (padded validation rows carry weight 0).
+
+    Args:
+        model: a model from :func:`mask_keras.models.build.build_model` for ``cfg.train.task``.
+        cfg: the run's config.
+        train_t: the training image table (its class counts feed class-weighted losses).
+        steps_per_epoch: optimizer steps per epoch (the schedule's length is epochs times this).
+
+    Returns:
+        ``model``, compiled in place.
+
+    Example:
+        >>> compile_model(model, cfg, train_t, steps_per_epoch=100)  # doctest: +SKIP
+        >>> model.fit(train_ds, epochs=cfg.train.epochs)              # doctest: +SKIP
+    """
     from . import losses, metrics, sampling
 
     task = cfg.train.task
@@ -255,7 +272,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         if freeze and done < n_frozen and not stopped:
             # "melting": head first on a frozen backbone, then everything (recompile to apply)
             model_build.set_backbone_trainable(model, False)
-            _compile(model, cfg, train_t, steps)
+            compile_model(model, cfg, train_t, steps)
             state.phase = "frozen"
             if backup is not None:
                 resume.restore(model, backup.arrays)
@@ -267,7 +284,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             done, stopped = n_frozen, False
             backup = None  # used
         if done < t.epochs and not stopped:
-            _compile(model, cfg, train_t, steps)  # a new optimizer: required after a trainable flip
+            compile_model(model, cfg, train_t, steps)  # a new optimizer: required after a trainable flip
             state.phase = "full"
             if backup is not None and backup.state["phase"] == "full":
                 resume.restore(model, backup.arrays)
