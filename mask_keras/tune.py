@@ -354,6 +354,12 @@ def _make_objective(study_name: str, base_cfg: Config, params: list[Param], root
             # trial's run from its newest backup (train.resume) instead of starting again
             out_dir, resume = root / f"trial_{failed:04d}", {"train.resume": True}
             log.info("trial %d retries trial %d: resuming %s", trial.number, failed, out_dir)
+            # the epochs the resumed run will not train again: reported from the dead trial, so
+            # the pruner compares this trial's whole curve (each is reported after its backup
+            # is written, so the resumed run reports only later epochs)
+            dead = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == failed)
+            for step, value in sorted(dead.intermediate_values.items()):
+                trial.report(value, step)
         cfg = base_cfg.override(**values, **overrides_base, **resume, **{"train.out_dir": str(out_dir)})
         trial.set_user_attr("out_dir", str(out_dir.resolve()))
         trial.set_user_attr("host", socket.gethostname())

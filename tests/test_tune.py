@@ -141,6 +141,8 @@ def test_the_retry_of_a_dead_trial_resumes_its_run(tmp_path):
     dead = study.ask()
     for p in T.parse_space(SPACE):
         p.suggest(dead)
+    dead.report(0.25, 0)  # two epochs done (and backed up) before the worker died
+    dead.report(0.5, 1)
     study.tell(dead, state=S.FAIL)
     # what the heartbeat check does (tune.make_storage's callback): the dead trial queued again
     retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
@@ -155,6 +157,9 @@ def test_the_retry_of_a_dead_trial_resumes_its_run(tmp_path):
     assert retry.train.resume and retry.train.out_dir == str(tmp_path / "trial_0000")
     assert retry.train.lr == dead.params["train.lr"]
     assert not fresh.train.resume and fresh.train.out_dir == str(tmp_path / "trial_0002")
+    # the pruner sees the dead trial's epochs in the retry's curve; the fresh trial starts empty
+    assert study.trials[1].intermediate_values == {0: 0.25, 1: 0.5}
+    assert study.trials[2].intermediate_values == {}
 
 
 def test_surplus_rank():
