@@ -63,7 +63,7 @@ import pandas as pd
 
 from . import labels as L
 from . import sampling
-from .data.layout import CROP_COLUMNS  # noqa: F401  (re-exported: the crop box columns)
+from .data.layout import CROP_COLUMNS
 from ._tf import tf
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import labels as L
+from .data.layout import CROP_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,6 @@ class Predictor:
 
     def _answer(self, files: list[str]) -> pd.DataFrame:
         from .detect.geometry import center_crop_boxes
-        from .pipeline import CROP_COLUMNS
         from .predict import combine_predictions, predict_artifact
 
         tables = self._inputs(files)

@@ -51,6 +51,7 @@ import pandas as pd
 
 from .errors import ConfigError
 from .files import atomic_write_text
+from .keras_util import sync_training_state
 
 log = logging.getLogger(__name__)
 
@@ -323,8 +324,6 @@ class RunState(keras.callbacks.Callback):
         n = self.backup_steps
         if (n and self.backup and self.write and self._step % n == 0
                 and self._step != self.steps_per_epoch):  # the epoch's own backup comes next
-            from .keras_util import sync_training_state
-
             sync_training_state(self.model)
             self.arrays = capture(self.model, metrics=True)
             self.write_backup(self._epoch, step=self._step)
