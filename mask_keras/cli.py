@@ -252,8 +252,13 @@ def _cmd_export(a):
     out = export_artifact(a.run_dir, a.out_dir, format=a.format, verify=a.verify)
     print(f"exported {a.run_dir} -> {out} ({a.format})")
     if a.verify:
-        diff = json.loads((out / "export.json").read_text())["verify_max_abs_difference"]
-        print(f"verified: max abs difference from model.keras {diff:.3g} (limit 1e-4)")
+        v = json.loads((out / "export.json").read_text())["verify"]
+        print(f"verified on {v['images']}: max abs difference from model.keras {v['max_abs_difference']:.3g} "
+              f"(limit 1e-4)")
+        if v.get("vs_package_files") is not None:
+            print(f"  against the package's own file path (predict_probs; JPEGs decoded scaled in the DCT "
+                  f"there): {v['vs_package_files']:.3g}")
+    print(f"how to call it: {out / 'README.md'}")
 
 
 def add_tune_parser(subparsers):
@@ -335,11 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_parser(sub)
     _add_serve_parser(sub)
 
-    s = sub.add_parser("export", help="export a run directory for fast CPU inference (TF SavedModel)")
+    s = sub.add_parser("export", help="export a run as one file a client runs on a photo (SavedModel, ONNX, LiteRT)",
+                       description="The export takes a full-size photo (the SavedModel also encoded bytes), does "
+                                   "the run's crop and resize in its graph and returns probabilities and the crop "
+                                   "box; the folder's README.md says how to call it.",
+                       epilog="example:\n  mask-keras export runs/mask exports/mask_onnx --format onnx --verify",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("run_dir", help="a run directory written by `mask-keras train`")
     s.add_argument("out_dir", help="where the export goes (replaced only once complete)")
-    s.add_argument("--format", choices=["tf_saved_model", "jax2tf"], default="tf_saved_model",
-                   help="tf_saved_model: native TF ops, fast on CPU (default); jax2tf: the XLA program")
+    s.add_argument("--format", choices=["tf_saved_model", "onnx", "litert", "jax2tf"], default="tf_saved_model",
+                   help="tf_saved_model: native TF ops, bytes or photos in (default); onnx / litert: photos in "
+                        "(onnxruntime / ai-edge-litert: the `export` extra); jax2tf: the XLA program, cropped "
+                        "pixels in")
     s.add_argument("--verify", action="store_true", help="check the export against the Keras model (1e-4)")
     s.set_defaults(func=_cmd_export)
 

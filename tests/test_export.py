@@ -1,4 +1,5 @@
-"""CPU inference export: the exported SavedModel predicts what the Keras (JAX) model predicts."""
+"""Exports: the SavedModel, ONNX and LiteRT files predict what the Keras (JAX) model predicts,
+from photos (their graph crops and resizes as the pipeline does) and, for the SavedModel, bytes."""
 from __future__ import annotations
 
 import json
@@ -9,50 +10,172 @@ import pytest
 from mask_keras.config import Config, ConfigError
 
 
-def _run_dir(path, task, root, image_size=(32, 24)):
-    """A run directory (model.keras + config.json) of an untrained tiny model: enough for export."""
+def _run_dir(path, task, root, image_size=(32, 24), crop="none", val_files=()):
+    """A run directory (model.keras + config.json) of an untrained tiny model: enough for export;
+    ``val_files`` go into its val_predictions.csv (the photos --verify checks on)."""
+    import pandas as pd
+
     from mask_keras.models.build import build_model
 
     cfg = Config().override(**{"train.task": task, "model.backbone": "tiny_cnn", "model.weights": None,
-                               "preprocess.image_size": image_size, "preprocess.crop": "none",
+                               "preprocess.image_size": image_size, "preprocess.crop": crop,
+                               "preprocess.crop_size": (100, 60), "preprocess.face_fallback": (90, 70),
                                "data.data_dir": str(root), "train.out_dir": str(path)})
     model = build_model(cfg.model, task, image_size)
     path.mkdir(parents=True)
     model.save(path / "model.keras")
     cfg.save(path / "config.json")
+    if val_files:
+        pd.DataFrame({"path": list(val_files), "y_true": 0, "y_pred": 0}).to_csv(path / "val_predictions.csv",
+                                                                               index=False)
     return path, model, cfg
 
 
-@pytest.mark.slow
-def test_tf_saved_model_matches_keras_on_arrays_and_files(synth_root, tmp_path):
-    from mask_keras import predict
-    from mask_keras.data import read_eval
-    from mask_keras.export import export_artifact, load_exported, max_abs_difference
+def _photo(rng, h, w):
+    """A smooth photo-like uint8 image with noise (a plain noise image has no structure to resize)."""
+    from mask_keras._tf import tf
 
-    run, model, cfg = _run_dir(tmp_path / "run", "multihead", synth_root)
-    out = export_artifact(run, tmp_path / "export")
+    base = tf.image.resize(rng.uniform(0, 255, (max(h // 8, 2), max(w // 8, 2), 3)), (h, w)).numpy()
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("crop", ["center", "none", "face"])
+def test_crop_resize_layer_matches_the_pipeline(crop):
+    """The graph's crop + antialiased resize (matrix products) against pipeline.preprocess_image
+    (tf.image.resize): windows equal, pixels equal but for a rare rounding of a half level."""
+    from mask_keras import pipeline
+    from mask_keras._tf import tf
+    from mask_keras.config import PreprocessConfig
+    from mask_keras.models.serving import CropResize
+
+    rng = np.random.default_rng(0)
+    differing = total = 0
+    for hw, size, crop_size in [((512, 384), (128, 96), (400, 200)), ((60, 50), (32, 24), (40, 30)),
+                                ((100, 80), (96, 64), (400, 200)), ((37, 29), (32, 24), (40, 30))]:
+        cfg = PreprocessConfig(image_size=size, crop=crop, crop_size=crop_size)
+        x = np.stack([_photo(rng, *hw) for _ in range(2)])
+        boxes = np.array([[3, 2, hw[0] - 5, hw[1] // 2 + 3], [-4, hw[1] // 3, hw[0] + 9, hw[1] + 2]], np.int32)
+        got, windows = CropResize(size, crop, crop_size)(x, boxes)
+        want = np.stack([pipeline.preprocess_image(tf.constant(x[i]), boxes[i], cfg).numpy() for i in range(2)])
+        win = np.stack([np.stack([v.numpy() for v in pipeline.crop_window(hw[0], hw[1], boxes[i], cfg)])
+                        for i in range(2)])
+        np.testing.assert_array_equal(np.asarray(windows), win)
+        d = np.abs(np.asarray(got) - want.astype(np.float32))
+        assert got.shape == want.shape and d.max() <= 1.0
+        differing, total = differing + int((d > 0).sum()), total + d.size
+    assert differing / total < 1e-3, (differing, total)
+    with pytest.raises(ValueError, match="crop='bogus'"):
+        CropResize((32, 24), "bogus")
+
+
+@pytest.mark.slow
+def test_tf_saved_model_takes_bytes_photos_and_pixels(synth_root, tmp_path):
+    from mask_keras import pipeline, predict
+    from mask_keras._tf import tf
+    from mask_keras.data import read_eval
+    from mask_keras.export import export_artifact, load_exported
+    from mask_keras.models.serving import build_serving_model
+    from mask_keras.predictor import Predictor
+
+    paths = read_eval(synth_root)["path"].tolist()[:11]
+    run, model, cfg = _run_dir(tmp_path / "run", "multihead", synth_root, crop="center", val_files=paths[:4])
+    out = export_artifact(run, tmp_path / "export", verify=True)
     meta = json.loads((out / "export.json").read_text())
     assert meta["format"] == "tf_saved_model" and meta["task"] == "multihead"
+    # checked on the run's validation photos: the graph against Keras, and serve_bytes (the
+    # pipeline's own TF decode and crop ops) against the package's file path
+    assert meta["verify"]["images"] == "4 validation image(s) of the run"
+    assert meta["verify"]["max_abs_difference"] <= 1e-4 and meta["verify"]["vs_package_files"] <= 1e-4
     exp = load_exported(out)
     assert exp.config.preprocess.image_size == cfg.preprocess.image_size
 
     x = np.random.default_rng(1).uniform(0, 255, size=(10, 32, 24, 3)).astype("float32")
     ref = model.predict(x, verbose=0)
-    got = exp.predict(x, batch_size=4)  # several batches, a ragged last one
+    got = exp.predict(x, batch_size=4)  # cropped pixels, several batches, a ragged last one
     assert set(got) == {"mask", "gender", "age"}
     for k in got:
         np.testing.assert_allclose(got[k], np.asarray(ref[k]), atol=1e-4)
-    assert max_abs_difference(run, out) < 1e-4
 
-    # end to end from files: the same as the package's JAX inference (predict.predict_probs)
-    paths = read_eval(synth_root)["path"].tolist()[:11]
+    # encoded bytes in: the answers and crop boxes Predictor gives on the same files
+    answers = Predictor.load(run).predict_files(paths)
+    b = exp._loaded.serve_bytes(tf.constant([open(f, "rb").read() for f in paths]))
+    assert [list(map(int, r)) for r in b["crop_box"].numpy()] == answers["crop_box"].tolist()
+    np.testing.assert_allclose(b["gender"].numpy()[:, 1], answers["p_gender_female"], atol=2e-6)
+    # full-size photos in (the serve_image endpoint): the Keras serving model's answers
+    photos = [pipeline.decode_image(tf.io.read_file(f)).numpy() for f in paths[:3]]
+    serving = build_serving_model(model, cfg.preprocess, "multihead")
+    want = serving({"image": np.stack(photos)})
+    have = exp.predict_images(photos, batch_size=2)
+    for k in ("mask", "gender", "age", "crop_box"):
+        np.testing.assert_allclose(have[k], np.asarray(want[k]), atol=1e-4)
+
+    # end to end from files with TTA: the same as the package's JAX inference (predict.predict_probs)
     want = predict.predict_probs(predict.load_artifact(run), paths, batch_size=8, tta=True)
     have = exp.predict_files(paths, batch_size=8, tta=True)
     for k in want:
         assert have[k].shape == (11, {"mask": 3, "gender": 2, "age": 3}[k])
         np.testing.assert_allclose(have[k], want[k], atol=1e-4)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "export.json", "saved_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "export.json", "saved_model"]
+    assert "serve_bytes" in (out / "README.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
+
+
+@pytest.mark.slow
+def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path):
+    """A face-crop 18-way run to ONNX and LiteRT: photo + box in, checked with onnxruntime and
+    the LiteRT interpreter against the Keras serving model on real files."""
+    import onnx
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mask_keras._tf import tf
+    from mask_keras.data import read_eval
+    from mask_keras.export import ExportError, export_artifact, load_exported
+    from mask_keras.models.serving import build_serving_model
+
+    paths = read_eval(synth_root)["path"].tolist()[:5]
+    run, model, cfg = _run_dir(tmp_path / "run", "multi", synth_root, crop="face", val_files=paths[:3])
+    from mask_keras.pipeline import decode_image
+
+    photos = [decode_image(tf.io.read_file(f)).numpy() for f in paths]  # the decode predict_files uses
+    boxes = np.array([[10, 5, 90, 70], [0, 0, 128, 96], [40, 30, 41, 31], [-5, -5, 60, 200], [20, 20, 100, 80]],
+                     np.int32)
+    serving = build_serving_model(model, cfg.preprocess, "multi")
+    want = serving({"image": np.stack(photos), "box": boxes})
+    for fmt, file in [("onnx", "model.onnx"), ("litert", "model.tflite")]:
+        out = export_artifact(run, tmp_path / fmt, format=fmt, verify=True)
+        meta = json.loads((out / "export.json").read_text())
+        assert meta["verify"]["max_abs_difference"] <= 1e-4, meta["verify"]
+        assert meta["verify"]["images"] == "3 validation image(s) of the run"
+        assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "export.json", file]
+        readme = (out / "README.md").read_text()
+        assert "`box`" in readme and "decodes the photo" in readme and "[90, 70]" in readme
+        exp = load_exported(out)
+        have = exp.predict_images(photos, boxes)
+        np.testing.assert_allclose(have["probs"], np.asarray(want["probs"]), atol=1e-4)
+        np.testing.assert_array_equal(have["crop_box"], np.asarray(want["crop_box"]))
+        assert have["probs"].shape == (5, 18)
+        # a face run's boxes may come with the table, as predict_probs takes them
+        import pandas as pd
+
+        table = pd.DataFrame({"path": paths, "crop_y0": boxes[:, 0], "crop_x0": boxes[:, 1],
+                              "crop_y1": boxes[:, 2], "crop_x1": boxes[:, 3]})
+        np.testing.assert_allclose(exp.predict_files(table), np.asarray(want["probs"]), atol=1e-4)
+        with pytest.raises(ExportError, match="tta with a"):
+            exp.predict_files(table, tta=True)
+    # the files run with the runtimes alone, as the README says (no package code)
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx"))
+    assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"}  # standard ops only
+    sess = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    got = dict(zip([o.name for o in sess.get_outputs()],
+                   sess.run(None, {"image": photos[0][None], "box": boxes[:1]})))
+    np.testing.assert_allclose(got["probs"], np.asarray(want["probs"])[:1], atol=1e-4)
+    runner = Interpreter(str(tmp_path / "litert" / "model.tflite")).get_signature_runner()
+    for i in (0, 2):  # another photo size through the same interpreter
+        small = photos[i][: 60 + i, : 50 + i]
+        got = runner(image=small[None], box=boxes[i:i + 1])
+        ref = serving({"image": small[None], "box": boxes[i:i + 1]})
+        np.testing.assert_allclose(got["probs"], np.asarray(ref["probs"]), atol=1e-4)
 
 
 @pytest.mark.slow
@@ -72,7 +195,10 @@ def test_bad_inputs_are_clear_errors(tmp_path):
         export_artifact(tmp_path, tmp_path / "out", format="onnxx")
     with pytest.raises(ExportError, match="no model.keras"):
         export_artifact(tmp_path, tmp_path / "out")
-    with pytest.raises(ExportError, match="saved_model.pb"):
+    with pytest.raises(ExportError, match="no export.json"):
+        load_exported(tmp_path)
+    (tmp_path / "export.json").write_text('{"format": "onnx"}')
+    with pytest.raises(ExportError, match="model.onnx is missing"):
         load_exported(tmp_path)
     assert not (tmp_path / "out").exists()
 
@@ -88,10 +214,11 @@ def test_export_command_line(synth_root, tmp_path, capsys):
     # the installed entry point in a fresh interpreter)
     assert main(["export", str(run), str(tmp_path / "exp"), "--format", "jax2tf", "--verify"]) == 0
     out = capsys.readouterr()
-    assert "verified: max abs difference from model.keras" in out.out
+    assert "max abs difference from model.keras" in out.out and "README.md" in out.out
     x = np.random.default_rng(3).uniform(0, 255, size=(4, 32, 24, 3)).astype("float32")
     np.testing.assert_allclose(load_exported(tmp_path / "exp").predict(x), model.predict(x, verbose=0), atol=1e-4)
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["config.json", "export.json", "saved_model"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["README.md", "config.json", "export.json",
+                                                                     "saved_model"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp")]  # no temp or old folder left
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
     assert "no model.keras" in capsys.readouterr().err

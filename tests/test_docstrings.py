@@ -1,0 +1,19 @@
+"""The Examples in public docstrings run (doctest), so the documented API stays true."""
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+#: modules whose docstring examples run here (examples that need a trained run or a server
+#: are marked ``# doctest: +SKIP`` in place)
+MODULES = ["mask_keras.models.serving"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{name}: no docstring examples ran"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples in {name} failed"
