@@ -519,29 +519,71 @@ def _check_preset(preset: str) -> Preset:
 
 @_register
 class Augmentation(keras.layers.Layer):
-    """A named preset's augmentation as a layer: put it right after the model's input.
+    """Per-image augmentation as a layer: put it right after the model's input.
 
-    ``training=True`` (``model.fit``): casts to float32, applies the preset's stages in
-    order (on the accelerator inside the jitted train step; random parameters drawn per
-    image, except a few Keras layers' per-batch ones) and clips to ``[0, 255]``.
-    ``training`` false or left out (evaluation, prediction, inference): only the cast to
-    float32. Input: images in ``[0, 255]``, uint8
-    or float, ``(B, H, W, 3)`` (or one ``(H, W, 3)`` image). Output: float32, same shape.
+    ``training=True`` (``model.fit``): casts to float32, applies the stages in order (on the
+    accelerator inside the jitted train step; random parameters drawn per image, except a
+    few Keras layers' per-batch ones) and clips to ``[0, 255]``. ``training`` false or left
+    out (evaluation, prediction, inference): only the cast to float32. float32 whatever the
+    dtype policy.
 
-    ``seed`` seeds every stage (``None``: fresh seeds); see the module docstring. The
-    config holds only ``preset`` and ``seed``: the stages are rebuilt from the preset.
-    float32 whatever the dtype policy.
+    Args:
+        stages: Keras layers applied in order (any image layers taking 0..255 pixels, e.g.
+            ``keras.layers.RandomFlip``, :class:`ColorJitter`); or the name of a preset
+            (same as :meth:`from_preset`).
+        seed: seeds a preset's stages (``None``: fresh seeds); stages passed as layers keep
+            their own seeds.
+
+    Call arguments:
+        images: ``(B, H, W, 3)`` (or one ``(H, W, 3)``) pixels in ``[0, 255]``, uint8 or float.
+        training: augment only when true.
+
+    Returns:
+        float32 images of the same shape.
+
+    Example:
+        >>> import numpy as np
+        >>> aug = Augmentation([keras.layers.RandomFlip("horizontal", seed=1), GaussianNoise(5.0, p=1.0, seed=2)])
+        >>> aug(np.zeros((2, 8, 6, 3), "uint8"), training=True).shape
+        (2, 8, 6, 3)
+        >>> Augmentation.from_preset("base", seed=0).preset
+        'base'
     """
 
-    def __init__(self, preset: str, seed: int | None = None, **kwargs):
+    def __init__(self, stages=None, seed: int | None = None, *, preset: str | None = None, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        self.preset = _check_preset(preset).name
+        if isinstance(stages, str):  # Augmentation("base", seed): a preset by name
+            stages, preset = None, stages
+        if preset is not None and stages is not None:
+            raise ValueError("pass either stages or a preset name, not both")
         self.seed = None if seed is None else int(seed)
-        self.stages = list(PRESETS[self.preset].build(self.seed))
+        self.preset = None if preset is None else _check_preset(preset).name
+        if self.preset is not None:
+            self.stages = list(PRESETS[self.preset].build(self.seed))
+        else:
+            self.stages = [keras.saving.deserialize_keras_object(st) if isinstance(st, dict) else st
+                           for st in (stages or [])]
+            bad = [st for st in self.stages if not isinstance(st, keras.layers.Layer)]
+            if bad:
+                raise TypeError(f"Augmentation stages must be Keras layers, got {bad[0]!r}")
         #: False: the identity (cast only) even in training; read when the call is traced
         #: (mask_keras.bn_stats measures BatchNorm statistics of un-augmented images this way)
         self.enabled = True
+
+    @classmethod
+    def from_preset(cls, preset: str, seed: int | None = None, **kwargs) -> "Augmentation":
+        """The augmentation of a named preset (``PRESETS``: ``base``, ``team000``, ...).
+
+        Args:
+            preset: a registered preset name; an unknown one raises
+                :class:`mask_keras.errors.ConfigError` naming the choices.
+            seed: seeds every stage (``None``: fresh seeds).
+
+        Returns:
+            An :class:`Augmentation` whose config is just the name and seed.
+        """
+        return cls(preset=preset, seed=seed, **kwargs)
 
     def build(self, input_shape):
         # build the stages now, outside any jitted step, so that nothing is created while tracing
@@ -562,10 +604,14 @@ class Augmentation(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "preset": self.preset, "seed": self.seed}
+        if self.preset is not None:  # a preset is saved by name (model.keras files before stages kept this form)
+            return {**super().get_config(), "preset": self.preset, "seed": self.seed}
+        return {**super().get_config(), "stages": [keras.saving.serialize_keras_object(st) for st in self.stages],
+                "seed": self.seed}
 
     def __repr__(self) -> str:
-        return f"Augmentation({self.preset!r}, seed={self.seed}, stages={[type(s).__name__ for s in self.stages]})"
+        what = repr(self.preset) if self.preset is not None else "stages"
+        return f"Augmentation({what}, seed={self.seed}, stages={[type(s).__name__ for s in self.stages]})"
 
 
 def build_augmentation(preset: str, seed: int | None = None) -> Augmentation | None:
@@ -574,7 +620,7 @@ def build_augmentation(preset: str, seed: int | None = None) -> Augmentation | N
     Raises :class:`mask_keras.config.ConfigError` for an unknown preset.
     """
     _check_preset(preset)
-    return None if preset == "none" else Augmentation(preset, seed)
+    return None if preset == "none" else Augmentation.from_preset(preset, seed)
 
 
 # ---------------------------------------------------------------------------

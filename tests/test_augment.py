@@ -409,3 +409,28 @@ def test_mixer_works_in_a_users_own_tf_data_map():
     for xm, ym in ds:
         assert xm.shape == (4, 8, 6, 3)
         np.testing.assert_allclose(ym.numpy().sum(1), 1.0, rtol=1e-5)
+
+
+def test_augmentation_from_layers_saves_and_reloads(tmp_path):
+    """Augmentation(stages) takes any Keras layers; the model file keeps them (a preset keeps only its name)."""
+    import keras
+
+    from mask_keras.models.build import create_model
+
+    stages = [keras.layers.RandomFlip("horizontal", seed=1), A.GaussianNoise(5.0, p=1.0, seed=2)]
+    m = create_model("tiny_cnn", "gender", (32, 24), augmentation=stages)
+    aug = m.get_layer("augmentation")
+    assert aug.preset is None and [type(s).__name__ for s in aug.stages] == ["RandomFlip", "GaussianNoise"]
+    m.save(tmp_path / "m.keras")
+    back = keras.saving.load_model(tmp_path / "m.keras").get_layer("augmentation")
+    assert [type(s).__name__ for s in back.stages] == ["RandomFlip", "GaussianNoise"]
+    assert back.stages[1].max_sigma == 5.0
+    assert A.Augmentation.from_preset("team004", seed=3).get_config()["preset"] == "team004"
+    x = np.full((2, 32, 24, 3), 100, np.uint8)
+    np.testing.assert_array_equal(_np(back(x)), x.astype(np.float32))  # inference: the cast only
+    with pytest.raises(TypeError, match="must be Keras layers"):
+        A.Augmentation(["flip"])
+    with pytest.raises(ValueError, match="either stages or a preset"):
+        A.Augmentation([keras.layers.RandomFlip()], preset="base")
+    with pytest.raises(ConfigError, match="unknown"):
+        A.Augmentation.from_preset("bogus")

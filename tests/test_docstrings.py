@@ -8,7 +8,7 @@ import pytest
 
 #: modules whose docstring examples run here (examples that need a trained run or a server
 #: are marked ``# doctest: +SKIP`` in place)
-MODULES = ["mask_keras.models.serving"]
+MODULES = ["mask_keras.models.serving", "mask_keras.models.build", "mask_keras.augment"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,6 +1,7 @@
 """Assemble a classifier: input adapter -> backbone -> global average pooling -> head(s).
 
-``build_model(model_cfg, task, image_size)`` returns a functional ``keras.Model`` named
+``create_model(backbone, task, image_size, ...)`` (flat arguments; ``build_model(model_cfg,
+task, image_size)`` is its adapter for a config) returns a functional ``keras.Model`` named
 ``f"{task}_{backbone}"`` taking ``(H, W, 3)`` RGB pixels in 0..255 (uint8 or float32; see
 :mod:`mask_keras.models.backbones` for how each backbone's own convention is met).
 Layers, in order: ``image`` (Input), ``augmentation``
@@ -38,23 +39,47 @@ from typing import Callable, NamedTuple
 import keras
 
 from .. import labels as L
+from ..augment import Augmentation
 from ..config import ConfigError, ModelConfig
 from . import backbones as B
 from . import heads as H
 
 
-def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int | None = None,
-                *, augment: str | None = None, seed: int | None = None) -> keras.Model:
-    """Build the functional model for ``task`` on ``model_cfg.backbone``.
+def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_size=(128, 96), *,
+                 weights=None, head: str = "linear", head_units: int = 128, dropout: float = 0.2,
+                 bn_momentum: float | None = None, num_classes: int | None = None, augmentation=None,
+                 seed: int | None = None) -> keras.Model:
+    """A classifier for ``task`` on a registered backbone, from flat arguments.
 
-    ``image_size`` is ``(height, width)`` of the pipeline's images. ``augment``: an
-    augmentation preset (``mask_keras.augment.PRESETS``, e.g. ``AugmentConfig.preset``)
-    applied by the model's first layer during training only, seeded with ``seed``; None or
-    ``"none"``: no augmentation layer. ``num_classes`` defaults to the task's (3/2/3/18);
-    it must be None for ``multihead``. The backbone is trainable; see :func:`fit_melting`.
+    Args:
+        backbone: a name in ``mask_keras.models.backbones.BACKBONES`` (``efficientnet_b0``,
+            ``resnet50``, ``swin``, ``tiny_cnn``, ...).
+        task: ``mask``, ``gender``, ``age``, ``multi`` (18 classes) or ``multihead`` (three
+            heads; the model returns a dict).
+        image_size: ``(height, width)`` of the pixels the model takes (the pipeline's).
+        weights: ``"imagenet"``, a keras-hub preset name, a local path, or None (random init).
+        head: ``"linear"`` or ``"shallow"`` (``head_units`` wide, then ``dropout``).
+        head_units: hidden width of the shallow head.
+        dropout: dropout before the output layer.
+        bn_momentum: override the backbone's BatchNorm momentum (None: keep it).
+        num_classes: outputs of a single-head model (default: the task's 3/2/3/18); None
+            for ``multihead``.
+        augmentation: per-image augmentation run in training only as the model's first
+            layer: None, a preset name (``"base"``, ``"team000"``, ...), an
+            :class:`mask_keras.augment.Augmentation` or a list of Keras layers.
+        seed: seeds a preset's augmentation.
+
+    Returns:
+        A functional ``keras.Model`` named ``f"{task}_{backbone}"`` taking ``(H, W, 3)``
+        RGB pixels in 0..255.
+
+    Example:
+        >>> m = create_model("tiny_cnn", "gender", image_size=(32, 24))
+        >>> m.name, tuple(m.output.shape)
+        ('gender_tiny_cnn', (None, 2))
     """
     L.check_task(task)
-    H.check_head(model_cfg.head)
+    H.check_head(head)
     if len(tuple(image_size)) != 2:
         raise ConfigError(f"image_size must be (height, width), got {image_size!r}")
     if task == "multihead":
@@ -64,33 +89,67 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
     else:
         num_classes = int(num_classes or L.TASK_CLASSES[task])
 
-    spec = B.get_spec(model_cfg.backbone)
+    spec = B.get_spec(backbone)
     h, w = (int(v) for v in image_size)
-    backbone, converter = B.build_backbone(spec.name, (h, w), model_cfg.weights)
-    if getattr(model_cfg, "bn_momentum", None) is not None:
-        set_bn_momentum(backbone, model_cfg.bn_momentum)
+    net, converter = B.build_backbone(spec.name, (h, w), weights)
+    if bn_momentum is not None:
+        set_bn_momentum(net, bn_momentum)
 
     inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
     x = inputs
-    if augment not in (None, "none"):
-        from ..augment import Augmentation
-
-        x = Augmentation(augment, seed=seed, name="augmentation")(x)
+    aug = _augmentation_layer(augmentation, seed)
+    if aug is not None:
+        x = aug(x)
     x = B.make_input_adapter(spec, converter=converter)(x)
-    bh, bw = backbone.input.shape[1:3]
+    bh, bw = net.input.shape[1:3]
     if bh is not None and bw is not None and (int(bh), int(bw)) != (h, w):
         x = keras.layers.Resizing(int(bh), int(bw), interpolation="bilinear", name="resize")(x)
-    x = backbone(x)
-    rank = len(backbone.output.shape)
+    x = net(x)
+    rank = len(net.output.shape)
     pool = keras.layers.GlobalAveragePooling2D if rank == 4 else keras.layers.GlobalAveragePooling1D
     x = pool(name="pool")(x)
     if task == "multihead":
-        outputs = H.apply_multihead(x, model_cfg.head, units=model_cfg.head_units,
-                                    dropout=model_cfg.dropout)
+        outputs = H.apply_multihead(x, head, units=head_units, dropout=dropout)
     else:
-        outputs = H.apply_head(x, num_classes, model_cfg.head, units=model_cfg.head_units,
-                               dropout=model_cfg.dropout)
+        outputs = H.apply_head(x, num_classes, head, units=head_units, dropout=dropout)
     return keras.Model(inputs, outputs, name=f"{task}_{spec.name}")
+
+
+def _augmentation_layer(augmentation, seed):
+    """None, a preset name, an Augmentation or a list of layers -> the model's first layer (or None)."""
+    if augmentation is None or (isinstance(augmentation, str) and augmentation == "none"):
+        return None
+    if isinstance(augmentation, str):
+        return Augmentation.from_preset(augmentation, seed=seed, name="augmentation")
+    if isinstance(augmentation, Augmentation):
+        return augmentation
+    if isinstance(augmentation, (list, tuple)):
+        return Augmentation(list(augmentation), name="augmentation")
+    raise TypeError(f"augmentation must be None, a preset name, an Augmentation or a list of layers, "
+                    f"got {type(augmentation).__name__}")
+
+
+def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int | None = None,
+                *, augment: str | None = None, seed: int | None = None) -> keras.Model:
+    """:func:`create_model` from a :class:`mask_keras.config.ModelConfig` (what training uses).
+
+    Args:
+        model_cfg: the run's model section (backbone, weights, head, head_units, dropout,
+            bn_momentum).
+        task: see :func:`create_model`.
+        image_size: ``(height, width)`` of the pipeline's images.
+        num_classes: see :func:`create_model`.
+        augment: an augmentation preset name (``AugmentConfig.preset``); None or ``"none"``:
+            no augmentation layer.
+        seed: seeds the augmentation.
+
+    Returns:
+        The model :func:`create_model` builds.
+    """
+    return create_model(model_cfg.backbone, task, image_size, weights=model_cfg.weights, head=model_cfg.head,
+                        head_units=model_cfg.head_units, dropout=model_cfg.dropout,
+                        bn_momentum=getattr(model_cfg, "bn_momentum", None), num_classes=num_classes,
+                        augmentation=augment, seed=seed)
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
