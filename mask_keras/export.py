@@ -59,24 +59,36 @@ Or without this package, e.g. ONNX Runtime::
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import logging
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from . import labels as L
+from . import pipeline
+from ._tf import tf
 from .config import Config
 from .data.layout import CROP_COLUMNS
+from .detect import Detector, detected_crop_boxes
+from .detect.geometry import center_crop_boxes
+from .ensemble import tta_mean
 from .errors import unknown_choice
 from .files import atomic_write_text
+from .models.serving import build_serving_model
+from .predict import load_artifact, predict_probs
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +129,6 @@ def _check_run_dir(run_dir) -> tuple[Path, Config]:
 
 
 def _check_runtime(format: str) -> None:
-    import importlib.util
-
     missing = [m for m in RUNTIMES.get(format, ()) if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"format={format!r} needs {', '.join(missing)}: pip install 'mask_keras[export]'")
@@ -156,8 +166,6 @@ def export_artifact(run_dir, out_dir, format: str = "tf_saved_model", *, verify:
     try:
         target = tmp / FILES[format]
         if format == "jax2tf":
-            import keras
-
             if keras.backend.backend() != "jax":
                 raise ExportError("format='jax2tf' exports from a JAX-backend process; "
                                   f"this one runs {keras.backend.backend()!r}")
@@ -203,12 +211,6 @@ def export_in_this_process(run_dir, target, format: str) -> None:
     What :func:`export_artifact` runs in its subprocess; the SavedModel gets three
     endpoints (bytes, full-size photos, cropped pixels), ONNX and LiteRT the photo one.
     """
-    import keras
-
-    from . import pipeline
-    from ._tf import tf
-    from .models.serving import build_serving_model
-
     run, cfg = _check_run_dir(run_dir)
     p, task = cfg.preprocess, cfg.train.task
     model = _load_keras(run)
@@ -337,26 +339,18 @@ def _readme(meta: dict) -> str:
 
 
 def _versions(format: str) -> dict:
-    import importlib.metadata as md
-
-    import keras
-
-    from ._tf import tf
 
     out = {"keras": keras.__version__, "tensorflow": tf.__version__}
     for dist in {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai-edge-litert",)}.get(format, ()):
         try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return out
 
 
 def _load_keras(run: Path):
-    import keras
-
-    import mask_keras  # noqa: F401  (registers custom objects)
-
+    """The run's model.keras (the package's custom objects are registered by importing it)."""
     return keras.saving.load_model(run / "model.keras", compile=False)
 
 
@@ -388,18 +382,16 @@ class ExportedModel:
         self.config = Config.load(self.path / "config.json")
         self._detector = None
         if fmt in ("tf_saved_model", "jax2tf"):
-            from ._tf import tf
-
             self._loaded = tf.saved_model.load(str(f))
         elif fmt == "onnx":
             _check_runtime(fmt)
-            import onnxruntime
+            import onnxruntime  # the optional `export` extra
 
             self._session = onnxruntime.InferenceSession(str(f), providers=["CPUExecutionProvider"])
             self._out_names = [o.name for o in self._session.get_outputs()]
         else:
             _check_runtime(fmt)
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.interpreter import Interpreter  # the optional `export` extra
 
             self._interpreter = Interpreter(str(f))
             self._runner = self._interpreter.get_signature_runner()
@@ -418,8 +410,7 @@ class ExportedModel:
         return self.format != "jax2tf"
 
     def _run_pixels(self, x):
-        from ._tf import tf
-
+    
         out = self._loaded.serve(tf.cast(x, tf.float32))
         if isinstance(out, dict):
             return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
@@ -433,8 +424,7 @@ class ExportedModel:
         if self.config.preprocess.crop == "face":
             feed["box"] = np.asarray(boxes, dtype=np.int32).reshape(len(x), 4)
         if self.format == "tf_saved_model":
-            from ._tf import tf
-
+        
             out = self._loaded.serve_image(**{k: tf.constant(v) for k, v in feed.items()})
         elif self.format == "onnx":
             out = dict(zip(self._out_names, self._session.run(None, feed)))
@@ -507,10 +497,6 @@ class ExportedModel:
         decoded scaled in the DCT, as in training) and supports ``tta`` (the flipped view);
         ONNX and LiteRT get the decoded photos and crop and resize in their graph.
         """
-        from . import pipeline
-        from ._tf import tf
-        from .ensemble import tta_mean
-
         table = paths if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
         if self.format in ("onnx", "litert"):
             if tta:
@@ -536,18 +522,12 @@ class ExportedModel:
         return tta_mean(views)
 
     def _face_boxes(self, files: list[str]) -> np.ndarray:
-        from .detect import Detector, detected_crop_boxes
-
         if self._detector is None:
             self._detector = Detector()
         found = detected_crop_boxes(self._detector.detect(files), self.config.preprocess)
         return found[list(CROP_COLUMNS)].to_numpy(np.int64)
 
     def _face_boxes_of_arrays(self, imgs) -> np.ndarray:
-        import tempfile
-
-        from PIL import Image
-
         with tempfile.TemporaryDirectory(prefix="mask_keras_faces_") as tmp:
             files = []
             for i, a in enumerate(imgs):
@@ -581,8 +561,6 @@ def verification_images(run_dir, n: int = 6, seed: int = 0) -> tuple[list, str]:
     """Up to ``n`` real photos to verify an export on: the run's validation images
     (``val_predictions.csv``), else generated ones (512x384 noise, then 300x200). Returns the
     paths (None for generated ones) with the decoded uint8 arrays, and a description."""
-    from . import pipeline
-    from ._tf import tf
 
     run = Path(run_dir)
     paths: list = []
@@ -628,13 +606,9 @@ def verify_export(run_dir, export_dir, n: int = 6) -> dict:
         x = np.random.default_rng(0).uniform(0, 255, size=(n, h, w, 3)).astype(np.float32)
         diff = _max_diff(_as_heads(model.predict(x, verbose=0), cfg.train.task), exp.predict(x))
         return {"max_abs_difference": diff, "vs_package_files": None, "images": f"{n} random pixel batches"}
-    from .models.serving import build_serving_model
-
     serving = build_serving_model(model, p, cfg.train.task)
     boxes = None
     if p.crop == "face":  # the centre fallback box: any valid box checks the graph
-        from .detect.geometry import center_crop_boxes
-
         hw = np.array([im.shape[:2] for im in imgs])
         boxes = center_crop_boxes(hw[:, 0], hw[:, 1], p.face_fallback).astype(np.int32)
     diff = 0.0
@@ -646,12 +620,9 @@ def verify_export(run_dir, export_dir, n: int = 6) -> dict:
     files = [f for f, _ in pairs if f is not None]
     vs_files = None
     if files and p.crop != "face":
-        from .predict import load_artifact, predict_probs
-
         want = _as_heads(predict_probs(load_artifact(run), files, batch_size=8), cfg.train.task)
         if exp.format == "tf_saved_model":
-            from ._tf import tf
-
+        
             got = exp._loaded.serve_bytes(tf.constant([Path(f).read_bytes() for f in files]))
             got = {k: np.asarray(v) for k, v in got.items()}
             diff = max(diff, _max_diff(want, got))  # the same TF ops: held to 1e-4 too
