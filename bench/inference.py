@@ -11,6 +11,10 @@ best of each):
   package's inference, XLA on CPU (the reference);
 * ``TF SavedModel``: ``export.load_exported(export_artifact(run, out)).predict_files(paths)``
   - the CPU inference path (native TF ops, oneDNN kernels);
+* ``ONNX Runtime`` and ``LiteRT`` (``--formats``; when their runtimes are installed, the
+  ``export`` extra): the self-contained exports, which take the decoded full-size photo
+  and crop and resize in their graph (the loader decodes with TF, without the DCT-scaled
+  JPEG decode of the package's pipeline, so their difference from JAX includes that);
 * ``jax2tf SavedModel`` (``--jax2tf``): the JAX program inside a SavedModel (XlaCallModule).
 
 The models are untrained (speed does not depend on the weights); the outputs of every path
@@ -19,6 +23,7 @@ are compared with the JAX path (max absolute difference). The export time is sho
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from train_step import MODELS, model_config  # noqa: E402
+
+from mask_keras.export import RUNTIMES  # noqa: E402
 
 
 def _flat(p):
@@ -61,6 +68,10 @@ def worker(a) -> dict:
         del model
         paths_run = {"JAX (keras .keras, XLA CPU)": None}
         exports = {"TF SavedModel (export.py, native TF)": "tf_saved_model"}
+        names = {"onnx": "ONNX Runtime (model.onnx, photo in)", "litert": "LiteRT (model.tflite, photo in)"}
+        for fmt in a.formats.split(","):
+            if fmt in names and all(importlib.util.find_spec(m) for m in RUNTIMES[fmt]):
+                exports[names[fmt]] = fmt
         if a.jax2tf:
             exports["jax2tf SavedModel (XlaCallModule)"] = "jax2tf"
         res["export_s"] = {}
@@ -99,6 +110,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--jax2tf", action="store_true", help="also the jax2tf SavedModel")
+    ap.add_argument("--formats", default="onnx,litert", help="self-contained exports to add (installed runtimes only)")
     ap.add_argument("--people", type=int, default=common.DEFAULT_PEOPLE)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
@@ -115,7 +127,7 @@ def main(argv=None):
         n = a.images or (192 if name == "effnet_b0_224" else 700)
         print(f"{name}: {n} images ...", flush=True)
         args = ["--worker", "--model", name, "--data", str(root), "--images", str(n), "--batch-size",
-                str(a.batch_size), "--rounds", str(a.rounds)] + (["--jax2tf"] if a.jax2tf else [])
+                str(a.batch_size), "--rounds", str(a.rounds), "--formats", a.formats] + (["--jax2tf"] if a.jax2tf else [])
         r = common.run_worker("inference.py", args)
         results.append(r)
         ref = r["img_s"]["JAX (keras .keras, XLA CPU)"]
