@@ -184,9 +184,9 @@ class CombinedMacroF1(keras.callbacks.Callback):
 class WandbLogger(keras.callbacks.Callback):
     """Log epoch metrics and the current learning rate to wandb.
 
-    The stock ``WandbMetricsLogger`` reads ``optimizer.learning_rate`` in a way that
-    crashes with LR schedules on the JAX backend; this one evaluates the schedule at
-    the optimizer's iteration count itself. ``mode="offline"`` needs no network
+    The stock ``WandbMetricsLogger`` reads the learning rate in a way that crashes with LR
+    schedules on the JAX backend; this one reads Keras' public ``optimizer.learning_rate``,
+    the schedule evaluated at the optimizer's step. ``mode="offline"`` needs no network
     (``wandb sync`` uploads later).
     """
 
@@ -200,11 +200,8 @@ class WandbLogger(keras.callbacks.Callback):
                               config=cfg.to_dict(), name=Path(out_dir).name, reinit="finish_previous")
 
     def _lr(self) -> float:
-        opt = self.model.optimizer
-        lr = opt._learning_rate if hasattr(opt, "_learning_rate") else opt.learning_rate
-        if callable(lr):
-            lr = lr(opt.iterations)
-        return float(keras.ops.convert_to_numpy(lr))
+        # the public property evaluates a schedule at the optimizer's step
+        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch, logs=None):
         data = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v) or np.ndim(v) == 0}

@@ -2,10 +2,13 @@
 
 Keras 3 has public APIs for almost everything the package does; where it has none, the
 internal is wrapped here (and only here), so that a Keras upgrade that moves it breaks one
-function. ``tests/test_layout.py`` keeps every other module off ``keras.src`` and private names.
+function. ``tests/test_import_graph.py`` keeps every other module of the package and bench
+off ``keras.src`` and Keras' private attributes (``jax_backend/`` patches Keras' JAX backend
+by design and is allowed).
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import keras
@@ -19,6 +22,18 @@ def all_layers(model: keras.Layer) -> Iterator[keras.Layer]:
     ``Layer._flatten_layers``, which has no public counterpart in Keras 3.
     """
     yield from model._flatten_layers(include_self=False, recursive=True)
+
+
+def keras_home() -> str:
+    """Keras' home folder (``KERAS_HOME`` or ``~/.keras``), where ``keras.utils.get_file``
+    caches downloads: ``keras.src.backend.config.keras_home`` has no public alias in Keras 3;
+    if it moves, the documented default is used."""
+    try:
+        from keras.src.backend.config import keras_home as home  # no public API (docstring)
+
+        return home()
+    except Exception:  # pragma: no cover - the internal moved
+        return os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
 
 
 def sync_training_state(model: keras.Model) -> None:

@@ -197,6 +197,52 @@ def test_no_module_uses_another_modules_private_names():
     assert private_uses() == []
 
 
+#: modules (of the package or bench/) that may use Keras internals -> why; keep this short
+KERAS_INTERNALS_ALLOWED = {
+    "mask_keras.keras_util": "the one home of the Keras internals that have no public API, each with its reason",
+    "mask_keras.jax_backend.cpu_conv": "replaces Keras' JAX convolution and pooling functions for XLA:CPU; "
+                                       "Keras has no public hook for a backend op",
+    "mask_keras.jax_backend.host_init": "draws initial weights with numpy inside Keras' JAX random backend; "
+                                        "no public hook",
+}
+#: private members of Keras objects the package once reached for (a public API or keras_util replaces each)
+KERAS_PRIVATE_MEMBERS = {"_flatten_layers", "_learning_rate", "_iterations", "_tracker", "_trainable_variables",
+                         "_non_trainable_variables", "_layers", "_functional", "_called", "_jax_state",
+                         "_build_shapes_dict", "_compile_config", "_get_current_learning_rate"}
+
+
+def keras_internal_uses(files) -> list[tuple[str, str, int]]:
+    """(module, what, line) for each ``keras.src`` import or attribute chain and each use of a
+    private member in :data:`KERAS_PRIVATE_MEMBERS`, outside :data:`KERAS_INTERNALS_ALLOWED`."""
+    found = []
+    for mod, path in files.items():
+        if mod in KERAS_INTERNALS_ALLOWED:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("keras.src"):
+                found.append((mod, node.module, node.lineno))
+            elif isinstance(node, ast.Import):
+                found += [(mod, a.name, node.lineno) for a in node.names if a.name.startswith("keras.src")]
+            elif isinstance(node, ast.Attribute):
+                if node.attr in KERAS_PRIVATE_MEMBERS:
+                    found.append((mod, "." + node.attr, node.lineno))
+                elif node.attr == "src" and isinstance(node.value, ast.Name) and node.value.id == "keras":
+                    found.append((mod, "keras.src", node.lineno))
+    return sorted(found)
+
+
+def test_keras_internals_only_where_allowed(tmp_path):
+    bench = {f"bench.{p.stem}": p for p in sorted((ROOT.parent / "bench").glob("*.py"))}
+    assert keras_internal_uses({**modules(), **bench}) == []
+    probe = tmp_path / "probe.py"
+    probe.write_text("import keras\nfrom keras.src.ops import core\nx = keras.src.ops\n"
+                     "def f(m):\n    return m._flatten_layers(), m.optimizer._learning_rate\n")
+    assert keras_internal_uses({"probe": probe}) == [("probe", "._flatten_layers", 5),
+                                                     ("probe", "._learning_rate", 5), ("probe", "keras.src", 3),
+                                                     ("probe", "keras.src.ops", 2)]
+
+
 if __name__ == "__main__":
     for module_level_only in (True, False):
         print("module-level imports:" if module_level_only else "all imports (inside functions too):")

@@ -71,7 +71,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .. import registry
+from .. import keras_util, registry
 from ..errors import ConfigError, did_you_mean
 
 #: ImageNet statistics on 0..1 RGB (torchvision / timm / PaddleClas)
@@ -293,12 +293,7 @@ def make_input_adapter(spec: BackboneSpec, converter: tuple | None = None,
 # --------------------------------------------------------------------------- weights
 def keras_cache_dir() -> str:
     """Where keras.utils.get_file caches keras.applications weights (``.../models``)."""
-    try:
-        from keras.src.backend.config import keras_home
-        base = keras_home()
-    except Exception:  # pragma: no cover - private API moved
-        base = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    base = os.path.expanduser(base)
+    base = os.path.expanduser(keras_util.keras_home())
     if not os.access(base, os.W_OK):  # keras falls back to /tmp/.keras the same way
         base = os.path.join("/tmp", ".keras")
     return os.path.join(base, "models")

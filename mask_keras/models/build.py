@@ -41,6 +41,7 @@ import keras
 from .. import labels as L
 from ..augment import Augmentation
 from ..config import ConfigError, ModelConfig
+from ..keras_util import all_layers
 from . import backbones as B
 from . import heads as H
 
@@ -162,7 +163,7 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     if not 0.0 < momentum < 1.0:
         raise ConfigError(f"model.bn_momentum must be in (0, 1), got {momentum}")
     n = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = float(momentum)
             n += 1
