@@ -26,12 +26,30 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
 
 from . import labels as L
+from . import losses, metrics, pipeline, plots, resume, sampling
+from .callbacks import (
+    AtomicBestCheckpoint,
+    CombinedMacroF1,
+    MixOff,
+    PreciseBatchNorm,
+    WandbLogger,
+)
 from .config import EARLY_STOPPING_MONITORS, Config, ConfigError
+from .data import layout, splits
+from .ensemble import combine_tasks, from_multihead
+from .evaluate import task_scores
 from .files import atomic_write_text
+from .jax_backend import distribute
+from .jax_backend.distribute import LocalPredictor
+from .metrics import confusion_matrix
+from .models import build as model_build
+from .pipeline import graph_fn
+from .resume import RunState
 
 log = logging.getLogger(__name__)
 MONITOR = "val_macro_f1"
@@ -51,7 +69,6 @@ class TrainResult:
 # --------------------------------------------------------------------------- data
 def prepare_tables(cfg: Config):
     """Read, (sub)sample and split the data of ``cfg``: returns ``(train_table, val_table)``."""
-    from .data import layout, splits
 
     d = cfg.data
     table = layout.read_train(d.data_dir, relabel=d.relabel, age_upper=d.age_upper, on_error=d.on_error)
@@ -83,7 +100,6 @@ def num_classes(task: str) -> int:
 
 # --------------------------------------------------------------------------- model parts
 def _build_optimizer(cfg: Config, steps_per_epoch: int):
-    import keras
 
     t = cfg.train
     total = max(1, steps_per_epoch * t.epochs // t.grad_accum)
@@ -126,7 +142,6 @@ def compile_model(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: in
         >>> compile_model(model, cfg, train_t, steps_per_epoch=100)  # doctest: +SKIP
         >>> model.fit(train_ds, epochs=cfg.train.epochs)              # doctest: +SKIP
     """
-    from . import losses, metrics, sampling
 
     task = cfg.train.task
     optimizer = _build_optimizer(cfg, steps_per_epoch)
@@ -156,10 +171,7 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = Tr
                steps: int = 0):
     """``(callbacks, run_state)``: the package's callbacks in their order, and the
     :class:`~mask_keras.resume.RunState` among them (history, backups)."""
-    import keras
 
-    from .callbacks import AtomicBestCheckpoint, CombinedMacroF1, MixOff, PreciseBatchNorm, WandbLogger
-    from .resume import RunState
 
     # chief: False on the processes of a multi-host job other than 0, which write nothing
     cbs = []
@@ -204,11 +216,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
     finished run is returned as it is.
     """
     cfg.validate()
-    import keras
 
-    from . import pipeline, resume
-    from .jax_backend import distribute
-    from .models import build as model_build
 
     t = cfg.train
     out = Path(t.out_dir)
@@ -310,7 +318,6 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
                        train_images=len(train_t), val_images=len(val_t))
         if chief:
             atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-            from . import plots
 
             plots.history({k: v for k, v in history.items()}, out / "history.png", title=f"{t.task} history")
             resume.mark_finished(out, len(next(iter(history.values()), [])))
@@ -327,7 +334,6 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
 def _resume_point(cfg: Config, out: Path, chief: bool):
     """The backup to continue from (None: start fresh, said so), after the checks of
     :mod:`mask_keras.resume`; a finished run's backup is marked ``state["finished"]``."""
-    from . import resume
 
     if chief and out.is_dir():
         resume.clean_partial_writes(out)
@@ -386,7 +392,6 @@ def _advance(train_ds, epochs: int) -> None:
 
 def _stats_dataset(train_t: pd.DataFrame, cfg: Config):
     """Full batches of a fixed random sample of ``train.precise_bn`` training images (None when off)."""
-    from . import pipeline
 
     b = cfg.train.batch_size
     n = min(cfg.train.precise_bn, len(train_t)) // b * b
@@ -416,8 +421,6 @@ def predict_table_probs(model, ds, n: int):
 
     Works in every process of a multi-host job (:class:`~mask_keras.jax_backend.distribute.LocalPredictor`).
     """
-    from .jax_backend.distribute import LocalPredictor
-    from .pipeline import graph_fn
 
     out = LocalPredictor(model)(ds.map(graph_fn(lambda x, y, w: x)), verbose=0)
     if isinstance(out, dict):
@@ -438,14 +441,10 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
     Returns ``(metrics, predictions)``; writes the files into ``out`` unless it is None
     (the non-chief processes of a multi-host job).
     """
-    from . import plots
-    from .evaluate import task_scores
-    from .metrics import confusion_matrix
 
     task = cfg.train.task
     probs = predict_table_probs(model, val_ds, len(val_t))
     if task == "multihead":
-        from .ensemble import combine_tasks, from_multihead
 
         pm, pg, pa = from_multihead(probs)
         probs = combine_tasks(pm, pg, pa)
