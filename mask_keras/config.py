@@ -51,7 +51,7 @@ class PreprocessConfig:
     face_fallback: tuple = (340, 256)  # centre crop (h, w) when no face / low confidence
     face_min_confidence: float = 0.9
     # JPEGs: decode only the crop window, downscaled in the DCT (1/2, 1/4, 1/8) while it stays
-    # >= image_size; False decodes the whole image at full size (like PIL). See mask_keras.pipeline.
+    # >= image_size; False decodes the whole image at full size (like PIL). See mask_keras.pipeline.decode.
     jpeg_scaled_decode: bool = True
 
 
