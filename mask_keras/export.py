@@ -339,7 +339,6 @@ def _readme(meta: dict) -> str:
 
 
 def _versions(format: str) -> dict:
-
     out = {"keras": keras.__version__, "tensorflow": tf.__version__}
     for dist in {"onnx": ("tf2onnx", "onnxruntime"), "litert": ("ai-edge-litert",)}.get(format, ()):
         try:
@@ -410,7 +409,6 @@ class ExportedModel:
         return self.format != "jax2tf"
 
     def _run_pixels(self, x):
-    
         out = self._loaded.serve(tf.cast(x, tf.float32))
         if isinstance(out, dict):
             return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
@@ -424,7 +422,6 @@ class ExportedModel:
         if self.config.preprocess.crop == "face":
             feed["box"] = np.asarray(boxes, dtype=np.int32).reshape(len(x), 4)
         if self.format == "tf_saved_model":
-        
             out = self._loaded.serve_image(**{k: tf.constant(v) for k, v in feed.items()})
         elif self.format == "onnx":
             out = dict(zip(self._out_names, self._session.run(None, feed)))
@@ -622,7 +619,6 @@ def verify_export(run_dir, export_dir, n: int = 6) -> dict:
     if files and p.crop != "face":
         want = _as_heads(predict_probs(load_artifact(run), files, batch_size=8), cfg.train.task)
         if exp.format == "tf_saved_model":
-        
             got = exp._loaded.serve_bytes(tf.constant([Path(f).read_bytes() for f in files]))
             got = {k: np.asarray(v) for k, v in got.items()}
             diff = max(diff, _max_diff(want, got))  # the same TF ops: held to 1e-4 too

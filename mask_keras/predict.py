@@ -54,11 +54,26 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import numpy as np
 import pandas as pd
+from PIL import Image
+from sklearn.metrics import accuracy_score, f1_score
 
+from . import evaluate as E
 from . import labels as L
+from . import pipeline
 from .config import Config, ConfigError
+from .data.layout import read_eval
+from .ensemble import (
+    combine_argmax,
+    combine_tasks,
+    hard_vote,
+    soft_vote,
+    split_multi,
+    tta_mean,
+)
+from .evaluate import evaluate
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -93,10 +108,6 @@ class Artifact:
     @property
     def model(self):
         if self._model is None:
-            import keras
-
-            import mask_keras  # noqa: F401  (registers every custom object)
-
             try:
                 model = keras.saving.load_model(self.path / "model.keras")
             except Exception as e:
@@ -190,7 +201,6 @@ class Prediction:
 
     def tasks(self) -> dict:
         """Per-task probabilities ``{task: (N, C)}`` (18-way: marginals; multihead: heads)."""
-        from .ensemble import split_multi
 
         if "multi" in self.probs:
             return dict(zip(TASK_ORDER, split_multi(self.probs["multi"])))
@@ -198,7 +208,6 @@ class Prediction:
 
     def p18(self):
         """(N, 18) probabilities, or None for a single-task model."""
-        from .ensemble import combine_tasks
 
         if "multi" in self.probs:
             return np.asarray(self.probs["multi"], dtype=np.float64)
@@ -208,8 +217,6 @@ class Prediction:
 
 
 def _image_sizes(paths) -> set:
-    from PIL import Image
-
     sizes = set()
     for p in paths:
         with Image.open(p) as im:
@@ -219,7 +226,6 @@ def _image_sizes(paths) -> set:
 
 def crop_view(table: pd.DataFrame, preprocess_cfg, scale: float):
     """``(table, preprocess config)`` of the crop view ``scale`` (see the module docstring)."""
-    from . import pipeline
 
     scale = float(scale)
     if not 0.3 <= scale <= 3.0:
@@ -250,8 +256,6 @@ def predict_probs(art: Artifact, paths, batch_size: int = 64, tta: bool = False,
     multi-head model. ``tta=True`` averages with the horizontally flipped view(s);
     ``crops`` adds crop views at these scales (each also flipped when ``tta``).
     """
-    from . import pipeline
-    from .ensemble import tta_mean
 
     table = paths.copy() if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
     pcfg = art.config.preprocess
@@ -322,7 +326,6 @@ def _per_task(preds, w):
 def combine_predictions(preds, vote: str = "soft", level: str = "auto", weights=None, tie: str = "mean_prob",
                         combine: str = "product") -> Combined:
     """The 18-class answer of a list of :class:`Prediction` (see the module docstring)."""
-    from .ensemble import combine_argmax, combine_tasks, hard_vote, soft_vote
 
     _check_choice("vote", vote, VOTES)
     _check_choice("level", level, LEVELS)
@@ -366,7 +369,6 @@ def combine_predictions(preds, vote: str = "soft", level: str = "auto", weights=
 # --------------------------------------------------------------------------- scoring
 def _gt_labels(gt, image_ids) -> np.ndarray:
     """True classes of ``image_ids`` from a gt table (CSV path or DataFrame ``ImageID,ans``)."""
-    from . import evaluate as E
 
     s = E.read_answers(gt, "gt")
     ids = pd.Index([str(i) for i in image_ids])
@@ -386,7 +388,6 @@ def compare_table(preds, combined: Combined, y_true, name: str = "ensemble") -> 
     each task a model covers: for a single-task model from its argmax, otherwise from
     its 18-class answer decoded (as ``mask-keras evaluate`` scores a submission).
     """
-    from sklearn.metrics import accuracy_score, f1_score
 
     y_true = np.asarray(y_true, np.int64)
     truth = dict(zip(TASK_ORDER, L.decode(y_true)))
@@ -464,8 +465,6 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
     Nothing is written unless every model ran on every image; errors name the artifact,
     image or info.csv row (see the module docstring).
     """
-    from . import pipeline
-    from .data.layout import read_eval
 
     _check_choice("vote", vote, VOTES)
     _check_choice("level", level, LEVELS)
@@ -495,8 +494,6 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
     sub = pd.DataFrame({"ImageID": table["ImageID"].to_numpy(), "ans": comb.labels.astype(np.int64)})
     metrics = cmp = None
     if gt is not None:
-        from .evaluate import evaluate
-
         y_true = _gt_labels(gt, sub["ImageID"])
         metrics = evaluate(gt, sub)
         cmp = compare_table(preds, comb, y_true)

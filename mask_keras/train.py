@@ -100,7 +100,6 @@ def num_classes(task: str) -> int:
 
 # --------------------------------------------------------------------------- model parts
 def _build_optimizer(cfg: Config, steps_per_epoch: int):
-
     t = cfg.train
     total = max(1, steps_per_epoch * t.epochs // t.grad_accum)
     warmup = int(round(t.warmup_epochs * steps_per_epoch / t.grad_accum))
@@ -171,7 +170,6 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = Tr
                steps: int = 0):
     """``(callbacks, run_state)``: the package's callbacks in their order, and the
     :class:`~mask_keras.resume.RunState` among them (history, backups)."""
-
 
     # chief: False on the processes of a multi-host job other than 0, which write nothing
     cbs = []
@@ -445,7 +443,6 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
     task = cfg.train.task
     probs = predict_table_probs(model, val_ds, len(val_t))
     if task == "multihead":
-
         pm, pg, pa = from_multihead(probs)
         probs = combine_tasks(pm, pg, pa)
         eval_task = "multi"
