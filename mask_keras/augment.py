@@ -66,7 +66,7 @@ import numpy as np
 from keras import ops
 
 from . import labels as L
-from . import registry
+from . import plots, registry
 from .mixup import BatchMixer  # moved to mixup.py; also importable from here, as before
 
 VALUE_RANGE = (0, 255)
@@ -633,8 +633,10 @@ def augmentation_gallery(table, cfg, path, n: int = 16, seed: int | None = None)
     :class:`BatchMixer`, as in training. The first row shows the same images without
     augmentation for comparison.
     """
-    from . import plots
-    from .pipeline import load_images
+
+    from .pipeline import (
+        load_images,  # TensorFlow: `import mask_keras` (which imports this module) stays without it
+    )
 
     seed = cfg.train.seed if seed is None else seed
     rng = np.random.default_rng(seed)

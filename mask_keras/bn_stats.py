@@ -32,6 +32,8 @@ import contextlib
 import keras
 import numpy as np
 
+from .augment import Augmentation
+from .jax_backend.distribute import compile_function
 from .keras_util import all_layers
 
 
@@ -48,7 +50,6 @@ def statistics_mode(model):
     BatchNorm momentum 0 (the moving statistics become the batch's), Dropout rate 0, the
     augmentation layer off; restored on exit. These attributes are read when a call is traced.
     """
-    from .augment import Augmentation
 
     saved = []
     for layer in all_layers(model):
@@ -88,7 +89,6 @@ class Recomputer:
     def __call__(self, batches) -> int:
         """Set every trainable BN layer's moving statistics to the mean over ``batches`` (arrays
         of images) of its batch statistics; returns the number of batches used."""
-        from .jax_backend.distribute import compile_function
 
         model = self.model
         if self._index is None:

@@ -10,6 +10,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .bn_stats import Recomputer
+from .ensemble import combine_tasks, from_multihead
+from .evaluate import task_scores
+from .files import atomic_path
+from .jax_backend.distribute import LocalPredictor, from_chief, no_distribution
+from .labels import encode
+from .pipeline import graph_fn
+
 log = logging.getLogger(__name__)
 
 
@@ -46,8 +54,6 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self._recompute = None
 
     def on_test_begin(self, logs=None):
-        from .bn_stats import Recomputer
-
         if self._recompute is None or self._recompute.model is not self.model:
             self._recompute = Recomputer(self.model)
         self._recompute(self._images())
@@ -131,8 +137,6 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 def save_model_atomic(model, path) -> Path:
     """``model.save(path)`` via a temporary file and a rename (:func:`mask_keras.files.atomic_path`)."""
-    from .jax_backend.distribute import no_distribution
-    from .files import atomic_path
 
     # outside the distribution: saving builds a reference optimizer whose variable would
     # otherwise be placed on every host's devices, a collective the other hosts never join
@@ -153,8 +157,6 @@ class CombinedMacroF1(keras.callbacks.Callback):
 
     def _labels(self):
         if self._y is None:
-            from .labels import encode
-
             ys, ws = [], []
             for _, y, w in self.val_ds.as_numpy_iterator():
                 ys.append(encode(y["mask"].argmax(1), y["gender"].argmax(1), y["age"].argmax(1)))
@@ -164,11 +166,6 @@ class CombinedMacroF1(keras.callbacks.Callback):
         return self._y
 
     def on_epoch_end(self, epoch, logs=None):
-        from .jax_backend.distribute import LocalPredictor, from_chief
-        from .ensemble import combine_tasks, from_multihead
-        from .evaluate import task_scores
-        from .pipeline import graph_fn
-
         y = self._labels()
         if self._predict is None or self._predict.model is not self.model:
             self._predict = LocalPredictor(self.model)  # multi-host safe; model.predict otherwise

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from . import labels as L
+from . import plots
+from .files import atomic_write_text
 
 COLUMNS = ("ImageID", "ans")
 #: the keys ``mask-keras evaluate --json`` prints, in this order
@@ -141,7 +144,6 @@ def task_scores(y_true, y_pred, task: str) -> dict:
     (``task`` ``multi`` or ``multihead``) also ``f1_mask``, ``f1_gender``, ``f1_age``: the
     macro F1 of each task decoded from the 18-class ids.
     """
-    from sklearn.metrics import accuracy_score, f1_score
 
     yt = np.asarray(y_true, dtype=np.int64)
     yp = np.asarray(y_pred, dtype=np.int64)
@@ -159,7 +161,6 @@ def task_scores(y_true, y_pred, task: str) -> dict:
 
 def metrics_from_labels(y_true, y_pred) -> dict:
     """All metrics of two (N,) arrays of classes 0..17 (already aligned), JSON-ready."""
-    from sklearn.metrics import confusion_matrix
 
     yt = np.asarray(y_true, dtype=np.int64)
     yp = np.asarray(y_pred, dtype=np.int64)
@@ -209,8 +210,6 @@ def evaluate(gt, pred, out_dir=None) -> dict:
 
 def write_outputs(d: dict, out_dir) -> dict[str, Path]:
     """Write metrics.json, report.txt and the confusion PNGs of a metrics dict -> paths."""
-    from . import plots
-    from .files import atomic_write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

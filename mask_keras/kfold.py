@@ -25,7 +25,11 @@ import numpy as np
 import pandas as pd
 
 from .config import Config, ConfigError
+from .evaluate import task_scores
 from .files import atomic_write_text
+from . import train as training  # called as training.train: tests replace it
+from .jax_backend import distribute  # called as distribute.from_chief: tests replace it
+from .resume import RUN_ONLY, finished_marker
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,6 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
     need = ("model.keras", "metrics.json", "val_predictions.csv", "split.csv", "config.json")
     if not all((fold_dir / n).is_file() for n in need):
         return False
-    from .resume import RUN_ONLY, finished_marker
 
     if (fold_dir / "backup").is_dir() and not finished_marker(fold_dir).is_file():
         return False  # interrupted after an earlier run had finished: train (or resume) it
@@ -72,7 +75,6 @@ def check_oof(oof: pd.DataFrame) -> None:
 
 def oof_summary(oof: pd.DataFrame, task: str) -> dict:
     """OOF macro F1 / accuracy (sklearn on ``y_true``/``y_pred``), per-task F1 for 18 classes."""
-    from .evaluate import task_scores
 
     s = task_scores(oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64), task)
     s.pop("per_class_f1")
@@ -87,7 +89,6 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     training it again, and continues an interrupted fold from its newest backup
     (:mod:`mask_keras.resume`): an interrupted long run picks up where it stopped.
     """
-    from .train import train
 
     k = cfg.data.folds
     if not k or k < 2:
@@ -97,11 +98,10 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     bad = [f for f in fold_ids if not 0 <= f < k]
     if bad:
         raise ConfigError(f"folds {bad} not in 0..{k - 1}")
-    from .jax_backend.distribute import from_chief, is_chief, join_job
 
-    join_job(cfg.train.devices)  # multi-host: know who is process 0 before writing anything
+    distribute.join_job(cfg.train.devices)  # multi-host: know who is process 0 before writing anything
     out = Path(cfg.train.out_dir)
-    chief = is_chief()
+    chief = distribute.is_chief()
     if chief:  # multi-host: every process trains every fold, only process 0 writes
         out.mkdir(parents=True, exist_ok=True)
         cfg.save(out / "config.json")
@@ -111,7 +111,7 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
         # resume: a finished fold is kept; an interrupted one continues from its backup
         fcfg = cfg.override(**{"data.fold": f, "train.out_dir": str(fdir), "train.resume": bool(resume)})
         # multi-host: the chief decides, so that every process trains the same folds
-        if resume and from_chief(float(_done(fdir, fcfg))) > 0.5:
+        if resume and distribute.from_chief(float(_done(fdir, fcfg))) > 0.5:
             log.info("fold %d/%d: already trained with this config, kept (%s)", f + 1, k, fdir)
             if not (fdir / "val_predictions.csv").is_file():
                 raise FileNotFoundError(f"{fdir}: process 0 kept this finished fold, but this process cannot see its "
@@ -120,7 +120,7 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
             preds = pd.read_csv(fdir / "val_predictions.csv", dtype={"profile": str})
         else:
             log.info("fold %d/%d", f + 1, k)
-            r = train(fcfg)
+            r = training.train(fcfg)
             metrics, preds = r.metrics, r.predictions
         dirs.append(fdir)
         per_fold.append(float(metrics["macro_f1"]))

@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from . import registry
+from .config import LossConfig
 
 #: clip value for probabilities before the log (Keras' default ``backend.epsilon()``)
 EPSILON = 1e-7
@@ -390,7 +391,6 @@ def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None
     :func:`class_weights_from_counts`) weight CE and focal (as alpha); ``class_counts`` are
     required by ``class_balanced``. An unknown name raises ``ValueError`` naming the choices.
     """
-    from .config import LossConfig
 
     if isinstance(loss_cfg, str):
         loss_cfg = LossConfig(name=loss_cfg)

@@ -32,9 +32,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from . import labels as L
+from . import pipeline
 from .data.layout import CROP_COLUMNS
+from .detect import Detector, detected_crop_boxes
+from .detect.geometry import center_crop_boxes
+from .files import atomic_write_text
+from .predict import (
+    ArtifactError,
+    combine_predictions,
+    fold_dirs,
+    load_artifact,
+    predict_artifact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +115,6 @@ class Predictor:
             mask_keras.predict.ArtifactError: a path that is none of the three, or a model
                 that cannot be loaded or does not match its config.
         """
-        from .predict import ArtifactError, fold_dirs, load_artifact
 
         if not paths:
             raise ArtifactError("no artifacts given: pass run, K-fold or ensemble directories")
@@ -161,7 +172,6 @@ class Predictor:
             ``p_<task>_<name>`` probabilities, ``p0..p17`` (when ``class`` is), ``crop_box``
             (``[y0, x0, y1, x1]`` of the first model's crop, in the file's pixels), ``error``.
         """
-        from . import pipeline
 
         if on_error not in ("report", "raise"):
             raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
@@ -194,7 +204,6 @@ class Predictor:
             The columns of :meth:`predict_files`, with ``index`` (position in ``images``)
             instead of ``path``.
         """
-        from PIL import Image
 
         imgs = list(images)
         for i, im in enumerate(imgs):
@@ -221,7 +230,6 @@ class Predictor:
     def _inputs(self, files: list[str]) -> list[pd.DataFrame]:
         """Per model, the table it predicts: ``path`` and, for a face-crop model, its crop boxes
         (one detection per file, shared by every face-crop model)."""
-        from .detect import Detector, detected_crop_boxes
 
         detections = None
         out = []
@@ -238,9 +246,6 @@ class Predictor:
         return out
 
     def _answer(self, files: list[str]) -> pd.DataFrame:
-        from .detect.geometry import center_crop_boxes
-        from .predict import combine_predictions, predict_artifact
-
         tables = self._inputs(files)
         preds = [predict_artifact(a, t, batch_size=self.batch_size, tta=self.tta, crops=self.crops,
                                   check="none") for a, t in zip(self.artifacts, tables)]
@@ -290,8 +295,6 @@ class Predictor:
 
 
 def _size(path) -> tuple[int, int]:
-    from PIL import Image
-
     with Image.open(path) as im:  # the header only
         return im.size[1], im.size[0]
 
@@ -314,7 +317,6 @@ def answer_records(table: pd.DataFrame, drop=()) -> list[dict]:
 def write_answers(table: pd.DataFrame, out) -> Path:
     """Write :meth:`Predictor.predict_files` answers as CSV, or JSON lines when ``out`` ends in
     ``.jsonl``/``.json`` (atomically: a temporary file, then a rename)."""
-    from .files import atomic_write_text
 
     out = Path(out)
     if out.suffix.lower() in (".jsonl", ".json"):

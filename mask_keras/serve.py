@@ -34,13 +34,23 @@ import hashlib
 import io
 import json
 import logging
+import socket
 import tempfile
+import threading
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
 
-from .predictor import answer_records
+from .pipeline import sniff_format
+from .predictor import Predictor, answer_records
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +82,7 @@ class Limits:
 
 def check_image(name: str, data: bytes, limits: Limits) -> tuple[int, int]:
     """``(height, width)`` of an encoded image, or :class:`BadImage` saying why it is refused."""
-    from PIL import Image
 
-    from .pipeline import sniff_format
 
     if not data:
         raise BadImage(f"{name}: empty")
@@ -199,13 +207,7 @@ def create_app(predictor, *, max_batch: int = 16, max_wait_ms: float = 10.0, lim
         >>> app = create_app(Predictor.load("runs/efficientnet_gender"))   # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)                    # doctest: +SKIP
     """
-    from contextlib import asynccontextmanager
 
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.formparsers import MultiPartException, MultiPartParser
-    from starlette.responses import HTMLResponse, JSONResponse
-    from starlette.routing import Route
 
     limits = limits or Limits()
     batcher = Batcher(predictor, max_batch, max_wait_ms)
@@ -313,7 +315,6 @@ def serve(artifacts, host: str = "127.0.0.1", port: int = 8000, *, max_batch: in
     """Load the artifacts (failing now if one cannot be), then serve until interrupted."""
     import uvicorn
 
-    from .predictor import Predictor
 
     predictor = Predictor.load(*artifacts, **predictor_kw)
     app = create_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits)
@@ -324,7 +325,6 @@ def serve(artifacts, host: str = "127.0.0.1", port: int = 8000, *, max_batch: in
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on now."""
-    import socket
 
     with socket.socket() as s:
         s.bind((host, 0))
@@ -341,8 +341,6 @@ class BackgroundServer:
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, limit_s: float = 900):
-        import threading
-
         import uvicorn
 
         self.host, self.port = host, port or free_port(host)

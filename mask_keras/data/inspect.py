@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import labels as L
+from ..plots import class_balance
 from .layout import LayoutError, read_eval, read_train
 
 #: names of the per-task groups, in code order
@@ -78,8 +79,6 @@ def inspect(root, out_png=None, relabel=False, age_upper: int = L.EVAL_AGE_UPPER
                 raise
             d["eval"] = {"images": 0, "skipped": [(str(root / "eval"), str(err))]}
     if out_png is not False:
-        from ..plots import class_balance
-
         png = Path(out_png) if out_png else root / "class_balance.png"
         class_balance({"class (images)": {str(k): v for k, v in d["classes"].items()},
                        "mask (images)": d["mask"], "gender (images)": d["gender"],

@@ -27,8 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
 
 from .. import labels as L
+from .relabel import apply_relabel
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +194,6 @@ def read_train(root, relabel=False, age_upper: int = L.EVAL_AGE_UPPER, on_error:
     if df.empty:
         raise LayoutError(f"{train}: no usable people found")
     if relabel:
-        from .relabel import apply_relabel
         df = apply_relabel(df, "certain" if relabel is True else relabel)
     df = with_labels(df, age_upper)
     df = df.sort_values(["profile", "stem"], kind="stable").reset_index(drop=True)
@@ -241,8 +243,6 @@ def read_eval(root, on_error: str = "raise") -> pd.DataFrame:
 
 def verify_images(paths, progress: bool = True) -> list[tuple[str, str]]:
     """Decode every image; return ``(path, error)`` for those that fail (corrupt or not RGB-able)."""
-    from PIL import Image
-    from tqdm.auto import tqdm
 
     bad = []
     for p in tqdm(list(paths), desc="verify images", disable=not progress, unit="img"):

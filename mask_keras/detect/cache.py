@@ -40,9 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..data.layout import LayoutError, read_eval, read_train
+from ..files import atomic_path
 from .geometry import FACE_FIELDS, pick_face
+from .process import Detector
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,6 @@ def read_cache(path) -> pd.DataFrame:
 
 def write_cache(df: pd.DataFrame, path) -> Path:
     """Write the cache atomically (temp file in the same folder + rename)."""
-    from ..files import atomic_path
 
     df = _typed(df).sort_values("path", kind="stable").reset_index(drop=True)
     with atomic_path(path) as tmp:
@@ -159,9 +161,7 @@ def detect_dir(root, cache_path=None, batch_size: int = 16, progress: bool = Tru
     errors`` over the whole data set after this run), ``error_items`` ([(path, reason)] over
     the data set), ``seconds``, ``images_per_second``, ``cache``, ``root``, ``detector``.
     """
-    from tqdm.auto import tqdm
 
-    from .process import Detector
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

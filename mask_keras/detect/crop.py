@@ -7,8 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw
 
+from ..config import PreprocessConfig
 from ..data.layout import CROP_COLUMNS  # one definition, beside the table columns
+from ..plots import image_grid
 from .cache import PICK_CONFIDENCE, default_cache_path, read_cache, rel_key
 from .geometry import face_crops, pick_face, widen_boxes
 
@@ -55,7 +58,6 @@ def _resolve(table: pd.DataFrame, cache_path, root) -> tuple[Path, Path]:
 
 def _preprocess(cfg):
     """A PreprocessConfig from None (defaults), a PreprocessConfig or a whole Config."""
-    from ..config import PreprocessConfig
 
     if cfg is None:
         return PreprocessConfig()
@@ -64,7 +66,6 @@ def _preprocess(cfg):
 
 def _image_size(path) -> tuple[int, int] | None:
     """(height, width) from the file header, or None if it cannot be read."""
-    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -231,8 +232,6 @@ def face_crop_boxes(table: pd.DataFrame, preprocess_cfg=None, cache_path=None, r
 
 
 def _draw(path, row, max_side: int = 256) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
@@ -273,7 +272,6 @@ def contact_sheet(table: pd.DataFrame, preprocess_cfg=None, path="face_crops.png
     red: the centre fallback crop. Captions: image, ``face <confidence>`` or
     ``fallback: <reason>``.
     """
-    from ..plots import image_grid
 
     cfg = _preprocess(preprocess_cfg)
     if len(table) == 0:
