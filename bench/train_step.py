@@ -40,7 +40,6 @@ builds and compiles the model the way ``mask_keras.train`` does, then
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -65,10 +64,7 @@ def model_config(name: str, data_dir: str, batch_size: int, mixed: bool):
     from mask_keras.config import Config
 
     if name == "demo":
-        spec = importlib.util.spec_from_file_location("_demo_recipe", common.ROOT / "recipes" / "efficientnet_gender.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        cfg = mod.FULL.override(**{**recipe.DEMO, **mod.DEMO})
+        cfg = recipe.recipe_config(common.ROOT / "recipes" / "efficientnet_gender.py", demo=True)
     elif name == "effnet_b0_224":
         cfg = Config().override(**{"train.task": "multi", "model.backbone": "efficientnet_b0", "model.weights": None,
                                    "preprocess.image_size": (224, 224), "preprocess.crop": "center",

@@ -64,7 +64,9 @@ def config_from_args(args, base=None):
              "batch_size": "train.batch_size", "lr": "train.lr", "image_size": "preprocess.image_size",
              "max_people": "data.max_people", "folds": "data.folds", "devices": "train.devices",
              "mixed_precision": "train.mixed_precision", "wandb": "train.wandb", "seed": "train.seed",
-             "resume": "train.resume"}
+             "resume": "train.resume",
+             # the recipes' ensemble flags (mask_keras.recipe.ensemble_parser)
+             "vote": "ensemble.vote", "level": "ensemble.level", "tta": "ensemble.tta"}
     for attr, key in flags.items():
         v = getattr(args, attr, None)
         if v is not None:

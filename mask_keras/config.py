@@ -1,11 +1,14 @@
 """Configs: plain dataclasses, resolved and validated before any training starts.
 
 A run is described by one :class:`Config` (data, preprocessing, augmentation,
-sampling, model, loss, training). ``Config.from_dict`` rejects unknown keys with a
-suggestion, ``Config.validate`` checks names and sizes against the registries, and
-``save``/``load`` round-trip the JSON written next to every artifact
-(``config.json``). Recipes build a Config with ``dataclasses.replace`` or
-``Config.from_dict`` and call :func:`mask_keras.train.train`.
+sampling, model, loss, training, and the ensemble a recipe makes of the trained models).
+``Config.from_dict`` rejects unknown keys with a suggestion, ``Config.validate`` checks
+names and sizes against the registries, and ``save``/``load`` round-trip the JSON written
+next to every artifact (``config.json``); a section missing from the JSON (e.g.
+``ensemble`` in a file written before it existed) takes its defaults. Recipes
+(``recipes/*.py``, :mod:`mask_keras.recipe`) build a Config in ``get_config`` by setting
+fields (``c.train.task = "gender"``); code can also use ``Config().override(**{...})`` and
+call :func:`mask_keras.train.train`.
 """
 from __future__ import annotations
 
@@ -23,8 +26,13 @@ from .files import atomic_write_text  # Config.save; also importable from here, 
 CROPS = ("none", "center", "face")
 #: early stopping: the metric watched and whether higher is better
 EARLY_STOPPING_MONITORS = {"val_macro_f1": "max", "val_loss": "min"}
-
-
+#: how an ensemble's models vote (soft: mean probabilities; hard: each model's answer) and where
+#: (per task, on the 18 classes, or "auto": the classes when every model is 18-way or multi-head,
+#: else per task); mask_keras.predict checks its arguments against these
+VOTES = ("soft", "hard")
+LEVELS = ("auto", "task", "class")
+#: the scales a TTA crop view may take (the model's crop region scaled around its centre)
+TTA_CROP_RANGE = (0.3, 3.0)
 
 
 @dataclass
@@ -138,6 +146,27 @@ class TrainConfig:
 
 
 @dataclass
+class EnsembleConfig:
+    """How a recipe combines its trained models into the submission (:mod:`mask_keras.recipe`).
+
+    Read only when the models predict ``eval/``, never by training: a run's other sections
+    decide what it trains, so a resumed run or a finished K-fold fold may differ here
+    (``mask_keras.resume.RUN_ONLY``).
+    """
+
+    # the models that vote, as (name, recipe) pairs: the member NAME (its folder under the
+    # ensemble's out_dir, and --load NAME=DIR) and the recipe file in the same folder whose
+    # get_config gives its config ("recipe:member" passes member= to that get_config), e.g.
+    # (("mask", "efficientnet_mask"), ("gender", "efficientnet_gender"), ("age", "resnet152_age"));
+    # empty: the recipe's own config is the one member (with data.folds >= 2: its K fold models)
+    members: tuple = ()
+    vote: str = "soft"  # soft (mean probabilities) | hard (each model's answer; tie: highest mean probability)
+    level: str = "auto"  # task (vote per task, then combine) | class (on the 18 classes) | auto (see LEVELS)
+    tta: bool = False  # test-time augmentation: every model also predicts the flipped image
+    crops: tuple = ()  # extra TTA crop views at these scales of the crop region, e.g. (0.9, 1.1)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -146,6 +175,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
     # ---- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict:
@@ -254,7 +284,30 @@ class Config:
             raise ConfigError(f"data.age_upper {self.data.age_upper} must be > {L.AGE_LOWER}")
         if t.task == "multihead" and len(self.model.head_loss_weights) != 3:
             raise ConfigError("model.head_loss_weights needs 3 weights (mask, gender, age)")
+        _check_ensemble(self.ensemble)
         return self
+
+
+def _check_ensemble(e: EnsembleConfig) -> None:
+    if e.vote not in VOTES:
+        raise unknown_choice("ensemble.vote", e.vote, VOTES)
+    if e.level not in LEVELS:
+        raise unknown_choice("ensemble.level", e.level, LEVELS)
+    if not isinstance(e.tta, bool):
+        raise ConfigError(f"ensemble.tta must be true or false, got {e.tta!r}")
+    lo, hi = TTA_CROP_RANGE
+    if not isinstance(e.crops, (list, tuple)) or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and lo <= s <= hi for s in e.crops):
+        raise ConfigError(f"ensemble.crops must be scales in [{lo}, {hi}], e.g. (0.9, 1.1); got {e.crops!r}")
+    if not isinstance(e.members, (list, tuple)) or not all(
+            isinstance(m, (list, tuple)) and len(m) == 2 and all(isinstance(v, str) and v for v in m)
+            for m in e.members):
+        raise ConfigError(f"ensemble.members must be (name, recipe) pairs, e.g. (('mask', 'efficientnet_mask'),); "
+                          f"got {e.members!r}")
+    names = [m[0] for m in e.members]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"ensemble.members: the name(s) {dup} are given twice; each member needs its own name")
 
 
 def _check_hw(name, hw):

@@ -54,7 +54,8 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
         saved, now = Config.load(fold_dir), fcfg
     except ConfigError:
         return False
-    now_run = {k: getattr(now.train, k.split(".", 1)[1]) for k in RUN_ONLY}  # how the fold is run, not what it is
+    # how the fold is run (and how a recipe combines it), not what it is
+    now_run = {k: getattr(getattr(now, k.split(".")[0]), k.split(".")[1]) for k in RUN_ONLY}
     return saved.override(**now_run).to_dict() == now.to_dict()
 
 

@@ -63,7 +63,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from . import evaluate as E
 from . import labels as L
 from . import pipeline
-from .config import Config, ConfigError
+from .config import LEVELS, TTA_CROP_RANGE, VOTES, Config, ConfigError
 from .data.layout import read_eval
 from .ensemble import (
     combine_argmax,
@@ -78,8 +78,6 @@ from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
 TASK_ORDER = L.HEADS
-VOTES = ("soft", "hard")
-LEVELS = ("auto", "task", "class")
 COMBINES = ("product", "argmax")
 
 
@@ -474,8 +472,8 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
         _model_weights(arts, weights)
     crops = tuple(float(c) for c in crops or ())
     for c in crops:
-        if not 0.3 <= c <= 3.0:
-            raise ValueError(f"TTA crop scale {c} out of range [0.3, 3.0]")
+        if not TTA_CROP_RANGE[0] <= c <= TTA_CROP_RANGE[1]:
+            raise ValueError(f"TTA crop scale {c} out of range [{TTA_CROP_RANGE[0]}, {TTA_CROP_RANGE[1]}]")
     table = read_eval(data_dir)  # missing image named in info.csv: LayoutError naming it
     if table.empty:
         raise ArtifactError(f"{Path(data_dir) / 'eval' / 'info.csv'}: lists no images")

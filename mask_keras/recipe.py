@@ -1,21 +1,53 @@
 """What every recipe shares: flags, the embedded default data, demo vs full scale.
 
-A recipe is a short script: it states its team's full-scale :class:`Config`, the
-few overrides that make a demo finish in minutes on 2 CPU cores, and calls
-:func:`run`. Without ``--data-dir`` the recipe runs at demo scale on the embedded
-synthetic set (generated under ``data/default`` on first use); with ``--data-dir``
-it runs at full scale with the team's settings. Flags override both.
+A recipe (``recipes/<name>.py``) reads like a big_vision config: ``get_config(demo=False)``
+builds its team's full-scale :class:`Config` field by field, with the demo scale (the
+settings that make it finish in minutes on 2 CPU cores) as a branch of the same function,
+and ``main`` hands ``get_config`` to :func:`run` or :func:`run_ensemble`. Without
+``--data-dir`` the recipe runs at demo scale (``get_config(demo=True)``) on the embedded
+synthetic set (generated under ``data/default`` on first use); with ``--data-dir`` at full
+scale (``get_config()``) with the team's settings. Flags (``--epochs``, ``--set
+section.option=value``, ...) override both. The shape of a recipe file::
 
-Two entry points:
+    '''Team 002: EfficientNet-B2, F1 loss, 5 fold models hard-vote. Full scale: --data-dir DIR.'''
+    from mask_keras import recipe
+    from mask_keras.config import Config
+
+
+    def get_config(demo: bool = False) -> Config:
+        c = Config()
+        c.train.task = "multi"
+        c.model.backbone = "efficientnet_b2"
+        c.loss.name = "f1"
+        c.data.folds = 5
+        c.train.out_dir = "runs/efficientnet_b2_f1"
+        c.ensemble.vote = "hard"  # the fold models vote with their answers
+        if demo:
+            recipe.apply_demo(c)  # tiny_cnn from scratch at 96x64, 4 epochs, ...
+            c.data.folds = 3  # five folds take too long on CPU
+        return c
+
+
+    def main(argv=None):
+        return recipe.run_ensemble(get_config, argv, __doc__)
+
+
+    if __name__ == "__main__":
+        main()
+
+Two entry points, both ``(get_config, argv, description)``:
 
 * :func:`run` -- one model (or K fold models with ``data.folds``): train and print the
   validation result (the team 000 per-task recipes).
 * :func:`run_ensemble` -- one or more *members* (a model, or K fold models), trained or
   loaded (``--load NAME=DIR``), then predicted over ``eval/`` and combined into
-  ``<out>/submission.csv`` (soft or hard voting, per task or on 18 classes, optional
-  TTA); when ``eval/gt.csv`` exists (the synthetic sets) the submission is scored and
-  the ensemble is compared with each model. Every team recipe that ends in a submission
-  uses it; the recipe only states configs.
+  ``<out>/submission.csv`` as the config's ``ensemble`` section says (soft or hard voting,
+  per task or on 18 classes, optional TTA; ``--vote``/``--level``/``--tta`` override it);
+  when ``eval/gt.csv`` exists (the synthetic sets) the submission is scored and the
+  ensemble is compared with each model. The members are ``ensemble.members``: other
+  recipes, each with its own ``get_config(demo)`` (``recipes/three_task_ensemble.py``), or,
+  when empty, the recipe's own config (its K fold models with ``data.folds >= 2``). Every
+  team recipe that ends in a submission uses it; the recipe only states its config.
 
 Tests and quick checks shrink any recipe with flags, e.g. ``--data-dir D --epochs 1
 --image-size 32x24 --max-people 20 --set model.backbone=tiny_cnn --set model.weights=null
@@ -25,12 +57,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, ConfigError
+from .config import LEVELS, VOTES, Config, ConfigError, EnsembleConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +73,29 @@ DEFAULT_DATA_DIR = REPO_DATA / "default"
 #: training images, ~20 s to generate on 2 cores): from scratch, 120 training people were
 #: memorised within 5 epochs, 240 people generalise
 DEFAULT_SYNTH = dict(people=300, eval_people=40, seed=0, image_size=(512, 384))
-#: demo scale: small images, a few epochs, no downloads, every recipe's method (task, loss,
-#: sampling, folds, voting, TTA) on ``tiny_cnn``. Without pretrained weights the teams'
-#: backbones learn little in the minutes a CPU demo has (measured on the default set, gender,
-#: validation macro F1 against 0.38 for a constant answer: EfficientNet-B0 0.40 after one epoch
-#: and 0.68-0.72 after 3-4; tiny_cnn 0.79 after one; 18 classes, ResNet50 3 epochs: 0.004);
-#: a recipe's DEMO may name another backbone
-DEMO = {"preprocess.image_size": (96, 64), "data.max_people": 300, "train.epochs": 4,
-        "train.batch_size": 32, "model.weights": None, "model.backbone": "tiny_cnn",
-        "train.mixed_precision": False,  # CPUs gain nothing from bfloat16
-        "train.lr": 3e-3, "train.warmup_epochs": 0.5,
-        # from scratch on ~200 steps: BatchNorm statistics must settle fast for validation
-        "model.bn_momentum": 0.9}
+
+
+def apply_demo(c: Config) -> Config:
+    """Demo scale, shared by every recipe (in place; returns ``c``): small images, a few epochs,
+    no downloads, every recipe's method (task, loss, sampling, folds, voting, TTA) on ``tiny_cnn``.
+
+    Without pretrained weights the teams' backbones learn little in the minutes a CPU demo has
+    (measured on the default set, gender, validation macro F1 against 0.38 for a constant
+    answer: EfficientNet-B0 0.40 after one epoch and 0.68-0.72 after 3-4; tiny_cnn 0.79 after
+    one; 18 classes, ResNet50 3 epochs: 0.004); a recipe's demo branch may name another backbone
+    after calling this.
+    """
+    c.preprocess.image_size = (96, 64)
+    c.data.max_people = 300
+    c.train.epochs = 4
+    c.train.batch_size = 32
+    c.model.weights = None
+    c.model.backbone = "tiny_cnn"
+    c.train.mixed_precision = False  # CPUs gain nothing from bfloat16
+    c.train.lr = 3e-3
+    c.train.warmup_epochs = 0.5
+    c.model.bn_momentum = 0.9  # from scratch on ~200 steps: BatchNorm statistics must settle fast for validation
+    return c
 
 
 def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
@@ -75,24 +119,40 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def resolve(full: Config, demo: dict | None = None, argv=None, description: str = "") -> Config:
-    """The config a recipe runs: full scale with ``--data-dir``, else demo scale on the default data."""
+def _is_demo(args) -> bool:
+    """Demo scale unless the data (``--data-dir``) or a whole config (``--config``) is given."""
+    return args.data_dir is None and args.config is None
+
+
+def _scaled(get_config, demo: bool, data_dir=None, member: str | None = None) -> Config:
+    """``get_config(demo=demo)`` (``member=`` too when given), reading ``data_dir`` at demo scale."""
+    cfg = get_config(demo=demo) if member is None else get_config(demo=demo, member=member)
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{getattr(get_config, '__qualname__', get_config)} returned "
+                          f"{type(cfg).__name__}, not a Config")
+    if demo and data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
+    return cfg
+
+
+def resolve(get_config, argv=None, description: str = "") -> Config:
+    """The config a recipe runs: full scale with ``--data-dir``, else demo scale on the default
+    data; then the flags."""
     from .cli import config_from_args
 
     args = parser(description).parse_args(argv)
-    if args.data_dir is None and args.config is None:
-        data_dir = ensure_default_data()
-        base = full.override(**{**DEMO, **(demo or {}), "data.data_dir": str(data_dir)})
+    demo = _is_demo(args)
+    data_dir = ensure_default_data() if demo else None
+    if demo:
         log.info("demo scale on the synthetic default set %s (pass --data-dir for full scale)", data_dir)
-    else:
-        base = full
-    return config_from_args(args, base)
+    return config_from_args(args, _scaled(get_config, demo, data_dir))
 
 
-def run(full: Config, demo: dict | None = None, argv=None, description: str = ""):
-    """Resolve the config, train, print the validation result; returns the TrainResult."""
+def run(get_config, argv=None, description: str = ""):
+    """Resolve the config, train, print the validation result; returns the TrainResult
+    (a KFoldResult with ``data.folds >= 2``)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = resolve(full, demo, argv, description)
+    cfg = resolve(get_config, argv, description)
     if cfg.data.folds and cfg.data.folds > 1:
         from .kfold import train_kfold
 
@@ -118,7 +178,7 @@ def summary_line(metrics: dict) -> str:
 
 # --------------------------------------------------------------------------- ensembles
 def load_recipe(path):
-    """Import a recipe file (``recipes/<name>.py``) as a module, e.g. to reuse its ``FULL``/``DEMO``."""
+    """Import a recipe file (``recipes/<name>.py``) as a module, e.g. to reuse its ``get_config``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: recipe not found")
@@ -128,12 +188,35 @@ def load_recipe(path):
     return mod
 
 
-def member_from_recipe(path) -> tuple:
-    """``(FULL, DEMO)`` of a single-model recipe file: a member for :func:`run_ensemble`."""
+def recipe_config(path, demo: bool = False, member: str | None = None) -> Config:
+    """The config a recipe file states: its ``get_config(demo=demo)`` (with ``member=`` when given)."""
     mod = load_recipe(path)
-    if not isinstance(getattr(mod, "FULL", None), Config):
-        raise ConfigError(f"{path}: defines no FULL config")
-    return mod.FULL, getattr(mod, "DEMO", None)
+    if not callable(getattr(mod, "get_config", None)):
+        raise ConfigError(f"{path}: defines no get_config(demo=False)")
+    return _scaled(mod.get_config, demo, member=member)
+
+
+def member_configs(get_config, demo: bool = False, cfg: Config | None = None) -> dict:
+    """``{name: Config}``: the members of the recipe whose ``get_config`` this is, at that scale,
+    before flags.
+
+    ``cfg`` (default ``get_config(demo=demo)``) names them in ``cfg.ensemble.members``: each
+    ``(name, "recipe")`` is ``recipes/<recipe>.py``'s ``get_config(demo)`` (the folder of
+    ``get_config``'s own file), ``(name, "recipe:m")`` its ``get_config(demo, member="m")``. No
+    members: the recipe's own config is the one member, named after its full-scale backbone.
+    """
+    cfg = _scaled(get_config, demo) if cfg is None else cfg
+    if not cfg.ensemble.members:
+        return {get_config().model.backbone: _scaled(get_config, demo)}
+    here = Path(inspect.getfile(get_config)).resolve().parent
+    out = {}
+    for name, ref in cfg.ensemble.members:
+        stem, _, member = ref.partition(":")
+        path = here / f"{stem}.py"
+        if not path.is_file():
+            raise ConfigError(f"ensemble.members: member {name!r} names the recipe {ref!r}, but {path} does not exist")
+        out[name] = recipe_config(path, demo, member or None)
+    return out
 
 
 @dataclass
@@ -142,6 +225,7 @@ class EnsembleResult:
     configs: dict  # member name -> resolved Config
     runs: dict = field(default_factory=dict)  # member name -> TrainResult | KFoldResult | loaded Path
     prediction: object = None  # mask_keras.predict.PredictResult (None with --no-submit)
+    ensemble: EnsembleConfig | None = None  # how the members were combined (the recipe's, after flags)
 
     @property
     def metrics(self):
@@ -161,34 +245,24 @@ def ensemble_parser(description: str, members) -> argparse.ArgumentParser:
     g.add_argument("--load", type=_kv_path, action="append", default=[], metavar="NAME=DIR",
                    help=f"use an existing run (or K-fold) directory for member NAME instead of training it "
                         f"(members: {', '.join(members)})")
-    g.add_argument("--vote", choices=["soft", "hard"], help="override the recipe's voting")
-    g.add_argument("--level", choices=["auto", "task", "class"], help="vote per task or on the 18 classes")
+    g.add_argument("--vote", choices=VOTES, help="override the recipe's voting (ensemble.vote)")
+    g.add_argument("--level", choices=LEVELS, help="vote per task or on the 18 classes (ensemble.level)")
     g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average with the flipped view")
+                   help="test-time augmentation: average with the flipped view (ensemble.tta)")
     g.add_argument("--no-submit", action="store_true", help="train only; no prediction over eval/")
     return p
 
 
-def _members(members) -> dict:
-    out = {}
-    for name, m in dict(members).items():
-        full, demo = (m, None) if isinstance(m, Config) else (m[0], m[1])
-        out[str(name)] = (full, demo or {})
-    if not out:
-        raise ConfigError("run_ensemble: no members")
-    return out
-
-
-def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, demo: dict | None = None,
-                 vote: str = "soft", level: str = "auto", tta: bool = False, crops=()) -> EnsembleResult:
+def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult:
     """Train (or load) every member, predict ``eval/``, combine, write and score the submission.
 
-    ``members``: ``{name: FULL}`` or ``{name: (FULL, DEMO)}`` -- each member's full-scale
-    config and its demo overrides; a member with ``data.folds >= 2`` is K fold models,
-    all of which vote. ``out_dir``: the ensemble directory (flags: ``--out-dir``);
-    members go to ``<out_dir>/<name>``, a single member *is* ``out_dir`` (default: its
-    own ``train.out_dir``). ``demo``: overrides for every member at demo scale.
-    ``vote``/``level``/``tta``/``crops``: see :mod:`mask_keras.predict`.
+    ``get_config(demo=False)``: the recipe's config. Its ``ensemble`` section says how the
+    models are combined (vote, level, tta, crops: see :mod:`mask_keras.predict`; the flags
+    ``--vote``/``--level``/``--tta`` override it) and which they are
+    (:func:`member_configs`); a member with ``data.folds >= 2`` is K fold models, all of
+    which vote. The ensemble directory is the recipe's ``train.out_dir`` (``--out-dir``);
+    members go to ``<out_dir>/<name>``, a single member *is* ``out_dir``. The flags apply to
+    every member's config.
 
     Writes ``<out_dir>/submission.csv``, ``probs.csv``, ``ensemble.json`` and, when
     ``eval/gt.csv`` exists, ``eval/`` (report, metrics, confusion PNGs) and
@@ -197,8 +271,15 @@ def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, dem
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .cli import config_from_args
 
-    members = _members(members)
-    args = ensemble_parser(description, members).parse_args(argv)
+    full = _scaled(get_config, False)
+    args = ensemble_parser(description, [n for n, _ in full.ensemble.members] or [full.model.backbone]).parse_args(argv)
+    demo = _is_demo(args)
+    data_dir = ensure_default_data() if demo else None
+    # the recipe's own config with the flags: the ensemble settings and out_dir (--config sets a member's
+    # config, not the ensemble's)
+    own = config_from_args(argparse.Namespace(**{**vars(args), "config": None}),
+                           _scaled(get_config, demo, data_dir)).validate()
+    members = member_configs(get_config, demo, own)
     loads = dict(args.load)
     unknown = sorted(set(loads) - set(members))
     if unknown:
@@ -206,26 +287,21 @@ def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, dem
     if args.config is not None and len(members) > 1:
         raise ConfigError("--config sets one model's config; this recipe has members "
                           f"{', '.join(members)}: use --set section.option=value instead")
-    demo_scale = args.data_dir is None and args.config is None
     single = len(members) == 1
-    first_full = next(iter(members.values()))[0]
-    root = Path(args.out_dir or out_dir or first_full.train.out_dir)
+    root = Path(own.train.out_dir)
     args.out_dir = None  # members get their own folders under root
-    data_dir = ensure_default_data() if demo_scale else None
     configs = {}
-    for name, (full, mdemo) in members.items():
-        if demo_scale:
-            base = full.override(**{**DEMO, **mdemo, **(demo or {}), "data.data_dir": str(data_dir)})
-        else:
-            base = full
+    for name, base in members.items():
+        if demo:
+            base.data.data_dir = str(data_dir)
         cfg = config_from_args(args, base)
         configs[name] = cfg.override(**{"train.out_dir": str(root if single else root / name)}).validate()
-    if demo_scale:
+    if demo:
         log.info("demo scale on the synthetic default set %s (pass --data-dir for full scale)", data_dir)
     data_dirs = {c.data.data_dir for c in configs.values()}
     if len(data_dirs) != 1:
         raise ConfigError(f"members read different data directories {sorted(data_dirs)}; give one --data-dir")
-    res = EnsembleResult(root, configs)
+    res = EnsembleResult(root, configs, ensemble=own.ensemble)
     for name, cfg in configs.items():
         if name in loads:
             res.runs[name] = Path(loads[name])
@@ -244,8 +320,7 @@ def run_ensemble(members, argv=None, description: str = "", *, out_dir=None, dem
                   f"accuracy = {r.metrics['accuracy']:.4f} -> {r.out_dir}")
     if args.no_submit:
         return res
-    res.prediction = _submit(res, data_dirs.pop(), vote=args.vote or vote, level=args.level or level,
-                             tta=tta if args.tta is None else args.tta, crops=crops)
+    res.prediction = _submit(res, data_dirs.pop(), own.ensemble)
     return res
 
 
@@ -261,7 +336,7 @@ def _constant_answer(data_dir, submission) -> dict:
     return {"class": L.class_name(label), "label": label, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
 
 
-def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
+def _submit(res: EnsembleResult, data_dir, ens: EnsembleConfig):
     from .files import atomic_write_text
     from .evaluate import evaluate, format_report
     from .predict import format_table, predict_submission
@@ -273,9 +348,10 @@ def _submit(res: EnsembleResult, data_dir, *, vote, level, tta, crops):
         roles.setdefault(cfg.train.task, []).append(d)
     gt = Path(data_dir) / "eval" / "gt.csv"
     gt = gt if gt.is_file() else None
+    vote, tta, crops = ens.vote, ens.tta, tuple(ens.crops)
     out = res.out_dir
     pred = predict_submission(data_dir=data_dir, out_csv=out / "submission.csv", roles=roles, tta=tta, crops=crops,
-                              vote=vote, level=level, probs_csv=out / "probs.csv", gt=gt,
+                              vote=vote, level=ens.level, probs_csv=out / "probs.csv", gt=gt,
                               batch_size=max(c.train.batch_size for c in res.configs.values()))
     members = {}
     for n, c in res.configs.items():

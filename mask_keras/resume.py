@@ -30,11 +30,13 @@ the history, and writes in place; hence this module.
 Faults: a backup that is incomplete (killed while writing) or whose arrays do not match
 their checksum is skipped with a warning and the previous one is used; when none is
 usable, resume stops with an error naming the folder. A run that finished says so and
-does nothing; a config that differs from the backup's (other than ``train.epochs``,
-``train.resume``, ``train.verbose``) stops with an error naming the keys.
+does nothing; a config that differs from the backup's (other than ``train.epochs`` and
+:data:`RUN_ONLY`: ``train.resume``, ``train.verbose``, the backup settings, the ``ensemble``
+section) stops with an error naming the keys.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -49,6 +51,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from .config import EnsembleConfig
 from .errors import ConfigError
 from .files import atomic_write_text
 from .keras_util import sync_training_state
@@ -57,8 +60,13 @@ log = logging.getLogger(__name__)
 
 BACKUP_DIR = "backup"
 KEEP = 2  # backups kept: the newest, and the one before it in case the newest is damaged
-#: config keys that say how a run is carried out, not what it trains (K-fold's "same fold" test ignores them too)
-RUN_ONLY = ("train.resume", "train.verbose", "train.backup", "train.backup_steps")
+#: config keys that do not change what a run trains (K-fold's "same fold" test ignores them too):
+#: how the run is carried out, and the ensemble section, which says how a recipe combines the
+#: trained models afterwards and is read only when they predict (mask_keras.recipe); so a
+#: resumed run whose recipe now votes differently (or an old backup, written before the
+#: section existed) is not refused, and a finished fold is kept rather than trained again
+RUN_ONLY = ("train.resume", "train.verbose", "train.backup", "train.backup_steps",
+            *(f"ensemble.{f.name}" for f in dataclasses.fields(EnsembleConfig)))
 #: config keys a resumed run may change
 MAY_DIFFER = ("train.epochs", *RUN_ONLY)
 

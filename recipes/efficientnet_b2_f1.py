@@ -15,18 +15,33 @@ a CPU demo's minutes, and five folds take too long); writes
 from mask_keras import recipe
 from mask_keras.config import Config
 
-FULL = Config().override(**{
-    "train.task": "multi", "model.backbone": "efficientnet_b2", "model.weights": "imagenet",
-    "loss.name": "f1", "data.relabel": "all", "data.folds": 5, "augment.preset": "team002",
-    "preprocess.crop": "center", "preprocess.crop_size": (400, 300), "preprocess.image_size": (320, 240),
-    "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 10, "train.batch_size": 32,
-    "train.out_dir": "runs/efficientnet_b2_f1",
-})
-DEMO = {"data.folds": 3}
+
+def get_config(demo: bool = False) -> Config:
+    c = Config()
+    c.train.task = "multi"
+    c.model.backbone = "efficientnet_b2"
+    c.model.weights = "imagenet"
+    c.loss.name = "f1"
+    c.data.relabel = "all"
+    c.data.folds = 5
+    c.augment.preset = "team002"
+    c.preprocess.crop = "center"
+    c.preprocess.crop_size = (400, 300)
+    c.preprocess.image_size = (320, 240)
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-4
+    c.train.epochs = 10
+    c.train.batch_size = 32
+    c.train.out_dir = "runs/efficientnet_b2_f1"
+    c.ensemble.vote = "hard"  # the fold models hard-vote the submission
+    if demo:
+        recipe.apply_demo(c)
+        c.data.folds = 3
+    return c
 
 
 def main(argv=None):
-    return recipe.run_ensemble({"efficientnet_b2": (FULL, DEMO)}, argv, __doc__, vote="hard")
+    return recipe.run_ensemble(get_config, argv, __doc__)
 
 
 if __name__ == "__main__":

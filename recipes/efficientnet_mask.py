@@ -7,13 +7,31 @@ flags: demo scale on the embedded synthetic set.
 from mask_keras import recipe
 from mask_keras.config import Config
 
-FULL = Config().override(**{
-    "train.task": "mask", "model.backbone": "efficientnet_b0", "model.weights": "imagenet",
-    "preprocess.crop": "center", "preprocess.crop_size": (400, 300), "preprocess.image_size": (256, 192),
-    "augment.preset": "team000", "data.relabel": "certain",
-    "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 10, "train.batch_size": 64,
-    "train.early_stopping": 3, "train.out_dir": "runs/efficientnet_mask",
-})
+
+def get_config(demo: bool = False) -> Config:
+    c = Config()
+    c.train.task = "mask"
+    c.model.backbone = "efficientnet_b0"
+    c.model.weights = "imagenet"
+    c.preprocess.crop = "center"
+    c.preprocess.crop_size = (400, 300)
+    c.preprocess.image_size = (256, 192)
+    c.augment.preset = "team000"
+    c.data.relabel = "certain"
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-4
+    c.train.epochs = 10
+    c.train.batch_size = 64
+    c.train.early_stopping = 3
+    c.train.out_dir = "runs/efficientnet_mask"
+    if demo:
+        recipe.apply_demo(c)
+    return c
+
+
+def main(argv=None):
+    return recipe.run(get_config, argv, __doc__)
+
 
 if __name__ == "__main__":
-    recipe.run(FULL, description=__doc__)
+    main()

@@ -9,15 +9,34 @@ weights, learns little in a demo's minutes).
 from mask_keras import recipe
 from mask_keras.config import Config
 
-FULL = Config().override(**{
-    "train.task": "age", "model.backbone": "resnet152", "model.weights": "imagenet",
-    "preprocess.crop": "center", "preprocess.crop_size": (400, 300), "preprocess.image_size": (320, 240),
-    "augment.preset": "team000", "augment.mixup": 0.5, "sampling.old_factor": 3.0,
-    "data.relabel": "certain", "data.age_upper": 59,
-    "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 15, "train.batch_size": 32,
-    "train.early_stopping": 4, "train.out_dir": "runs/resnet152_age",
-})
-DEMO = {}
+
+def get_config(demo: bool = False) -> Config:
+    c = Config()
+    c.train.task = "age"
+    c.model.backbone = "resnet152"
+    c.model.weights = "imagenet"
+    c.preprocess.crop = "center"
+    c.preprocess.crop_size = (400, 300)
+    c.preprocess.image_size = (320, 240)
+    c.augment.preset = "team000"
+    c.augment.mixup = 0.5
+    c.sampling.old_factor = 3.0
+    c.data.relabel = "certain"
+    c.data.age_upper = 59
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-4
+    c.train.epochs = 15
+    c.train.batch_size = 32
+    c.train.early_stopping = 4
+    c.train.out_dir = "runs/resnet152_age"
+    if demo:
+        recipe.apply_demo(c)
+    return c
+
+
+def main(argv=None):
+    return recipe.run(get_config, argv, __doc__)
+
 
 if __name__ == "__main__":
-    recipe.run(FULL, DEMO, description=__doc__)
+    main()

@@ -14,20 +14,36 @@ long on CPU); writes ``runs/resnet34_weighted_ce/submission.csv`` and its score.
 from mask_keras import recipe
 from mask_keras.config import Config
 
-FULL = Config().override(**{
-    "train.task": "multi", "model.backbone": "resnet34", "model.weights": "imagenet",
-    "loss.name": "ce", "sampling.class_weights": True,
-    "augment.preset": "team004", "augment.mixup": 0.5, "augment.mix_old_only": True,
-    "preprocess.crop": "none", "preprocess.image_size": (512, 384),
-    "data.folds": 5, "train.early_stopping": 3, "train.early_stopping_monitor": "val_loss",
-    "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 20, "train.batch_size": 32,
-    "train.out_dir": "runs/resnet34_weighted_ce",
-})
-DEMO = {"data.folds": 3}
+
+def get_config(demo: bool = False) -> Config:
+    c = Config()
+    c.train.task = "multi"
+    c.model.backbone = "resnet34"
+    c.model.weights = "imagenet"
+    c.loss.name = "ce"
+    c.sampling.class_weights = True
+    c.augment.preset = "team004"
+    c.augment.mixup = 0.5
+    c.augment.mix_old_only = True
+    c.preprocess.crop = "none"
+    c.preprocess.image_size = (512, 384)
+    c.data.folds = 5
+    c.train.early_stopping = 3
+    c.train.early_stopping_monitor = "val_loss"
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-4
+    c.train.epochs = 20
+    c.train.batch_size = 32
+    c.train.out_dir = "runs/resnet34_weighted_ce"
+    c.ensemble.vote = "soft"  # the fold models soft-vote the submission
+    if demo:
+        recipe.apply_demo(c)
+        c.data.folds = 3
+    return c
 
 
 def main(argv=None):
-    return recipe.run_ensemble({"resnet34": (FULL, DEMO)}, argv, __doc__, vote="soft")
+    return recipe.run_ensemble(get_config, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -18,21 +18,38 @@ CPUs gain nothing from bfloat16: ResNet50 from scratch scored 0.004 here); write
 from mask_keras import recipe
 from mask_keras.config import Config
 
-FULL = Config().override(**{
-    "train.task": "multi", "model.backbone": "resnext50", "model.weights": "imagenet",
-    "model.head": "shallow", "model.head_units": 128,
-    "loss.terms": (("f1", 0.4), ("focal", 0.6)), "loss.gamma": 2.0,
-    "sampling.balance": "class", "sampling.class_weights": True, "data.age_upper": 58,
-    "preprocess.crop": "center", "preprocess.crop_size": (400, 200), "preprocess.image_size": (400, 200),
-    "augment.preset": "team001", "train.mixed_precision": True,
-    "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 15, "train.batch_size": 32,
-    "train.out_dir": "runs/resnext50_f1focal",
-})
-DEMO = {"preprocess.image_size": (96, 48)}  # the 400x200 crop's 2:1
+
+def get_config(demo: bool = False) -> Config:
+    c = Config()
+    c.train.task = "multi"
+    c.model.backbone = "resnext50"
+    c.model.weights = "imagenet"
+    c.model.head = "shallow"
+    c.model.head_units = 128
+    c.loss.terms = (("f1", 0.4), ("focal", 0.6))
+    c.loss.gamma = 2.0
+    c.sampling.balance = "class"
+    c.sampling.class_weights = True
+    c.data.age_upper = 58
+    c.preprocess.crop = "center"
+    c.preprocess.crop_size = (400, 200)
+    c.preprocess.image_size = (400, 200)
+    c.augment.preset = "team001"
+    c.train.mixed_precision = True
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-4
+    c.train.epochs = 15
+    c.train.batch_size = 32
+    c.train.out_dir = "runs/resnext50_f1focal"
+    c.ensemble.tta = True  # the single model's submission with flip TTA
+    if demo:
+        recipe.apply_demo(c)
+        c.preprocess.image_size = (96, 48)  # the 400x200 crop's 2:1
+    return c
 
 
 def main(argv=None):
-    return recipe.run_ensemble({"resnext50": (FULL, DEMO)}, argv, __doc__, tta=True)
+    return recipe.run_ensemble(get_config, argv, __doc__)
 
 
 if __name__ == "__main__":

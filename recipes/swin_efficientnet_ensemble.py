@@ -14,20 +14,47 @@ weights, so it is skipped with a warning); writes
 """
 from mask_keras import recipe
 from mask_keras.config import Config
+from mask_keras.errors import unknown_choice
 
-COMMON = {"train.task": "multi", "model.weights": "imagenet", "model.head": "shallow", "model.head_units": 256,
-          "model.freeze_epochs": 2, "loss.name": "ce", "augment.preset": "base",
-          "preprocess.crop": "center", "preprocess.crop_size": (400, 300), "preprocess.image_size": (320, 240),
-          "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 10, "train.batch_size": 32}
-SWIN = Config().override(**{**COMMON, "model.backbone": "swin"})
-EFFICIENTNET = Config().override(**{**COMMON, "model.backbone": "efficientnetv2_s"})
-MEMBERS = {"swin": (SWIN, {"model.backbone": "tiny_cnn"}),
-           "efficientnet": (EFFICIENTNET, {"model.backbone": "efficientnet_b0"})}
+#: member -> (full-scale backbone, demo backbone)
+BACKBONES = {"swin": ("swin", "tiny_cnn"), "efficientnet": ("efficientnetv2_s", "efficientnet_b0")}
+
+
+def get_config(demo: bool = False, member: str = "swin") -> Config:
+    """The ensemble's config; ``member`` (``swin`` or ``efficientnet``) picks the backbone."""
+    if member not in BACKBONES:
+        raise unknown_choice("member", member, BACKBONES)
+    c = Config()
+    c.train.task = "multi"
+    c.model.backbone = BACKBONES[member][0]
+    c.model.weights = "imagenet"
+    c.model.head = "shallow"
+    c.model.head_units = 256
+    c.model.freeze_epochs = 2
+    c.loss.name = "ce"
+    c.augment.preset = "base"
+    c.preprocess.crop = "center"
+    c.preprocess.crop_size = (400, 300)
+    c.preprocess.image_size = (320, 240)
+    c.train.optimizer = "adam"
+    c.train.lr = 1e-4
+    c.train.epochs = 10
+    c.train.batch_size = 32
+    c.train.out_dir = "runs/swin_efficientnet_ensemble"
+    # the two members are this recipe's two variants; they soft-vote on the 18 classes, with flip TTA
+    c.ensemble.members = (("swin", "swin_efficientnet_ensemble:swin"),
+                          ("efficientnet", "swin_efficientnet_ensemble:efficientnet"))
+    c.ensemble.vote = "soft"
+    c.ensemble.level = "class"
+    c.ensemble.tta = True
+    if demo:
+        recipe.apply_demo(c)
+        c.model.backbone = BACKBONES[member][1]
+    return c
 
 
 def main(argv=None):
-    return recipe.run_ensemble(MEMBERS, argv, __doc__, out_dir="runs/swin_efficientnet_ensemble",
-                               vote="soft", level="class", tta=True)
+    return recipe.run_ensemble(get_config, argv, __doc__)
 
 
 if __name__ == "__main__":

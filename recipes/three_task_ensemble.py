@@ -13,18 +13,26 @@ Full scale: ``--data-dir DIR``. Without flags: demo scale on the embedded synthe
 each member with its own recipe's demo settings (``tiny_cnn`` from scratch at 96x64:
 the team's backbones take too long on CPU at their sizes and learn little from scratch).
 """
-from pathlib import Path
-
 from mask_keras import recipe
+from mask_keras.config import Config
 
-HERE = Path(__file__).resolve().parent
-MEMBERS = {task: recipe.member_from_recipe(HERE / f"{name}.py") for task, name in
-           (("mask", "efficientnet_mask"), ("gender", "efficientnet_gender"), ("age", "resnet152_age"))}
+
+def get_config(demo: bool = False) -> Config:
+    c = Config()
+    c.train.out_dir = "runs/three_task_ensemble"
+    # each member is trained by its own recipe file (recipes/<recipe>.py), at this run's scale
+    c.ensemble.members = (("mask", "efficientnet_mask"), ("gender", "efficientnet_gender"),
+                          ("age", "resnet152_age"))
+    c.ensemble.vote = "soft"
+    c.ensemble.level = "task"
+    c.ensemble.tta = True
+    if demo:
+        recipe.apply_demo(c)
+    return c
 
 
 def main(argv=None):
-    return recipe.run_ensemble(MEMBERS, argv, __doc__, out_dir="runs/three_task_ensemble", vote="soft",
-                               level="task", tta=True)
+    return recipe.run_ensemble(get_config, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,25 @@ def test_roundtrip(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["train"]["task"] == "age"
 
 
+def test_ensemble_section_roundtrip_and_old_files_without_it(tmp_path):
+    from mask_keras.config import EnsembleConfig
+
+    cfg = Config().override(**{"ensemble.members": [["mask", "efficientnet_mask"], ["age", "resnet152_age"]],
+                               "ensemble.vote": "hard", "ensemble.level": "task", "ensemble.tta": True,
+                               "ensemble.crops": [0.9, 1.1]}).validate()
+    cfg.save(tmp_path / "config.json")
+    back = Config.load(tmp_path)
+    assert back == cfg and back.ensemble.members == (("mask", "efficientnet_mask"), ("age", "resnet152_age"))
+    assert back.ensemble.crops == (0.9, 1.1)
+    # a config.json written before the ensemble section existed loads with its defaults
+    old = Config().override(**{"train.task": "gender"}).to_dict()
+    del old["ensemble"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    back = Config.load(tmp_path / "old.json").validate()
+    assert back.ensemble == EnsembleConfig() and back.train.task == "gender"
+    assert EnsembleConfig() == EnsembleConfig(members=(), vote="soft", level="auto", tta=False, crops=())
+
+
 def test_default_validates():
     Config().validate()
 
@@ -33,6 +52,13 @@ def test_default_validates():
     ("augment.mixup", 1.5, "probabilities"),
     ("sampling.old_factor", 0.5, "old_factor"),
     ("data.relabel", "some", "unknown data.relabel"),
+    ("ensemble.vote", "hrd", r"unknown ensemble.vote 'hrd' \(did you mean 'hard'\?\); choose one of: soft, hard$"),
+    ("ensemble.level", "classes",
+     r"unknown ensemble.level 'classes' \(did you mean 'class'\?\); choose one of: auto, task, class$"),
+    ("ensemble.tta", "yes", "ensemble.tta must be true or false"),
+    ("ensemble.crops", [0.9, 5.0], r"ensemble.crops must be scales in \[0.3, 3.0\]"),
+    ("ensemble.members", [["mask"]], r"ensemble.members must be \(name, recipe\) pairs"),
+    ("ensemble.members", [["m", "a"], ["m", "b"]], r"name\(s\) \['m'\] are given twice"),
 ])
 def test_bad_values_fail_before_training(key, value, match):
     with pytest.raises(ConfigError, match=match):

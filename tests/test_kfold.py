@@ -69,6 +69,8 @@ def test_resume_keeps_finished_folds(kfold_run, monkeypatch):
     res = train_kfold(cfg, resume=True)
     assert (kfold_run / "fold_0" / "model.keras").stat().st_mtime_ns == before
     assert res.summary["oof_images"] == len(res.oof)
+    # the ensemble section says how a recipe combines the folds, not what they are: still finished
+    train_kfold(cfg.override(**{"ensemble.vote": "hard", "ensemble.tta": True}), resume=True)
     # a changed config is not "finished": it would train
     with pytest.raises(AssertionError, match="trained again"):
         train_kfold(cfg.override(**{"train.lr": 0.002}), resume=True)

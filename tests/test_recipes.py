@@ -47,15 +47,85 @@ def _check_submission(res, root):
     return summary
 
 
-@pytest.mark.parametrize("name", TEAM_RECIPES)
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.py")))
 def test_demo_configs_validate(name):
-    """The demo and full configs of every member are valid (without training or data)."""
+    """The demo and full configs of every recipe and of its members are valid (without training or data)."""
     mod = recipe.load_recipe(RECIPES / f"{name}.py")
-    members = getattr(mod, "MEMBERS", None) or {"model": (mod.FULL, getattr(mod, "DEMO", None))}
-    for full, demo in members.values():
-        full.validate()
-        full.override(**{**recipe.DEMO, **(demo or {})}).validate()
-    assert mod.__doc__ and "demo" in mod.__doc__.lower()
+    for demo in (False, True):
+        mod.get_config(demo=demo).validate()
+        for cfg in recipe.member_configs(mod.get_config, demo).values():
+            cfg.validate()
+    assert mod.__doc__ and "demo" in mod.__doc__.lower() and callable(mod.main)
+
+
+#: the shared demo scale as the recipes stated it before get_config (recipe.DEMO)
+DEMO = {"preprocess.image_size": (96, 64), "data.max_people": 300, "train.epochs": 4, "train.batch_size": 32,
+        "model.weights": None, "model.backbone": "tiny_cnn", "train.mixed_precision": False, "train.lr": 3e-3,
+        "train.warmup_epochs": 0.5, "model.bn_momentum": 0.9}
+
+
+def test_get_config_keeps_the_teams_values():
+    """get_config() and get_config(demo=True) give the values the recipes stated as FULL/DEMO overrides."""
+    from mask_keras.config import EnsembleConfig
+
+    age = {"train.task": "age", "model.backbone": "resnet152", "model.weights": "imagenet",
+           "preprocess.crop": "center", "preprocess.crop_size": (400, 300), "preprocess.image_size": (320, 240),
+           "augment.preset": "team000", "augment.mixup": 0.5, "sampling.old_factor": 3.0,
+           "data.relabel": "certain", "data.age_upper": 59,
+           "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 15, "train.batch_size": 32,
+           "train.early_stopping": 4, "train.out_dir": "runs/resnet152_age"}
+    mod = recipe.load_recipe(RECIPES / "resnet152_age.py")
+    assert mod.get_config() == Config().override(**age)
+    assert mod.get_config(demo=True) == Config().override(**{**age, **DEMO})
+
+    common = {"train.task": "multi", "model.weights": "imagenet", "model.head": "shallow", "model.head_units": 256,
+              "model.freeze_epochs": 2, "loss.name": "ce", "augment.preset": "base",
+              "preprocess.crop": "center", "preprocess.crop_size": (400, 300), "preprocess.image_size": (320, 240),
+              "train.optimizer": "adam", "train.lr": 1e-4, "train.epochs": 10, "train.batch_size": 32,
+              "train.out_dir": "runs/swin_efficientnet_ensemble"}
+    ens = EnsembleConfig(members=(("swin", "swin_efficientnet_ensemble:swin"),
+                                  ("efficientnet", "swin_efficientnet_ensemble:efficientnet")),
+                         vote="soft", level="class", tta=True)
+    mod = recipe.load_recipe(RECIPES / "swin_efficientnet_ensemble.py")
+    for demo, backbones in ((False, {"swin": "swin", "efficientnet": "efficientnetv2_s"}),
+                            (True, {"swin": "tiny_cnn", "efficientnet": "efficientnet_b0"})):
+        assert mod.get_config(demo=demo).ensemble == ens
+        members = recipe.member_configs(mod.get_config, demo)
+        assert list(members) == ["swin", "efficientnet"]
+        for name, cfg in members.items():
+            want = Config().override(**{**common, **(DEMO if demo else {}), "model.backbone": backbones[name]})
+            assert cfg.to_dict() == {**want.to_dict(), "ensemble": cfg.to_dict()["ensemble"]}, (demo, name)
+
+    # members from other recipes keep their own settings; a recipe without members is its own one member
+    mod = recipe.load_recipe(RECIPES / "three_task_ensemble.py")
+    assert mod.get_config().ensemble == EnsembleConfig(
+        members=(("mask", "efficientnet_mask"), ("gender", "efficientnet_gender"), ("age", "resnet152_age")),
+        vote="soft", level="task", tta=True)
+    assert recipe.member_configs(mod.get_config, demo=True)["age"] == Config().override(**{**age, **DEMO})
+    for name, member, ens in (("efficientnet_b2_f1", "efficientnet_b2", EnsembleConfig(vote="hard")),
+                              ("resnet34_weighted_ce", "resnet34", EnsembleConfig()),
+                              ("resnext50_f1focal", "resnext50", EnsembleConfig(tta=True))):
+        mod = recipe.load_recipe(RECIPES / f"{name}.py")
+        assert list(recipe.member_configs(mod.get_config)) == [member] and mod.get_config().ensemble == ens
+
+
+def test_ensemble_settings_come_from_the_config_and_the_flags_override_them(tmp_path):
+    """Nothing trained (every member loaded, --no-submit): the resolved ensemble and member configs."""
+    mod = recipe.load_recipe(RECIPES / "three_task_ensemble.py")
+    loads = [f"--load={t}={tmp_path / t}" for t in ("mask", "gender", "age")]
+    res = mod.main(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "e"), "--no-submit", *loads])
+    assert (res.ensemble.vote, res.ensemble.level, res.ensemble.tta) == ("soft", "task", True)
+    assert {n: (c.train.task, c.train.out_dir) for n, c in res.configs.items()} == {
+        t: (t, str(tmp_path / "e" / t)) for t in ("mask", "gender", "age")}
+    res = mod.main(["--data-dir", str(tmp_path), "--no-submit", *loads, "--vote", "hard", "--level", "class",
+                    "--no-tta", "--set", "ensemble.crops=[0.9, 1.1]"])
+    assert (res.ensemble.vote, res.ensemble.level, res.ensemble.tta, res.ensemble.crops) == (
+        "hard", "class", False, (0.9, 1.1))
+    assert res.out_dir == Path("runs/three_task_ensemble")  # the recipe's train.out_dir
+    from mask_keras.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown ensemble.vote 'hrd' \(did you mean 'hard'\?\); choose one of: soft, hard"):
+        mod.main(["--data-dir", str(tmp_path), "--no-submit", *loads, "--set", "ensemble.vote=hrd"])
 
 
 @pytest.mark.slow

@@ -208,6 +208,26 @@ def test_a_different_config_is_named_and_nothing_to_resume_starts_fresh(synth_ro
     assert "nothing to resume" in capsys.readouterr().out
 
 
+def test_the_ensemble_section_does_not_stop_a_resume(synth_root, tmp_path):
+    """How a recipe combines the trained models is not what a run trains: a backup written before
+    the ensemble section existed, or with other ensemble settings, resumes."""
+    from mask_keras import resume
+
+    out = tmp_path / "run"
+    cfg = _cfg(synth_root, out)
+    old = cfg.to_dict()
+    del old["ensemble"]
+    st = resume.RunState(out, old, checkpoint=None)
+    st.arrays = {"model/0": np.zeros(1, "float32")}
+    st.write_backup(1)
+    b = resume.load_latest(out)
+    resume.check_config(b, cfg.to_dict(), out)
+    resume.check_config(b, cfg.override(**{"ensemble.vote": "hard", "ensemble.level": "class", "ensemble.tta": True,
+                                            "ensemble.crops": [0.9], "ensemble.members": [["a", "b"]]}).to_dict(), out)
+    with pytest.raises(ConfigError, match=r"train\.lr"):
+        resume.check_config(b, cfg.override(**{"train.lr": 0.01, "ensemble.vote": "hard"}).to_dict(), out)
+
+
 @pytest.mark.slow
 def test_resume_across_the_freeze_boundary(synth_root, tmp_path):
     """Frozen backbone for one epoch, then everything: stopped in the first unfrozen epoch (here
