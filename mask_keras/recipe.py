@@ -63,7 +63,16 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import labels as L
+from . import train as training  # called as training.train: tests replace it
+from .cli import add_train_args, config_from_args
 from .config import LEVELS, VOTES, Config, ConfigError, EnsembleConfig
+from .data.layout import read_train
+from .data.synth import generate
+from .evaluate import evaluate, format_report
+from .files import atomic_write_text
+from .kfold import train_kfold
+from .predict import format_table, predict_submission
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +112,6 @@ def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
     data_dir = Path(data_dir)
     if (data_dir / "train" / "train.csv").is_file():
         return data_dir
-    from .data.synth import generate
 
     kw = {**DEFAULT_SYNTH, **synth}
     log.info("no data at %s: generating the synthetic default set (%s)", data_dir, kw)
@@ -112,8 +120,6 @@ def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    from .cli import add_train_args
-
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
     return p
@@ -138,7 +144,6 @@ def _scaled(get_config, demo: bool, data_dir=None, member: str | None = None) ->
 def resolve(get_config, argv=None, description: str = "") -> Config:
     """The config a recipe runs: full scale with ``--data-dir``, else demo scale on the default
     data; then the flags."""
-    from .cli import config_from_args
 
     args = parser(description).parse_args(argv)
     demo = _is_demo(args)
@@ -154,14 +159,11 @@ def run(get_config, argv=None, description: str = ""):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = resolve(get_config, argv, description)
     if cfg.data.folds and cfg.data.folds > 1:
-        from .kfold import train_kfold
-
         res = train_kfold(cfg, resume=cfg.train.resume)
         print(json.dumps(res.summary, indent=2))
         return res
-    from .train import train
 
-    res = train(cfg)
+    res = training.train(cfg)
     print(summary_line(res.metrics) + f"\nartifact: {res.model_path}")
     return res
 
@@ -269,7 +271,6 @@ def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult
     ``comparison.csv`` (the ensemble against each model).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from .cli import config_from_args
 
     full = _scaled(get_config, False)
     args = ensemble_parser(description, [n for n, _ in full.ensemble.members] or [full.model.backbone]).parse_args(argv)
@@ -307,15 +308,11 @@ def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult
             res.runs[name] = Path(loads[name])
             print(f"{name}: using {loads[name]}")
         elif cfg.data.folds and cfg.data.folds > 1:
-            from .kfold import train_kfold
-
             r = res.runs[name] = train_kfold(cfg, resume=cfg.train.resume)
             print(f"\n{name} ({cfg.train.task}, {cfg.data.folds} folds): OOF macro F1 = "
                   f"{r.summary['oof_macro_f1']:.4f}, accuracy = {r.summary['oof_accuracy']:.4f} -> {r.out_dir}")
         else:
-            from .train import train
-
-            r = res.runs[name] = train(cfg)
+            r = res.runs[name] = training.train(cfg)
             print(f"\n{name} ({cfg.train.task}): validation macro F1 = {r.metrics['macro_f1']:.4f}, "
                   f"accuracy = {r.metrics['accuracy']:.4f} -> {r.out_dir}")
     if args.no_submit:
@@ -327,9 +324,6 @@ def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult
 def _constant_answer(data_dir, submission) -> dict:
     """The eval score of answering the training set's most frequent class for every image: what
     a model that learned nothing gets (macro F1 rewards every class, so this is the bar)."""
-    from . import labels as L
-    from .data.layout import read_train
-    from .evaluate import evaluate
 
     label = int(read_train(data_dir, on_error="skip")["label"].value_counts().idxmax())
     m = evaluate(Path(data_dir) / "eval" / "gt.csv", submission.assign(ans=label))
@@ -337,10 +331,6 @@ def _constant_answer(data_dir, submission) -> dict:
 
 
 def _submit(res: EnsembleResult, data_dir, ens: EnsembleConfig):
-    from .files import atomic_write_text
-    from .evaluate import evaluate, format_report
-    from .predict import format_table, predict_submission
-
     roles: dict[str, list] = {}
     for name, cfg in res.configs.items():
         run = res.runs[name]

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -70,6 +71,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import keras
+
+from . import train as training  # called as training.train: tests replace it
 from .config import Config, ConfigError
 from .errors import unknown_choice
 from .files import atomic_write_text
@@ -246,7 +250,6 @@ def load_space(path) -> dict:
 
 # --------------------------------------------------------------------------- pruning callback
 def _pruning_callback_class():
-    import keras
     import optuna
 
     class OptunaPruningCallback(keras.callbacks.Callback):
@@ -288,14 +291,11 @@ def __getattr__(name):  # PEP 562: build the Keras callback class on first use (
 # --------------------------------------------------------------------------- objectives
 def train_objective(cfg: Config, trial) -> float:
     """The default objective: train ``cfg`` with pruning, return validation macro F1."""
-    import gc
 
-    import keras
 
-    from .train import train
 
     try:
-        res = train(cfg, callbacks=[__getattr__("OptunaPruningCallback")(trial, monitor=MONITOR)])
+        res = training.train(cfg, callbacks=[__getattr__("OptunaPruningCallback")(trial, monitor=MONITOR)])
     finally:
         keras.backend.clear_session()  # free the model before the next trial
         gc.collect()

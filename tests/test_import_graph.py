@@ -243,6 +243,67 @@ def test_keras_internals_only_where_allowed(tmp_path):
                                                      ("probe", "keras.src.ops", 2)]
 
 
+#: what a function may import inside itself (a heavy or optional dependency), and why; every
+#: other import sits at its module's top, where the dependency graph can be read
+LAZY_ALLOWED = {
+    "tensorflow": "seconds to import: `import mask_keras` and most commands stay without it",
+    "mask_keras._tf": "TensorFlow (see above)",
+    "mask_keras.pipeline": "imports TensorFlow (see above)",
+    "optuna": "only `mask-keras tune` needs it",
+    "sqlalchemy": "optuna's storage, only `mask-keras tune`",
+    "mtcnn": "the face detector, in its own TensorFlow-backend process",
+    "wandb": "only with --wandb",
+    "keras_hub": "seconds to import, only for its backbones",
+    "matplotlib": "only when a PNG is drawn",
+    "onnxruntime": "the optional `export` extra",
+    "ai_edge_litert": "the optional `export` extra",
+    "uvicorn": "only `mask-keras serve`",
+    "multiprocessing": "the synthetic generator's worker pool, only when generating",
+}
+#: modules whose function-level imports are all allowed, and why
+LAZY_MODULES = {
+    "mask_keras.cli": "a subcommand imports its modules when it runs: `mask-keras --help`, `evaluate` or "
+                      "`synth` do not pay for TensorFlow and the rest",
+    "mask_keras.jax_backend.distribute": "JAX only where the backend is JAX: the TF-backend export and "
+                                         "detector processes import this module too",
+    "mask_keras.jax_backend.cpu_conv": "patches Keras' JAX backend when installed (imports at install time)",
+    "mask_keras.jax_backend.host_init": "patches Keras' JAX backend when installed (imports at install time)",
+    "mask_keras.keras_util": "its one Keras internal, imported where used with the fallback beside it",
+}
+
+
+def lazy_imports(root: Path = ROOT) -> list[tuple[str, str, int]]:
+    """(module, imported name, line) of each import inside a function not allowed above."""
+    found = []
+    for mod, path in modules(root).items():
+        if mod in LAZY_MODULES:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        top = _module_level(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                if isinstance(node, ast.ImportFrom):
+                    base = _resolve(mod, path, node)
+                    names = [f"{base}.{a.name}" for a in node.names] if node.module is None else [base]
+                else:
+                    names = [a.name for a in node.names]
+                for name in names:
+                    if not any(name == ok or name.startswith(ok + ".") for ok in LAZY_ALLOWED):
+                        found.append((mod, name, node.lineno))
+    return sorted(found)
+
+
+def test_function_level_imports_only_for_heavy_or_optional_dependencies(tmp_path):
+    assert lazy_imports() == []
+    pkg = tmp_path / "probe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("import json\ndef f():\n    import tensorflow\n    from . import b\n"
+                              "    import csv\n    from ._tf import tf\n")
+    (pkg / "b.py").write_text("")
+    assert lazy_imports(pkg) == [("probe.a", "csv", 5), ("probe.a", "probe._tf", 6), ("probe.a", "probe.b", 4)]
+
+
 if __name__ == "__main__":
     for module_level_only in (True, False):
         print("module-level imports:" if module_level_only else "all imports (inside functions too):")

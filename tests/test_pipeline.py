@@ -393,8 +393,7 @@ def test_old_oversampling_through_make_dataset(tmp_path):
 
 
 def test_face_crop_computes_boxes_when_columns_absent(tmp_path, monkeypatch):
-    import sys
-    import types
+    from mask_keras.pipeline import dataset
 
     p = _save(tmp_path / "f.png", np.full((H, W, 3), 7, np.uint8))
     calls = []
@@ -403,7 +402,7 @@ def test_face_crop_computes_boxes_when_columns_absent(tmp_path, monkeypatch):
         calls.append(len(table))
         return table.assign(crop_y0=0, crop_x0=0, crop_y1=10, crop_x1=10, crop_fallback=False)
 
-    monkeypatch.setitem(sys.modules, "mask_keras.detect", types.SimpleNamespace(face_crop_boxes=face_crop_boxes))
+    monkeypatch.setattr(dataset, "face_crop_boxes", face_crop_boxes)
     out = P.load_images([p], PreprocessConfig(image_size=(10, 10), crop="face"))
     assert calls == [1] and out.shape == (1, 10, 10, 3)
 

@@ -40,6 +40,7 @@ an interrupted run never leaves a complete-looking ``OUT``.
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -53,8 +54,11 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from .. import labels as L
+from .relabel import load_relabel
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +152,10 @@ def _quirk_count(name_or_count, n: int) -> int:
 
 
 def _certain_relabels() -> list[dict]:
-    from .relabel import load_relabel
-
     return load_relabel(mode="certain").to_dict("records")
 
 
 def _all_relabel_ids() -> set[str]:
-    from .relabel import load_relabel
-
     return set(load_relabel(mode="all")["id"])
 
 
@@ -460,8 +460,6 @@ def _mask_look(rng, style):
 
 
 def _background(P) -> "Image.Image":
-    from PIL import Image, ImageDraw
-
     H, W = P["H"], P["W"]
     rng = np.random.default_rng(P["bg_seed"])
     kind = P["bg_kind"]
@@ -540,7 +538,6 @@ def _draw_person(img, P, rng) -> None:
 
     ``rng`` must be seeded the same for every image of a person (strands, wrinkles stay put).
     """
-    from PIL import ImageDraw
 
     d = ImageDraw.Draw(img, "RGBA")
     F = _Face(P)
@@ -713,7 +710,6 @@ def _mask_polygon(style):
 
 def _draw_mask(img, P, look, drop: float = 0.0) -> None:
     """Draw a mask over nose and mouth (``drop`` = 0) or lowered by ``drop`` face half-heights."""
-    from PIL import Image, ImageDraw
 
     F = _Face(P)
     s = P["s"]
@@ -819,7 +815,6 @@ def render_person(seed: int, split: int, index: int, gender: int, age: int, imag
     Drawn on a canvas 0.55..0.8 times the size and scaled up (camera softness, and cheaper
     than drawing big and blurring); about one image in eight is blurrier still.
     """
-    from PIL import Image
 
     H, W = image_size
     rng = _person_rng(seed, split, index)
@@ -935,8 +930,6 @@ def _mp_context():
 
 
 def _write_csv(path: Path, header: str, rows) -> None:
-    import csv
-
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(header.split(","))
@@ -957,7 +950,6 @@ def generate(out_dir, people: int = REAL_TRAIN_PEOPLE, eval_people: int = 1800, 
     ``out_dir`` must not exist, be empty, or hold a previous synthetic set (it is replaced,
     only once the new one is complete).
     """
-    from tqdm.auto import tqdm
 
     size = _check_args(people, eval_people, seed, image_size, workers)
     out = Path(out_dir).expanduser().absolute()

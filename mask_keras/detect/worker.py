@@ -25,8 +25,11 @@ import pickle
 import struct
 import sys
 import traceback
+from importlib import metadata
 
+import keras
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 #: images whose shorter side is below this cannot hold a face MTCNN finds (its smallest
 #: face is 20 px) and break its image pyramid; they are reported as "no face"
@@ -67,7 +70,6 @@ def recv(stream):
 
 def decode(data: bytes) -> np.ndarray:
     """Decode image bytes to float32 RGB ``(H, W, 3)`` in 0..255 (EXIF orientation ignored, as tf.io does)."""
-    from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im = im.convert("RGB")
@@ -76,8 +78,6 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def decode_error(e: Exception) -> str:
-    from PIL import UnidentifiedImageError
-
     if isinstance(e, UnidentifiedImageError):
         return "cannot decode image: not a recognised image format (corrupt, empty or not an image)"
     return f"cannot decode image: {type(e).__name__}: {e}"
@@ -99,9 +99,7 @@ class MtcnnRunner:
             for gpu in tf.config.list_physical_devices("GPU"):
                 tf.config.experimental.set_memory_growth(gpu, True)
             tf_device = "GPU:0" if tf.config.list_physical_devices("GPU") else "CPU:0"
-        from importlib import metadata
 
-        import keras
         from mtcnn import MTCNN
 
         self.tf = tf

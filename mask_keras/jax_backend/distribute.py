@@ -59,6 +59,7 @@ from collections import Counter
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from ..errors import ConfigError, unknown_choice
 
@@ -228,7 +229,6 @@ def from_chief(value: float) -> float:
     """
     if process_count() == 1:
         return value
-    import numpy as np
     from jax.experimental import multihost_utils
 
     return float(multihost_utils.broadcast_one_to_all(np.asarray(value, np.float64)))

@@ -40,6 +40,7 @@ from .. import labels as L
 from .. import sampling
 from .._tf import tf
 from ..data.layout import CROP_COLUMNS
+from ..detect import face_crop_boxes
 from ..mixup import BatchMixer
 from .files import ImageError, check_images, checked_table, drop_bad_files
 from .store import ImageStore, Rows, decode_all
@@ -106,8 +107,6 @@ def ensure_crop_boxes(table: pd.DataFrame, preprocess_cfg) -> pd.DataFrame:
         The table with every ``crop_*`` column set; raises ``ValueError`` when a row has no box.
     """
     if not all(c in table.columns for c in CROP_COLUMNS):
-        from ..detect import face_crop_boxes  # heavy (face detector): only when needed
-
         table = face_crop_boxes(table, preprocess_cfg)
         missing = [c for c in CROP_COLUMNS if c not in table.columns]
         if missing:

@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
 
 from .._tf import tf
 from ..data.layout import verify_images
@@ -150,7 +152,6 @@ def check_file(path: str) -> str | None:
     Returns:
         None when the file looks decodable, else the reason it is not.
     """
-    from PIL import Image
 
     try:
         with open(path, "rb") as f:
@@ -204,7 +205,6 @@ def check_images(paths, mode: str = "fast", progress: bool = True) -> list[tuple
         return []
     if mode == "full":
         return verify_images(paths, progress=progress)
-    from tqdm.auto import tqdm
 
     # one thread: the check is mostly Python (the GIL), and a thread pool made it 3-4x slower
     results = [check_file(p) for p in tqdm(paths, desc="check images", unit="img",

@@ -26,12 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .. import labels as L
 from .._tf import tf
 from ..data.layout import CROP_COLUMNS
-from ..files import atomic_path  # the package's atomic writes (mask_keras/files.py), not .files here
-from .decode import JPEG_RATIOS, dct_windows, needs_antialias, preprocess_key, traced_loader
+from ..files import (
+    atomic_path,  # the package's atomic writes (mask_keras/files.py), not .files here
+)
+from .decode import (
+    JPEG_RATIOS,
+    dct_windows,
+    needs_antialias,
+    preprocess_key,
+    traced_loader,
+)
 from .files import ImageError, check_file, jpeg_sizes
 from .tfdata import finish, graph_fn, parallel_calls
 
@@ -251,7 +260,6 @@ def decode_all(rows: Rows, preprocess_cfg, cache: str = "memory", progress: bool
                 if arr.shape == (rows.n, h, w, 3) and arr.dtype == np.uint8:
                     return arr
                 log.warning("%s: unexpected array %s %s; decoding again", file, arr.shape, arr.dtype)
-    from tqdm.auto import tqdm
 
     out = np.empty((rows.n, h, w, 3), np.uint8)
     seen = np.zeros(rows.n, bool)
