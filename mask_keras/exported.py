@@ -1,0 +1,368 @@
+"""Load and run an export folder (:mod:`mask_keras.export` writes them), and verify one.
+
+:func:`load_exported` opens any format with its runtime (TensorFlow, ONNX Runtime, the LiteRT
+interpreter) and does the caller's part the graph cannot hold (decoding, the face detector);
+:func:`verify_export` compares an export with the Keras model of its run on real photos.
+
+Example:
+    >>> m = load_exported("exports/mask_onnx")                     # doctest: +SKIP
+    >>> m.predict_images([photo_rgb_uint8])["probs"].shape          # doctest: +SKIP
+    (1, 3)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from . import labels as L
+from . import pipeline
+from ._tf import tf
+from .config import Config
+from .data.layout import CROP_COLUMNS
+from .detect import Detector, detected_crop_boxes
+from .detect.geometry import center_crop_boxes
+from .ensemble import tta_mean
+from .models.serving import build_serving_model
+from .predict import load_artifact, predict_probs
+
+FORMATS = ("tf_saved_model", "onnx", "litert", "jax2tf")
+#: the file or folder each format writes in the export folder
+FILES = {"tf_saved_model": "saved_model", "onnx": "model.onnx", "litert": "model.tflite", "jax2tf": "saved_model"}
+#: the extra each runtime needs beyond the package's dependencies
+RUNTIMES = {"onnx": ("onnxruntime", "tf2onnx"), "litert": ("ai_edge_litert",)}
+SAVED_MODEL = "saved_model"
+META = "export.json"
+TASK_ORDER = L.HEADS
+TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """The export failed or the exported directory is not usable."""
+
+
+def check_run_dir(run_dir) -> tuple[Path, Config]:
+    """The run directory of ``run_dir`` (or of its ``model.keras``) and its config; :class:`ExportError` if not one."""
+    p = Path(run_dir)
+    if p.suffix == ".keras":
+        p = p.parent
+    if not (p / "model.keras").is_file():
+        raise ExportError(f"{p}: no model.keras here; pass a run directory written by `mask-keras train`")
+    if not (p / "config.json").is_file():
+        raise ExportError(f"{p}: no config.json beside model.keras; the export needs the run's preprocessing")
+    return p, Config.load(p / "config.json")
+
+
+def check_runtime(format: str) -> None:
+    """:class:`ExportError` naming the extra to install when ``format``'s runtime is missing."""
+    missing = [m for m in RUNTIMES.get(format, ()) if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"format={format!r} needs {', '.join(missing)}: pip install 'mask_keras[export]'")
+
+
+def load_keras(run: Path):
+    """The run's model.keras (the package's custom objects are registered by importing it)."""
+    return keras.saving.load_model(run / "model.keras", compile=False)
+
+
+class ExportedModel:
+    """An export folder, loaded with its runtime (see :func:`load_exported`).
+
+    Args:
+        path: a folder written by :func:`export_artifact`.
+
+    Example:
+        >>> m = ExportedModel("exports/mask")                            # doctest: +SKIP
+        >>> m.predict_images([photo])["probs"].shape                     # doctest: +SKIP
+        (1, 3)
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            self.meta = json.loads((self.path / META).read_text())
+        except FileNotFoundError:
+            raise ExportError(f"{self.path}: no {META}; not written by mask_keras.export "
+                              f"(export with mask_keras.export.export_artifact first)") from None
+        fmt = self.meta.get("format")
+        if fmt not in FORMATS:
+            raise ExportError(f"{self.path / META}: unknown format {fmt!r}; re-export with this version")
+        f = self.path / FILES[fmt]
+        if not (f / "saved_model.pb" if fmt in ("tf_saved_model", "jax2tf") else f).exists():
+            raise ExportError(f"{self.path}: {FILES[fmt]} is missing (export.json says {fmt}); export again")
+        self.config = Config.load(self.path / "config.json")
+        self._detector = None
+        if fmt in ("tf_saved_model", "jax2tf"):
+            self._loaded = tf.saved_model.load(str(f))
+        elif fmt == "onnx":
+            check_runtime(fmt)
+            import onnxruntime  # the optional `export` extra
+
+            self._session = onnxruntime.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+            self._out_names = [o.name for o in self._session.get_outputs()]
+        else:
+            check_runtime(fmt)
+            from ai_edge_litert.interpreter import Interpreter  # the optional `export` extra
+
+            self._interpreter = Interpreter(str(f))
+            self._runner = self._interpreter.get_signature_runner()
+
+    @property
+    def task(self) -> str:
+        return self.config.train.task
+
+    @property
+    def format(self) -> str:
+        return self.meta["format"]
+
+    @property
+    def takes_photos(self) -> bool:
+        """Whether the graph crops and resizes itself (every format but ``jax2tf``)."""
+        return self.format != "jax2tf"
+
+    def _run_pixels(self, x):
+        out = self._loaded.serve(tf.cast(x, tf.float32))
+        if isinstance(out, dict):
+            return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+        if isinstance(out, (list, tuple)):
+            return dict(zip(TASK_ORDER, (np.asarray(v, dtype=np.float32) for v in out)))
+        return np.asarray(out, dtype=np.float32)
+
+    def _run_photos(self, x, boxes=None) -> dict:
+        """uint8 (N, H, W, 3) photos of one size (+ face boxes) -> the graph's outputs as numpy."""
+        feed = {"image": np.ascontiguousarray(x, dtype=np.uint8)}
+        if self.config.preprocess.crop == "face":
+            feed["box"] = np.asarray(boxes, dtype=np.int32).reshape(len(x), 4)
+        if self.format == "tf_saved_model":
+            out = self._loaded.serve_image(**{k: tf.constant(v) for k, v in feed.items()})
+        elif self.format == "onnx":
+            out = dict(zip(self._out_names, self._session.run(None, feed)))
+        elif self.format == "litert":
+            out = self._runner(**feed)
+        else:
+            raise ExportError(f"{self.path}: a jax2tf export takes cropped pixels only (predict), not photos")
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def predict(self, x, batch_size: int = 64):
+        """Cropped and resized pixels ``(N, h, w, 3)`` (uint8 or float 0..255) -> probabilities
+        (N, C), or a dict of heads for a multi-head model (the model alone, no crop)."""
+        x = np.asarray(x)
+        if self.format in ("tf_saved_model", "jax2tf"):
+            parts = [self._run_pixels(x[i:i + batch_size].astype(np.float32)) for i in range(0, len(x), batch_size)]
+            return _concat(parts)
+        h, w = self.config.preprocess.image_size
+        if x.shape[1:3] != (h, w):
+            raise ValueError(f"predict takes pixels already resized to {h}x{w}, got {x.shape}; "
+                             f"use predict_images for photos")
+        whole = np.tile(np.array([[0, 0, h, w]], np.int32), (len(x), 1))  # the crop of an h x w image is itself
+        parts = [self._run_photos(np.clip(np.round(x[i:i + batch_size]), 0, 255).astype(np.uint8), whole[i:i + batch_size])
+                 for i in range(0, len(x), batch_size)]
+        return self._probs(_concat(parts))
+
+    def _probs(self, out: dict):
+        if self.task == "multihead":
+            return {k: out[k].astype(np.float32) for k in TASK_ORDER}
+        return out["probs"].astype(np.float32)
+
+    def predict_images(self, images, boxes=None, batch_size: int = 64) -> dict:
+        """Full-size uint8 RGB photos ``(H, W, 3)`` of any sizes -> the graph's outputs.
+
+        Args:
+            images: a list (or batch) of uint8 (H, W, 3) arrays.
+            boxes: for a ``crop="face"`` run, (N, 4) ``[y0, x0, y1, x1]`` face crops; None
+                runs the face detector with the run's margins and fallback.
+            batch_size: photos per runtime call (photos of one size share a call).
+
+        Returns:
+            A dict of numpy arrays in input order: ``probs`` (or the heads) and ``crop_box``.
+        """
+        if not self.takes_photos:
+            raise ExportError(f"{self.path}: a jax2tf export takes cropped pixels only (predict), not photos")
+        imgs = [np.asarray(im) for im in images]
+        for i, a in enumerate(imgs):
+            if a.ndim != 3 or a.shape[-1] != 3 or a.dtype != np.uint8 or min(a.shape[:2]) < 1:
+                raise ValueError(f"images[{i}]: expected a uint8 RGB array (H, W, 3), got {a.dtype} {a.shape}")
+        if self.config.preprocess.crop == "face" and boxes is None:
+            boxes = self._face_boxes_of_arrays(imgs)
+        groups: dict = {}
+        for i, a in enumerate(imgs):
+            groups.setdefault(a.shape, []).append(i)
+        results: list = [None] * len(imgs)
+        for idx in groups.values():
+            for s in range(0, len(idx), batch_size):
+                part = idx[s:s + batch_size]
+                out = self._run_photos(np.stack([imgs[i] for i in part]),
+                                       None if boxes is None else np.asarray(boxes)[part])
+                for j, i in enumerate(part):
+                    results[i] = {k: v[j] for k, v in out.items()}
+        return {k: np.stack([r[k] for r in results]) for k in results[0]} if results else {}
+
+    def predict_files(self, paths, batch_size: int = 64, tta: bool = False, check: str = "fast",
+                      progress: bool = False):
+        """Image files (or a table with ``path``) -> probabilities, with the run's preprocessing.
+
+        Same contract as :func:`mask_keras.predict.predict_probs`: (N, C), or a dict of heads
+        for a multihead model. A SavedModel goes through the package's pipeline (so JPEGs are
+        decoded scaled in the DCT, as in training) and supports ``tta`` (the flipped view);
+        ONNX and LiteRT get the decoded photos and crop and resize in their graph.
+        """
+        table = paths if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
+        if self.format in ("onnx", "litert"):
+            if tta:
+                raise ExportError(f"tta with a {self.format} export: not in the graph; use a tf_saved_model "
+                                  f"export or mask_keras.predictor.Predictor on the run directory")
+            bad = pipeline.check_images(table["path"].tolist(), check, progress=False) if check != "none" else []
+            if bad:
+                raise pipeline.ImageError(bad, total=len(table))
+            boxes = None
+            if self.config.preprocess.crop == "face":
+                boxes = (table[list(CROP_COLUMNS)].to_numpy(np.int64) if set(CROP_COLUMNS) <= set(table.columns)
+                         else self._face_boxes(table["path"].tolist()))
+            imgs = [pipeline.decode_image(tf.io.read_file(f)).numpy() for f in table["path"]]
+            return self._probs(self.predict_images(imgs, boxes, batch_size=batch_size))
+        views = []
+        for flip in ([False, True] if tta else [False]):
+            ds, n = pipeline.make_predict_dataset(table, self.config.preprocess, batch_size, flip=flip,
+                                                  check=check, progress=progress)
+            out = _concat([self._run_pixels(x) for x in ds])
+            views.append({k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n])
+        if isinstance(views[0], dict):
+            return {k: tta_mean([v[k] for v in views]) for k in views[0]}
+        return tta_mean(views)
+
+    def _face_boxes(self, files: list[str]) -> np.ndarray:
+        if self._detector is None:
+            self._detector = Detector()
+        found = detected_crop_boxes(self._detector.detect(files), self.config.preprocess)
+        return found[list(CROP_COLUMNS)].to_numpy(np.int64)
+
+    def _face_boxes_of_arrays(self, imgs) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="mask_keras_faces_") as tmp:
+            files = []
+            for i, a in enumerate(imgs):
+                files.append(str(Path(tmp) / f"{i:06d}.png"))
+                Image.fromarray(a).save(files[-1])
+            return self._face_boxes(files)
+
+    def close(self) -> None:
+        """Stop the face detector, if one was started."""
+        if self._detector is not None:
+            self._detector.close()
+            self._detector = None
+
+    def __repr__(self) -> str:
+        return f"ExportedModel({str(self.path)!r}, task={self.task!r}, format={self.format!r})"
+
+
+def _concat(parts):
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return np.concatenate(parts)
+
+
+def load_exported(path) -> ExportedModel:
+    """Load a folder written by :func:`export_artifact` with its runtime (TensorFlow, ONNX
+    Runtime or the LiteRT interpreter; no JAX, no Keras model code)."""
+    return ExportedModel(path)
+
+
+def verification_images(run_dir, n: int = 6, seed: int = 0) -> tuple[list, str]:
+    """Up to ``n`` real photos to verify an export on: the run's validation images
+    (``val_predictions.csv``), else generated ones (512x384 noise, then 300x200). Returns the
+    paths (None for generated ones) with the decoded uint8 arrays, and a description."""
+
+    run = Path(run_dir)
+    paths: list = []
+    vp = run / "val_predictions.csv"
+    if vp.is_file():
+        try:
+            col = pd.read_csv(vp, usecols=["path"])["path"]
+            paths = [p for p in col.tolist() if Path(p).is_file()][:n]
+        except (ValueError, KeyError):
+            paths = []
+    if paths:
+        imgs = [pipeline.decode_image(tf.io.read_file(p)).numpy() for p in paths]
+        return list(zip(paths, imgs)), f"{len(paths)} validation image(s) of the run"
+    rng = np.random.default_rng(seed)
+    sizes = [(512, 384)] * (n - n // 2) + [(300, 200)] * (n // 2)
+    imgs = [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in sizes]
+    return [(None, im) for im in imgs], f"{n} generated image(s) (the run's validation images were not found)"
+
+
+def verify_export(run_dir, export_dir, n: int = 6) -> dict:
+    """Compare an export with the Keras model of ``run_dir`` on the same photos.
+
+    ``max_abs_difference``: the export's runtime against the Keras serving model (the same
+    graph: :func:`mask_keras.models.serving.build_serving_model`) run here, on the decoded
+    photos (a SavedModel also through ``serve_bytes`` against the package's file path, the
+    same TF decode and crop ops); what ``verify=True`` holds to 1e-4.
+    ``vs_package_files``: the export on the photos against :func:`mask_keras.predict.
+    predict_probs` on the files (the package's path, where JPEGs are decoded scaled in the
+    DCT); reported, not held to 1e-4 for formats that take decoded photos.
+
+    Returns:
+        A dict: ``max_abs_difference``, ``vs_package_files`` (None without real files),
+        ``images`` (what was compared).
+    """
+    run, cfg = check_run_dir(run_dir)
+    exp = ExportedModel(export_dir)
+    pairs, what = verification_images(run, n)
+    imgs = [im for _, im in pairs]
+    p = cfg.preprocess
+    model = load_keras(run)
+    if not exp.takes_photos:  # jax2tf: the model alone, on cropped pixels
+        h, w = p.image_size
+        x = np.random.default_rng(0).uniform(0, 255, size=(n, h, w, 3)).astype(np.float32)
+        diff = _max_diff(_as_heads(model.predict(x, verbose=0), cfg.train.task), exp.predict(x))
+        return {"max_abs_difference": diff, "vs_package_files": None, "images": f"{n} random pixel batches"}
+    serving = build_serving_model(model, p, cfg.train.task)
+    boxes = None
+    if p.crop == "face":  # the centre fallback box: any valid box checks the graph
+        hw = np.array([im.shape[:2] for im in imgs])
+        boxes = center_crop_boxes(hw[:, 0], hw[:, 1], p.face_fallback).astype(np.int32)
+    diff = 0.0
+    for i, im in enumerate(imgs):
+        feed = {"image": im[None], **({"box": boxes[i:i + 1]} if boxes is not None else {})}
+        ref = {k: np.asarray(v) for k, v in serving(feed).items()}
+        got = exp.predict_images([im], None if boxes is None else boxes[i:i + 1])
+        diff = max(diff, _max_diff(ref, got))
+    files = [f for f, _ in pairs if f is not None]
+    vs_files = None
+    if files and p.crop != "face":
+        want = _as_heads(predict_probs(load_artifact(run), files, batch_size=8), cfg.train.task)
+        if exp.format == "tf_saved_model":
+            got = exp._loaded.serve_bytes(tf.constant([Path(f).read_bytes() for f in files]))
+            got = {k: np.asarray(v) for k, v in got.items()}
+            diff = max(diff, _max_diff(want, got))  # the same TF ops: held to 1e-4 too
+        else:
+            got = exp.predict_images(imgs)
+        vs_files = _max_diff(want, got)
+    return {"max_abs_difference": float(diff), "vs_package_files": vs_files, "images": what}
+
+
+def _as_heads(out, task: str) -> dict:
+    if isinstance(out, (list, tuple)):
+        out = dict(zip(TASK_ORDER, out))
+    if isinstance(out, dict):
+        return {k: np.asarray(v) for k, v in out.items()}
+    return {"probs": np.asarray(out)}
+
+
+def _max_diff(ref: dict, got) -> float:
+    got = got if isinstance(got, dict) else {"probs": got}
+    keys = [k for k in ref if k in got]
+    if not keys:
+        raise ExportError(f"the export's outputs {sorted(got)} share no name with the model's {sorted(ref)}")
+    return max(float(np.max(np.abs(np.asarray(ref[k], np.float64) - np.asarray(got[k], np.float64)))) for k in keys)
+
+
+def max_abs_difference(run_dir, export_dir, n: int = 4, seed: int = 0) -> float:
+    """Largest absolute difference between the Keras model of ``run_dir`` and the export in
+    ``export_dir`` (:func:`verify_export`'s ``max_abs_difference``)."""
+    return verify_export(run_dir, export_dir, n=n)["max_abs_difference"]
