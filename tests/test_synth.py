@@ -220,7 +220,9 @@ def test_refuses_foreign_output_and_cleans_up_after_a_failure(tmp_path, monkeypa
         synth.generate(tmp_path / "file", people=2, eval_people=0, image_size=(64, 48), progress=False)
 
     calls = []
-    real = synth._render_task
+    from mask_keras.data.synth import write as synth_write
+
+    real = synth_write.render_task
 
     def dying(task):
         calls.append(1)
@@ -228,13 +230,13 @@ def test_refuses_foreign_output_and_cleans_up_after_a_failure(tmp_path, monkeypa
             raise KeyboardInterrupt
         return real(task)
 
-    monkeypatch.setattr(synth, "_render_task", dying)
+    monkeypatch.setattr(synth_write, "render_task", dying)
     with pytest.raises(KeyboardInterrupt):
         synth.generate(tmp_path / "half", people=5, eval_people=0, image_size=(64, 48), workers=1, progress=False)
     assert sorted(os.listdir(tmp_path)) == ["file", "mine"]  # neither OUT nor OUT.tmp-* is left
     # an empty directory is fine
     (tmp_path / "empty").mkdir()
-    monkeypatch.setattr(synth, "_render_task", real)
+    monkeypatch.setattr(synth_write, "render_task", real)
     s = synth.generate(tmp_path / "empty", people=1, eval_people=0, image_size=(64, 48), progress=False)
     assert s["images"] == 7 and len(read_train(tmp_path / "empty")) == 7
 
@@ -301,7 +303,7 @@ def _cues(gender: int, age: int, n: int = 300) -> dict[str, np.ndarray]:
     keys = ("hair_len", "brow_w", "jaw", "shoulder", "neck_w", "wrinkle", "grey", "bags")
     out = {k: [] for k in keys + ("width",)}
     for i in range(n):
-        P = synth._person_params(np.random.default_rng([gender, age, i]), gender, age, 512, 384)
+        P = synth.person_params(np.random.default_rng([gender, age, i]), gender, age, 512, 384)
         for k in keys:
             out[k].append(P[k])
         out["width"].append(P["a"] / P["b"])
