@@ -24,13 +24,13 @@ from PIL import Image
 from . import labels as L
 from . import pipeline
 from ._tf import tf
+from .artifact import ArtifactError, load_artifact, predict_views
 from .config import Config
 from .data.layout import CROP_COLUMNS
 from .detect import Detector, detected_crop_boxes
 from .detect.geometry import center_crop_boxes
-from .ensemble import tta_mean
 from .models.serving import build_serving_model
-from .predict import load_artifact, predict_probs
+from .predict import predict_probs
 
 FORMATS = ("tf_saved_model", "onnx", "litert", "jax2tf")
 #: the file or folder each format writes in the export folder
@@ -48,15 +48,13 @@ class ExportError(RuntimeError):
 
 
 def check_run_dir(run_dir) -> tuple[Path, Config]:
-    """The run directory of ``run_dir`` (or of its ``model.keras``) and its config; :class:`ExportError` if not one."""
-    p = Path(run_dir)
-    if p.suffix == ".keras":
-        p = p.parent
-    if not (p / "model.keras").is_file():
-        raise ExportError(f"{p}: no model.keras here; pass a run directory written by `mask-keras train`")
-    if not (p / "config.json").is_file():
-        raise ExportError(f"{p}: no config.json beside model.keras; the export needs the run's preprocessing")
-    return p, Config.load(p / "config.json")
+    """The run directory of ``run_dir`` (or of its ``model.keras``) and its config, checked as
+    :func:`mask_keras.artifact.load_artifact` checks it; :class:`ExportError` if not one."""
+    try:
+        art = load_artifact(run_dir)
+    except ArtifactError as e:
+        raise ExportError(str(e)) from e
+    return art.path, art.config
 
 
 def check_runtime(format: str) -> None:
@@ -108,7 +106,9 @@ class ExportedModel:
             self._out_names = [o.name for o in self._session.get_outputs()]
         else:
             check_runtime(fmt)
-            from ai_edge_litert.interpreter import Interpreter  # the optional `export` extra
+            from ai_edge_litert.interpreter import (
+                Interpreter,  # the optional `export` extra
+            )
 
             self._interpreter = Interpreter(str(f))
             self._runner = self._interpreter.get_signature_runner()
@@ -226,15 +226,8 @@ class ExportedModel:
                          else self._face_boxes(table["path"].tolist()))
             imgs = [pipeline.decode_image(tf.io.read_file(f)).numpy() for f in table["path"]]
             return self._probs(self.predict_images(imgs, boxes, batch_size=batch_size))
-        views = []
-        for flip in ([False, True] if tta else [False]):
-            ds, n = pipeline.make_predict_dataset(table, self.config.preprocess, batch_size, flip=flip,
-                                                  check=check, progress=progress)
-            out = _concat([self._run_pixels(x) for x in ds])
-            views.append({k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n])
-        if isinstance(views[0], dict):
-            return {k: tta_mean([v[k] for v in views]) for k in views[0]}
-        return tta_mean(views)
+        return predict_views(lambda ds: _concat([self._run_pixels(x) for x in ds]), table, self.config.preprocess,
+                             batch_size=batch_size, tta=tta, check=check, progress=progress)
 
     def _face_boxes(self, files: list[str]) -> np.ndarray:
         if self._detector is None:

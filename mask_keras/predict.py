@@ -48,22 +48,19 @@ atomically at the very end, so a failure never leaves a partial or stale-looking
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
-from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
 from . import evaluate as E
 from . import labels as L
 from . import pipeline
-from .config import LEVELS, TTA_CROP_RANGE, VOTES, Config, ConfigError
+from .artifact import Artifact, ArtifactError, crop_view, expand_models, fold_dirs, load_artifact, predict_views  # noqa: F401,E501  (importable from here, as before)
+from .config import LEVELS, TTA_CROP_RANGE, VOTES
 from .data.layout import read_eval
 from .ensemble import (
     combine_argmax,
@@ -71,7 +68,6 @@ from .ensemble import (
     hard_vote,
     soft_vote,
     split_multi,
-    tta_mean,
 )
 from .evaluate import evaluate
 from .files import atomic_write_text
@@ -79,106 +75,6 @@ from .files import atomic_write_text
 log = logging.getLogger(__name__)
 TASK_ORDER = L.HEADS
 COMBINES = ("product", "argmax")
-
-
-class ArtifactError(ValueError):
-    """An artifact is missing, broken, or not for the task it is used for."""
-
-
-# --------------------------------------------------------------------------- artifacts
-@dataclass
-class Artifact:
-    path: Path
-    config: Config
-    _model: object = field(default=None, repr=False)
-
-    @property
-    def task(self) -> str:
-        return self.config.train.task
-
-    @property
-    def name(self) -> str:
-        """A short readable name: ``parent/dir`` for fold artifacts, else ``dir``."""
-        if re.fullmatch(r"fold_\d+", self.path.name):
-            return f"{self.path.parent.name}/{self.path.name}"
-        return self.path.name
-
-    @property
-    def model(self):
-        if self._model is None:
-            try:
-                model = keras.saving.load_model(self.path / "model.keras")
-            except Exception as e:
-                raise ArtifactError(f"{self.path / 'model.keras'}: cannot load ({type(e).__name__}: {e})") from e
-            _check_outputs(model, self.task, self.path)
-            self._model = model
-        return self._model
-
-
-def _check_outputs(model, task: str, path: Path) -> None:
-    """The loaded model's outputs must match the task its config.json records."""
-    shape = model.output_shape
-    if task == "multihead":
-        names = set(getattr(model, "output_names", None) or [])
-        ok = isinstance(shape, (list, tuple)) and len(shape) == 3 and names == set(TASK_ORDER)
-        want = "three heads mask(3), gender(2), age(3)"
-    else:
-        k = L.TASK_CLASSES[task]
-        ok = isinstance(shape, tuple) and len(shape) == 2 and shape[-1] == k
-        want = f"one output of {k} classes"
-    if not ok:
-        raise ArtifactError(f"{path}: config.json says task {task!r} ({want}) but model.keras outputs "
-                            f"{shape}; the two files do not belong together")
-
-
-def load_artifact(path, expect_task: str | None = None) -> Artifact:
-    """Open a run directory (or its ``model.keras``); check it exists and has the expected task.
-
-    The model itself is loaded lazily (``artifact.model``), so opening every artifact first
-    is cheap and catches a missing or wrong one before any work.
-    """
-    p = Path(path)
-    if p.suffix == ".keras":
-        p = p.parent
-    if not p.exists():
-        raise ArtifactError(f"{p}: artifact not found; pass a run directory written by `mask-keras train`")
-    if not (p / "model.keras").is_file():
-        hint = ""
-        if any(p.glob("fold_*/model.keras")):
-            hint = " (it holds K-fold models: pass it as --kfold-dir / kfold_dirs=)"
-        raise ArtifactError(f"{p}: no model.keras here{hint}; pass a run directory written by `mask-keras train`")
-    if not (p / "config.json").is_file():
-        raise ArtifactError(f"{p}: no config.json beside model.keras; the artifact cannot be used without "
-                            f"its preprocessing config")
-    try:
-        cfg = Config.load(p / "config.json")
-    except ConfigError as e:
-        raise ArtifactError(f"{p}: broken config.json ({e})") from e
-    art = Artifact(p, cfg)
-    if art.task not in L.TASKS:
-        raise ArtifactError(f"{p}: config.json has unknown task {art.task!r}")
-    if expect_task is not None and art.task != expect_task:
-        raise ArtifactError(f"{p}: is a {art.task!r} model, but was given as the {expect_task!r} model")
-    return art
-
-
-def fold_dirs(kfold_dir) -> list[Path]:
-    """The fold artifacts ``fold_0, fold_1, ...`` of a K-fold run directory, in fold order."""
-    d = Path(kfold_dir)
-    if not d.is_dir():
-        raise ArtifactError(f"{d}: K-fold directory not found")
-    dirs = [p for p in d.iterdir() if p.is_dir() and re.fullmatch(r"fold_\d+", p.name)]
-    if not dirs:
-        raise ArtifactError(f"{d}: no fold_* directories; pass the out_dir of `mask-keras train --folds K`")
-    return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))
-
-
-def expand_models(models=(), kfold_dirs=()) -> list[Path]:
-    """Run directories from explicit ``models`` and every fold of each of ``kfold_dirs``."""
-    out = [Path(m) for m in models]
-    for k in kfold_dirs:
-        out.extend(fold_dirs(k))
-    return out
 
 
 # --------------------------------------------------------------------------- one model
@@ -214,66 +110,17 @@ class Prediction:
         return None
 
 
-def _image_sizes(paths) -> set:
-    sizes = set()
-    for p in paths:
-        with Image.open(p) as im:
-            sizes.add((im.size[1], im.size[0]))  # (h, w)
-    return sizes
-
-
-def crop_view(table: pd.DataFrame, preprocess_cfg, scale: float):
-    """``(table, preprocess config)`` of the crop view ``scale`` (see the module docstring)."""
-
-    scale = float(scale)
-    if not 0.3 <= scale <= 3.0:
-        raise ValueError(f"TTA crop scale {scale} out of range [0.3, 3.0]")
-    p = preprocess_cfg
-    if p.crop == "face":
-        t = pipeline.ensure_crop_boxes(table.copy(), p)
-        y0, x0, y1, x1 = (t[c].to_numpy(np.float64) for c in pipeline.CROP_COLUMNS)
-        cy, cx, hh, hw = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0) * scale / 2, (x1 - x0) * scale / 2
-        for c, v in zip(pipeline.CROP_COLUMNS, (cy - hh, cx - hw, cy + hh, cx + hw)):
-            t[c] = np.round(v).astype(np.int64)  # the pipeline clips boxes to the image
-        return t, p
-    sizes = _image_sizes(table["path"])
-    if len(sizes) != 1:
-        raise ValueError(f"TTA crop views need images of one size (crop={p.crop!r}); found sizes {sorted(sizes)}")
-    (h, w), = sizes
-    if p.crop == "center":
-        h, w = min(h, int(p.crop_size[0])), min(w, int(p.crop_size[1]))
-    size = (max(8, int(round(h * scale))), max(8, int(round(w * scale))))
-    return table, dataclasses.replace(p, crop="center", crop_size=size)
-
-
 def predict_probs(art: Artifact, paths, batch_size: int = 64, tta: bool = False, crops=(),
                   check: str = "fast", progress: bool = False):
     """Probabilities of one artifact over image files (or a table with ``path``).
 
     Returns (N, C) for single-output models, a dict ``{"mask", "gender", "age"}`` for a
     multi-head model. ``tta=True`` averages with the horizontally flipped view(s);
-    ``crops`` adds crop views at these scales (each also flipped when ``tta``).
+    ``crops`` adds crop views at these scales (each also flipped when ``tta``)
+    (:func:`mask_keras.artifact.predict_views`).
     """
-
-    table = paths.copy() if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
-    pcfg = art.config.preprocess
-    views = [(table, pcfg)] + [crop_view(table, pcfg, s) for s in crops]
-    outs = []
-    for i, (vt, vcfg) in enumerate(views):
-        for flip in ((False, True) if tta else (False,)):
-            ds, n = pipeline.make_predict_dataset(vt, vcfg, batch_size, flip=flip,
-                                                  check=check if i == 0 and not flip else "none",
-                                                  progress=progress)
-            out = art.model.predict(ds, verbose=0)
-            if isinstance(out, dict):
-                outs.append({k: np.asarray(v, dtype=np.float32)[:n] for k, v in out.items()})
-            elif isinstance(out, (list, tuple)):
-                outs.append(dict(zip(TASK_ORDER, (np.asarray(v, dtype=np.float32)[:n] for v in out))))
-            else:
-                outs.append(np.asarray(out, dtype=np.float32)[:n])
-    if isinstance(outs[0], dict):
-        return {k: tta_mean([o[k] for o in outs]).astype(np.float32) for k in TASK_ORDER if k in outs[0]}
-    return tta_mean(outs).astype(np.float32)
+    return predict_views(lambda ds: art.model.predict(ds, verbose=0), paths, art.config.preprocess,
+                         batch_size=batch_size, tta=tta, crops=crops, check=check, progress=progress)
 
 
 def predict_artifact(art: Artifact, paths, **kw) -> Prediction:

@@ -221,4 +221,4 @@ def test_export_command_line(synth_root, tmp_path, capsys):
                                                                      "saved_model"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp")]  # no temp or old folder left
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
-    assert "no model.keras" in capsys.readouterr().err
+    assert "artifact not found" in capsys.readouterr().err

@@ -312,8 +312,6 @@ LONG_MODULES = {
                                        "each with its measured reason",
     "mask_keras.models.backbones": "the backbone registry: 15 entries with their weights' source and input "
                                    "convention, and the offline weight checks, in one table",
-    "mask_keras.predict": "artifact loading, the vote and the submission; the artifact part is to move into one "
-                          "artifact module shared with export (issue 15, item 3)",
     "mask_keras.train": "the training entry point: one path from a config to an artifact",
 }
 MAX_LINES = 450
