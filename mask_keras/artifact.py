@@ -165,6 +165,16 @@ def crop_view(table: pd.DataFrame, preprocess_cfg, scale: float):
     return table, dataclasses.replace(p, crop="center", crop_size=size)
 
 
+def model_outputs(out):
+    """A model's outputs as float32 numpy: an array (N, C), or a dict of heads (a list of heads
+    is taken in :data:`mask_keras.labels.HEADS` order, as Keras returns a multi-head model's)."""
+    if isinstance(out, (list, tuple)):
+        out = dict(zip(TASK_ORDER, out))
+    if isinstance(out, dict):
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+    return np.asarray(out, dtype=np.float32)
+
+
 def predict_views(run, paths, preprocess_cfg, batch_size: int = 64, tta: bool = False, crops=(),
                   check: str = "fast", progress: bool = False):
     """Average a model's outputs over the views of the images: original, flipped, crops.
@@ -192,13 +202,8 @@ def predict_views(run, paths, preprocess_cfg, batch_size: int = 64, tta: bool = 
             ds, n = pipeline.make_predict_dataset(vt, vcfg, batch_size, flip=flip,
                                                   check=check if i == 0 and not flip else "none",
                                                   progress=progress)
-            out = run(ds)
-            if isinstance(out, dict):
-                outs.append({k: np.asarray(v, dtype=np.float32)[:n] for k, v in out.items()})
-            elif isinstance(out, (list, tuple)):
-                outs.append(dict(zip(TASK_ORDER, (np.asarray(v, dtype=np.float32)[:n] for v in out))))
-            else:
-                outs.append(np.asarray(out, dtype=np.float32)[:n])
+            out = model_outputs(run(ds))
+            outs.append({k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n])
     if isinstance(outs[0], dict):
         return {k: tta_mean([o[k] for o in outs]).astype(np.float32) for k in TASK_ORDER if k in outs[0]}
     return tta_mean(outs).astype(np.float32)

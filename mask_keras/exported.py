@@ -24,13 +24,12 @@ from PIL import Image
 from . import labels as L
 from . import pipeline
 from ._tf import tf
-from .artifact import ArtifactError, load_artifact, predict_views
+from .artifact import ArtifactError, load_artifact, model_outputs, predict_views
 from .config import Config
 from .data.layout import CROP_COLUMNS
 from .detect import Detector, detected_crop_boxes
 from .detect.geometry import center_crop_boxes
 from .models.serving import build_serving_model
-from .predict import predict_probs
 
 FORMATS = ("tf_saved_model", "onnx", "litert", "jax2tf")
 #: the file or folder each format writes in the export folder
@@ -127,12 +126,7 @@ class ExportedModel:
         return self.format != "jax2tf"
 
     def _run_pixels(self, x):
-        out = self._loaded.serve(tf.cast(x, tf.float32))
-        if isinstance(out, dict):
-            return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
-        if isinstance(out, (list, tuple)):
-            return dict(zip(TASK_ORDER, (np.asarray(v, dtype=np.float32) for v in out)))
-        return np.asarray(out, dtype=np.float32)
+        return model_outputs(self._loaded.serve(tf.cast(x, tf.float32)))
 
     def _run_photos(self, x, boxes=None) -> dict:
         """uint8 (N, H, W, 3) photos of one size (+ face boxes) -> the graph's outputs as numpy."""
@@ -288,16 +282,17 @@ def verification_images(run_dir, n: int = 6, seed: int = 0) -> tuple[list, str]:
     return [(None, im) for im in imgs], f"{n} generated image(s) (the run's validation images were not found)"
 
 
-def verify_export(run_dir, export_dir, n: int = 6) -> dict:
+def verify_export(run_dir, export_dir, n: int = 6, seed: int = 0) -> dict:
     """Compare an export with the Keras model of ``run_dir`` on the same photos.
 
     ``max_abs_difference``: the export's runtime against the Keras serving model (the same
     graph: :func:`mask_keras.models.serving.build_serving_model`) run here, on the decoded
     photos (a SavedModel also through ``serve_bytes`` against the package's file path, the
     same TF decode and crop ops); what ``verify=True`` holds to 1e-4.
-    ``vs_package_files``: the export on the photos against :func:`mask_keras.predict.
-    predict_probs` on the files (the package's path, where JPEGs are decoded scaled in the
-    DCT); reported, not held to 1e-4 for formats that take decoded photos.
+    ``vs_package_files``: the export on the photos against the package's path on the files
+    (:func:`mask_keras.artifact.predict_views`, what :func:`mask_keras.predict.predict_probs`
+    runs; JPEGs decoded scaled in the DCT there); reported, not held to 1e-4 for formats that
+    take decoded photos. ``seed``: of the generated photos when the run's are not found.
 
     Returns:
         A dict: ``max_abs_difference``, ``vs_package_files`` (None without real files),
@@ -305,46 +300,44 @@ def verify_export(run_dir, export_dir, n: int = 6) -> dict:
     """
     run, cfg = check_run_dir(run_dir)
     exp = ExportedModel(export_dir)
-    pairs, what = verification_images(run, n)
+    pairs, what = verification_images(run, n, seed)
     imgs = [im for _, im in pairs]
     p = cfg.preprocess
     model = load_keras(run)
     if not exp.takes_photos:  # jax2tf: the model alone, on cropped pixels
         h, w = p.image_size
         x = np.random.default_rng(0).uniform(0, 255, size=(n, h, w, 3)).astype(np.float32)
-        diff = _max_diff(_as_heads(model.predict(x, verbose=0), cfg.train.task), exp.predict(x))
+        diff = _max_diff(_as_heads(model.predict(x, verbose=0)), exp.predict(x))
         return {"max_abs_difference": diff, "vs_package_files": None, "images": f"{n} random pixel batches"}
     serving = build_serving_model(model, p, cfg.train.task)
     boxes = None
     if p.crop == "face":  # the centre fallback box: any valid box checks the graph
         hw = np.array([im.shape[:2] for im in imgs])
         boxes = center_crop_boxes(hw[:, 0], hw[:, 1], p.face_fallback).astype(np.int32)
-    diff = 0.0
-    for i, im in enumerate(imgs):
+    diff, answers = 0.0, []
+    for i, im in enumerate(imgs):  # one photo a call: the photos may differ in size
         feed = {"image": im[None], **({"box": boxes[i:i + 1]} if boxes is not None else {})}
         ref = {k: np.asarray(v) for k, v in serving(feed).items()}
-        got = exp.predict_images([im], None if boxes is None else boxes[i:i + 1])
-        diff = max(diff, _max_diff(ref, got))
+        answers.append(exp.predict_images([im], None if boxes is None else boxes[i:i + 1]))
+        diff = max(diff, _max_diff(ref, answers[-1]))
     files = [f for f, _ in pairs if f is not None]
     vs_files = None
-    if files and p.crop != "face":
-        want = _as_heads(predict_probs(load_artifact(run), files, batch_size=8), cfg.train.task)
+    if files and p.crop != "face":  # the files are the photos above, in order
+        want = _as_heads(predict_views(lambda ds: model.predict(ds, verbose=0), files, p, batch_size=8))
         if exp.format == "tf_saved_model":
             got = exp._loaded.serve_bytes(tf.constant([Path(f).read_bytes() for f in files]))
             got = {k: np.asarray(v) for k, v in got.items()}
             diff = max(diff, _max_diff(want, got))  # the same TF ops: held to 1e-4 too
         else:
-            got = exp.predict_images(imgs)
+            got = {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
         vs_files = _max_diff(want, got)
     return {"max_abs_difference": float(diff), "vs_package_files": vs_files, "images": what}
 
 
-def _as_heads(out, task: str) -> dict:
-    if isinstance(out, (list, tuple)):
-        out = dict(zip(TASK_ORDER, out))
-    if isinstance(out, dict):
-        return {k: np.asarray(v) for k, v in out.items()}
-    return {"probs": np.asarray(out)}
+def _as_heads(out) -> dict:
+    """Model outputs keyed as the export's: the heads, or ``probs`` for a single output."""
+    out = model_outputs(out)
+    return out if isinstance(out, dict) else {"probs": out}
 
 
 def _max_diff(ref: dict, got) -> float:
@@ -358,4 +351,4 @@ def _max_diff(ref: dict, got) -> float:
 def max_abs_difference(run_dir, export_dir, n: int = 4, seed: int = 0) -> float:
     """Largest absolute difference between the Keras model of ``run_dir`` and the export in
     ``export_dir`` (:func:`verify_export`'s ``max_abs_difference``)."""
-    return verify_export(run_dir, export_dir, n=n)["max_abs_difference"]
+    return verify_export(run_dir, export_dir, n=n, seed=seed)["max_abs_difference"]
