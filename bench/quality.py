@@ -69,6 +69,8 @@ CONFIGS = {
                    {"train.precise_bn": 0}),
     "bn_ema_m09": Spec("plain without precise BN, BatchNorm momentum 0.9 (PyTorch's 0.1)",
                        {"train.precise_bn": 0, "model.bn_momentum": 0.9}),
+    "noaug": Spec("plain without augmentation (the PyTorch reference's input: no flip, no colour change)",
+                  {"augment.preset": "none"}),
     "old_x3": Spec("60+ people repeated 3x per epoch (team 000)", {"sampling.old_factor": 3.0}),
     "balanced": Spec("class-balanced sampling of the 18 classes (team 001)", {"sampling.balance": "class"}),
     "class_weights": Spec("loss weighted by inverse class frequency (teams 001, 004)",
@@ -262,7 +264,8 @@ def main(argv=None):
     ap.add_argument("--backbone", help="a registered backbone (default: the scale's)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     ap.add_argument("--work", help="where runs go (default: a folder under bench/.data)")
-    ap.add_argument("--render", metavar="JSON", help="print the table of a saved results file")
+    ap.add_argument("--render", metavar="JSON", nargs="+",
+                    help="print the table of saved results files (several: one table, e.g. two seeds run apart)")
     ap.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--scale-json", help=argparse.SUPPRESS)
@@ -272,7 +275,11 @@ def main(argv=None):
         common.emit(torch_worker(a))
         return None
     if a.render:
-        d = json.loads(Path(a.render).read_text())
+        files = [json.loads(Path(f).read_text()) for f in a.render]
+        d = files[0]
+        if any(f["scale"] != d["scale"] for f in files):
+            raise SystemExit(f"the files in --render were measured at different scales: {[f['scale'] for f in files]}")
+        d["results"] = [r for f in files for r in f["results"]]
         text = render(d["results"], d["machine"], d["scale"], d["suite"], d.get("torch_note"))
         print(text)
         return d
