@@ -206,7 +206,7 @@ def worker(a) -> dict:
         keep("pil_loop_aug", t, n)
         rss0 = common.rss_bytes()
         with common.Timer() as cold:
-            ds = pipeline.make_dataset(table, cfg, training=True, check="fast", verbose=0)
+            ds, _ = pipeline.make_dataset(table, cfg, training=True, check="fast", verbose=0)
             build.append(cold.elapsed())
             ds = ds.with_options(opts)
             n = sum(int(x.shape[0]) for x, _ in ds)

@@ -141,8 +141,8 @@ def worker(a) -> dict:
 
     # throughput: the same model and compiled step, fed (a) one in-memory batch, (b) the real pipeline;
     # interleaved rounds, best of each (a shared machine gives each round different CPU shares)
-    train_ds = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
-    steps = train_ds.num_steps
+    train_ds, train_info = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
+    steps = train_info.num_steps
     model.fit(train_ds, epochs=1, verbose=0)  # cold epoch: fills the uint8 cache
     step_best = fit_best = 0.0
     for _ in range(a.rounds):
@@ -156,11 +156,11 @@ def worker(a) -> dict:
 
     if a.phase == "warm":
         # compiles of a fresh model over 2 epochs with validation, ragged train and validation sets
-        val_ds = pipeline.make_dataset(val_t, cfg, training=False, verbose=0)
+        val_ds, val_info = pipeline.make_dataset(val_t, cfg, training=False, verbose=0)
         with distribute.CompileCounter() as cc:
             fresh_model().fit(train_ds, validation_data=val_ds, epochs=2, verbose=0)
         res["fit_images"] = {"train": len(train_t), "val": len(val_t), "train_steps": steps,
-                             "val_steps": val_ds.num_steps}
+                             "val_steps": val_info.num_steps}
         res["compiles"] = {"train_step": cc.count("train_step"), "test_step": cc.count("test_step")}
     return res
 

@@ -244,13 +244,13 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
         if len(train_t) < t.batch_size:
             raise ConfigError(f"train.batch_size {t.batch_size} exceeds the {len(train_t)} training images "
                               f"(batches are static and drop the remainder); lower it")
-        train_ds = pipeline.make_dataset(train_t, cfg, training=True)
-        val_ds = pipeline.make_dataset(val_t, cfg, training=False)
+        train_ds, train_info = pipeline.make_dataset(train_t, cfg, training=True)
+        val_ds, _ = pipeline.make_dataset(val_t, cfg, training=False)
         stats_ds = _stats_dataset(train_t, cfg)
-        steps = t.steps_per_epoch or _steps(train_ds)
+        steps = t.steps_per_epoch or train_info.num_steps
         model = model_build.build_model(cfg.model, t.task, tuple(cfg.preprocess.image_size),
                                         augment=cfg.augment.preset, seed=cfg.train.seed)
-        cbs, state = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds, train_ds.mixer, steps)
+        cbs, state = _callbacks(cfg, out, val_ds, t.task == "multihead", chief, stats_ds, train_info.mixer, steps)
         cbs += list(callbacks or [])
         closers.extend(cb for cb in cbs if hasattr(cb, "close"))
         started = time.time()
@@ -398,14 +398,8 @@ def _stats_dataset(train_t: pd.DataFrame, cfg: Config):
     sample = train_t.sample(n=n, random_state=cfg.train.seed).reset_index(drop=True)
     log.info("precise BatchNorm: statistics recomputed over %d training images before every validation "
              "(train.precise_bn; 0 = off)", n)
-    return pipeline.make_dataset(sample, cfg, training=False, verbose=0).map(pipeline.graph_fn(lambda x, y, w: x))
-
-
-def _steps(ds) -> int:
-    n = int(ds.cardinality())
-    if n <= 0:
-        raise ConfigError("the training dataset is empty or infinite; set train.steps_per_epoch")
-    return n
+    ds, _ = pipeline.make_dataset(sample, cfg, training=False, verbose=0)
+    return ds.map(pipeline.graph_fn(lambda x, y, w: x))
 
 
 def _write_split(out: Path, train_t, val_t) -> None:

@@ -373,7 +373,7 @@ def test_mix_old_only_mixes_only_pairs_with_an_old_face(kind):
 def test_pipeline_mixing_multihead_labels_sum_to_one(tmp_path):
     t = _table(tmp_path, 8)
     cfg = _cfg("base", batch=4, mixup=0.5, cutmix=0.5, mix_old_only=True)
-    for x, y in P.make_dataset(t, cfg, True, "multihead"):
+    for x, y in P.make_dataset(t, cfg, True, "multihead")[0]:
         assert x.shape == (4, 32, 24, 3)
         for v in y.values():
             np.testing.assert_allclose(v.numpy().sum(1), 1.0, atol=1e-6)
@@ -382,11 +382,11 @@ def test_pipeline_mixing_multihead_labels_sum_to_one(tmp_path):
 def test_pipeline_deterministic_mixing_reproducible_and_eval_never_mixes(tmp_path):
     t = _table(tmp_path, 8)
     cfg = _cfg("team004", batch=4, mixup=0.5, cutmix=0.5)
-    runs = [np.concatenate([b[0].numpy() for b in P.make_dataset(t, cfg, True, "mask", deterministic=True)])
+    runs = [np.concatenate([b[0].numpy() for b in P.make_dataset(t, cfg, True, "mask", deterministic=True)[0]])
             for _ in range(2)]
     np.testing.assert_array_equal(runs[0], runs[1])
-    strong = [b[0].numpy() for b in P.make_dataset(t, _cfg("team004", batch=4, mixup=1.0), False, "multi")]
-    plain = [b[0].numpy() for b in P.make_dataset(t, _cfg("none", batch=4), False, "multi")]
+    strong = [b[0].numpy() for b in P.make_dataset(t, _cfg("team004", batch=4, mixup=1.0), False, "multi")[0]]
+    plain = [b[0].numpy() for b in P.make_dataset(t, _cfg("none", batch=4), False, "multi")[0]]
     assert len(strong) == len(plain) > 0
     for a, b in zip(strong, plain, strict=True):
         np.testing.assert_array_equal(a, b)

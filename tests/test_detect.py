@@ -441,6 +441,6 @@ def test_synthetic_set_detects_and_the_face_crop_pipeline_falls_back(detector, t
     assert counts["of"] == 21 and counts["total"] == int(table["crop_fallback"].sum())
     # every image has a box: its face, or the centre fallback
     assert (table["crop_y1"] > table["crop_y0"]).all() and (table["crop_x1"] > table["crop_x0"]).all()
-    ds = pipeline.make_dataset(table, cfg, training=False)
+    ds, ds_info = pipeline.make_dataset(table, cfg, training=False)
     n = sum(int(w.sum()) for _, _, w in ds.as_numpy_iterator())
     assert n == 21

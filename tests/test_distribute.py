@@ -61,7 +61,7 @@ for dev in ("auto", "all"):
 # evaluation under the 2-device distribution: every validation image counted exactly once
 cfg = Config().override(**{**over, "data.data_dir": root})
 train_t, val_t = prepare_tables(cfg)
-val_ds = pipeline.make_dataset(val_t, cfg, training=False, verbose=0)
+val_ds, val_ds_info = pipeline.make_dataset(val_t, cfg, training=False, verbose=0)
 keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
 m = keras.saving.load_model(f"{out}/all/model.keras")
 m.compile(loss="categorical_crossentropy", weighted_metrics=[ClassCount(3)])
@@ -69,7 +69,7 @@ ev = m.evaluate(val_ds, return_dict=True, verbose=0)
 res["counts"] = [float(v) for v in np.asarray(ev["class_count"])]
 res["expected"] = np.bincount(val_t["mask"].to_numpy(), minlength=3).tolist()
 res["val_images"] = len(val_t)
-res["steps"] = val_ds.num_steps
+res["steps"] = val_ds_info.num_steps
 print("RESULT" + json.dumps(res))
 """
 

@@ -6,7 +6,6 @@ import mask_keras  # noqa: F401  (JAX backend, hooks installed)
 import jax
 import keras
 import numpy as np
-import pytest
 
 from mask_keras.jax_backend import host_init
 from mask_keras.jax_backend.distribute import CompileCounter

@@ -64,8 +64,8 @@ def _collect(ds):
 def test_shapes_and_dtypes_for_each_task(tmp_path, task):
     t = make_table(tmp_path, n=20, n_files=5)
     cfg = _cfg(batch=8)
-    train = P.make_dataset(t, cfg, training=True, task=task)
-    ev = P.make_dataset(t, cfg, training=False, task=task)
+    train, train_info = P.make_dataset(t, cfg, training=True, task=task)
+    ev, ev_info = P.make_dataset(t, cfg, training=False, task=task)
     # static shapes in the element spec (JAX compiles once)
     assert train.element_spec[0].shape.as_list() == [8, 32, 24, 3]
     assert ev.element_spec[0].shape.as_list() == [8, 32, 24, 3]
@@ -97,8 +97,8 @@ def test_shapes_and_dtypes_for_each_task(tmp_path, task):
 def test_eval_pads_last_batch_and_drops_nothing(tmp_path):
     t = make_table(tmp_path, n=103, n_files=6)
     cfg = _cfg(image_size=(16, 12), batch=16)
-    ds = P.make_dataset(t, cfg, training=False, task="multi")
-    assert ds.num_examples == 103 and ds.num_steps == 7
+    ds, ds_info = P.make_dataset(t, cfg, training=False, task="multi")
+    assert ds_info.num_examples == 103 and ds_info.num_steps == 7
     batches = _collect(ds)
     assert len(batches) == 7
     assert all(b[0].shape == (16, 16, 12, 3) for b in batches)
@@ -114,8 +114,8 @@ def test_eval_pads_last_batch_and_drops_nothing(tmp_path):
 def test_train_drops_remainder_and_reshuffles(tmp_path):
     t = make_table(tmp_path, n=30, n_files=30)
     cfg = _cfg(batch=8)
-    ds = P.make_dataset(t, cfg, training=True, task="multi")
-    assert ds.num_steps == 3 and ds.element_spec[0].shape[0] == 8
+    ds, ds_info = P.make_dataset(t, cfg, training=True, task="multi")
+    assert ds_info.num_steps == 3 and ds.element_spec[0].shape[0] == 8
     e1, e2 = _collect(ds), _collect(ds)
     assert len(e1) == len(e2) == 3
     assert all(b[0].shape[0] == 8 for b in e1 + e2)
@@ -133,7 +133,7 @@ def test_pixels_exact_on_solid_colour(tmp_path, cache):
     t = pd.DataFrame([dict(path=p, mask=0, gender=1, age_group=2, label=L.encode(0, 1, 2))] * 4)
     cfg = _cfg(batch=4, cache=cache)
     for training in (True, False):
-        x = next(iter(P.make_dataset(t, cfg, training=training, task="multi")))[0].numpy()
+        x = next(iter(P.make_dataset(t, cfg, training=training, task="multi")[0]))[0].numpy()
         np.testing.assert_array_equal(x, np.broadcast_to(colour, x.shape))
     xp = next(iter(P.make_predict_dataset([p], cfg.preprocess, 2)[0])).numpy()
     np.testing.assert_array_equal(xp[0], np.broadcast_to(colour, xp[0].shape))
@@ -144,7 +144,7 @@ def test_mixing_ships_float_pixels(tmp_path):
     t = make_table(tmp_path, n=16, n_files=4)
     cfg = _cfg(batch=8)
     cfg.augment = dataclasses.replace(cfg.augment, mixup=1.0)
-    x, y = next(iter(P.make_dataset(t, cfg, training=True, task="multi")))
+    x, y = next(iter(P.make_dataset(t, cfg, training=True, task="multi")[0]))
     assert x.dtype == tf.float32 and 0 <= float(tf.reduce_min(x)) and float(tf.reduce_max(x)) <= 255
     np.testing.assert_allclose(y.numpy().sum(1), 1.0, rtol=1e-5)
 
@@ -180,7 +180,7 @@ def test_face_crop_uses_given_columns_clipped_to_image(tmp_path):
     # the same through make_dataset / make_predict_dataset
     t["mask"], t["gender"], t["age_group"] = 0, 0, 0
     cfg = _cfg(image_size=(20, 20), crop="face", batch=2)
-    x = next(iter(P.make_dataset(t.iloc[:1], cfg, training=False, task="mask")))[0].numpy()[0]
+    x = next(iter(P.make_dataset(t.iloc[:1], cfg, training=False, task="mask")[0]))[0].numpy()[0]
     np.testing.assert_array_equal(x, out[0])
     xp = next(iter(P.make_predict_dataset(t.iloc[:1], cfg.preprocess, 1)[0])).numpy()[0]
     np.testing.assert_array_equal(xp, x)
@@ -205,7 +205,7 @@ def test_cache_memory_and_file_give_same_values_twice(tmp_path):
     t = make_table(tmp_path, n=12, n_files=12)
     for cache in ("memory", str(tmp_path / "cache" / "c")):
         cfg = _cfg(batch=5, cache=cache)
-        ds = P.make_dataset(t, cfg, training=False, task="multi")
+        ds, ds_info = P.make_dataset(t, cfg, training=False, task="multi")
         a, b = _collect(ds), _collect(ds)
         for ba, bb in zip(a, b):
             np.testing.assert_array_equal(ba[0], bb[0])
@@ -214,13 +214,13 @@ def test_cache_memory_and_file_give_same_values_twice(tmp_path):
     # a later run reads it instead of decoding (same pixels, no new file)
     stamp = files[0].stat().st_mtime_ns
     x = np.concatenate([b[0] for b in _collect(P.make_dataset(t, _cfg(batch=5, cache=cache), training=False,
-                                                                task="multi"))])
+                                                                task="multi")[0])])
     np.testing.assert_array_equal(x, np.concatenate([b[0] for b in a]))
     assert list((tmp_path / "cache").glob("c_*.npy")) == files and files[0].stat().st_mtime_ns == stamp
     # a replaced image (new size/mtime) is a new key: decoded again, never the stale pixels
     _save(t.path[3], np.full((H, W, 3), 9, np.uint8))
     x = np.concatenate([b[0] for b in _collect(P.make_dataset(t, _cfg(batch=5, cache=cache), training=False,
-                                                                task="multi"))])
+                                                                task="multi")[0])])
     assert len(list((tmp_path / "cache").glob("c_*.npy"))) == 2
     assert (x[3] == 9).all() and not (np.concatenate([b[0] for b in a])[3] == 9).all()
 
@@ -231,13 +231,13 @@ def test_memory_cache_holds_every_image_before_the_first_epoch(tmp_path, balance
     t = make_table(tmp_path, n=20, n_files=20)
     cfg = _cfg(image_size=(8, 8), batch=4, preset="base")
     cfg.sampling = dataclasses.replace(cfg.sampling, balance=balance, old_factor=1.5)
-    train = P.make_dataset(t, cfg, training=True, task="age")
-    ev = P.make_dataset(t, cfg, training=False, task="age")
-    assert train.cache_bytes == ev.cache_bytes == 20 * 8 * 8 * 3
+    train, train_info = P.make_dataset(t, cfg, training=True, task="age")
+    ev, ev_info = P.make_dataset(t, cfg, training=False, task="age")
+    assert train_info.cache_bytes == ev_info.cache_bytes == 20 * 8 * 8 * 3
     for p in set(t.path):
         os.remove(p)
     for _ in range(2):
-        assert len(_collect(train)) == train.num_steps and len(_collect(ev)) == ev.num_steps
+        assert len(_collect(train)) == train_info.num_steps and len(_collect(ev)) == ev_info.num_steps
 
 
 @pytest.mark.parametrize("balance", ["none", "class"])
@@ -249,8 +249,8 @@ def test_streaming_matches_cache_and_covers_every_row(tmp_path, balance):
     cfg.sampling = dataclasses.replace(cfg.sampling, balance=balance)
     ref = P.load_images(t, cfg.preprocess)
     key = {ref[i].tobytes(): i for i in range(len(t))}
-    ds = P.make_dataset(t, cfg, training=True, task="multi")
-    assert ds.cache_bytes == 0
+    ds, ds_info = P.make_dataset(t, cfg, training=True, task="multi")
+    assert ds_info.cache_bytes == 0
     epochs = []
     for _ in range(2):
         x = np.concatenate([b[0] for b in _collect(ds)])
@@ -259,10 +259,10 @@ def test_streaming_matches_cache_and_covers_every_row(tmp_path, balance):
     if balance == "none":
         assert sorted(epochs[0]) == list(range(24)) and sorted(epochs[1]) == list(range(24))
     assert epochs[0] != epochs[1]
-    again = P.make_dataset(t, cfg, training=True, task="multi")
+    again, again_info = P.make_dataset(t, cfg, training=True, task="multi")
     assert [key[im.tobytes()] for im in np.concatenate([b[0] for b in _collect(again)])] == epochs[0]
-    cached = P.make_dataset(t, _cfg(image_size=(8, 8), batch=6), training=False, task="multi")
-    streamed = P.make_dataset(t, cfg, training=False, task="multi")
+    cached, cached_info = P.make_dataset(t, _cfg(image_size=(8, 8), batch=6), training=False, task="multi")
+    streamed, streamed_info = P.make_dataset(t, cfg, training=False, task="multi")
     for a, b in zip(_collect(cached), _collect(streamed)):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
@@ -294,9 +294,9 @@ def test_jpeg_scaled_decode_picks_the_dct_scale_and_stays_close_to_full_decode(t
 def test_file_cache_is_keyed_by_content(tmp_path):
     t = make_table(tmp_path, n=6, n_files=6)
     cfg = _cfg(batch=3, cache=str(tmp_path / "cache" / "c"))
-    x1 = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg, training=False, task="mask"))])
+    x1 = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg, training=False, task="mask")[0])])
     cfg2 = dataclasses.replace(cfg, preprocess=dataclasses.replace(cfg.preprocess, image_size=(16, 12)))
-    x2 = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg2, training=False, task="mask"))])
+    x2 = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg2, training=False, task="mask")[0])])
     assert x1.shape[1:3] == (32, 24) and x2.shape[1:3] == (16, 12)  # no stale cache read
 
 
@@ -315,7 +315,7 @@ def test_corrupt_images_raise_clear_error_naming_files(tmp_path):
     t, trunc, text = _bad_files(tmp_path)
     cfg = _cfg(batch=4)
     with pytest.raises(P.ImageError) as ei:
-        P.make_dataset(t, cfg, training=True, task="multi")
+        P.make_dataset(t, cfg, training=True, task="multi")[0]
     msg = str(ei.value)
     assert trunc in msg and text in msg and "truncated JPEG" in msg and "not a JPEG/PNG" in msg
     assert "2 of 8" in msg
@@ -328,20 +328,20 @@ def test_corrupt_images_raise_clear_error_naming_files(tmp_path):
 def test_a_training_set_smaller_than_a_batch_fails_before_decoding(tmp_path):
     t, trunc, text = _bad_files(tmp_path)  # 8 rows, 2 undecodable: the size error comes first
     with pytest.raises(ValueError, match=r"training set of 8 images is smaller than one batch \(16\)"):
-        P.make_dataset(t, _cfg(batch=16), training=True, task="multi")
+        P.make_dataset(t, _cfg(batch=16), training=True, task="multi")[0]
     # with on_error=skip the 6 decodable rows are checked again after the decode
     cfg = _cfg(batch=7)
     cfg.data = dataclasses.replace(cfg.data, on_error="skip")
     with pytest.raises(ValueError, match=r"training set of 6 images is smaller than one batch \(7\)"):
-        P.make_dataset(t, cfg, training=True, task="multi")
+        P.make_dataset(t, cfg, training=True, task="multi")[0]
 
 
 def test_on_error_skip_drops_and_reports(tmp_path):
     t, trunc, text = _bad_files(tmp_path)
     cfg = _cfg(batch=3)
     cfg.data = dataclasses.replace(cfg.data, on_error="skip")
-    ds = P.make_dataset(t, cfg, training=False, task="mask")
-    assert ds.num_examples == 6
+    ds, ds_info = P.make_dataset(t, cfg, training=False, task="mask")
+    assert ds_info.num_examples == 6
 
 
 @pytest.mark.parametrize("which", ["truncated", "text"])
@@ -353,7 +353,7 @@ def test_runtime_decode_error_names_the_file(tmp_path, which):
     # cached: every image is decoded when the dataset is built -> ImageError naming the file
     for training in (False, True):
         with pytest.raises(P.ImageError, match=bad.replace(".", r"\.")) as ei:
-            P.make_dataset(t, _cfg(batch=4), training=training, task="multi", check="none")
+            P.make_dataset(t, _cfg(batch=4), training=training, task="multi", check="none")[0]
         assert [p for p, _ in ei.value.bad] == [bad]
     # streamed (cache none): the error surfaces while iterating, still naming the file;
     # last row (sentinel case) and first row, eval and training
@@ -361,13 +361,13 @@ def test_runtime_decode_error_names_the_file(tmp_path, which):
         for training in (False, True):
             cfg = _cfg(batch=4, cache="none")
             with pytest.raises(tf.errors.InvalidArgumentError, match=bad.replace(".", r"\.")):
-                _collect(P.make_dataset(order, cfg, training=training, task="multi", check="none"))
+                _collect(P.make_dataset(order, cfg, training=training, task="multi", check="none")[0])
 
 
 def test_predict_dataset_matches_eval_and_flip(tmp_path):
     t = make_table(tmp_path, n=11, n_files=11)
     cfg = _cfg(batch=4, crop="center", crop_size=(48, 40))
-    ev = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg, training=False, task="multi"))])
+    ev = np.concatenate([b[0] for b in _collect(P.make_dataset(t, cfg, training=False, task="multi")[0])])
     ds, n = P.make_predict_dataset(t["path"].tolist(), cfg.preprocess, 4)
     assert n == 11 and ds.element_spec.shape.as_list() == [4, 32, 24, 3]
     xp = np.concatenate([b.numpy() for b in ds])
@@ -384,8 +384,8 @@ def test_old_oversampling_through_make_dataset(tmp_path):
     assert (t.age_group == 2).sum() == 6
     cfg = _cfg(image_size=(8, 8), batch=6)
     cfg.sampling = dataclasses.replace(cfg.sampling, old_factor=2.0)
-    ds = P.make_dataset(t, cfg, training=True, task="age")
-    assert ds.num_examples == 36 and ds.num_steps == 6
+    ds, ds_info = P.make_dataset(t, cfg, training=True, task="age")
+    assert ds_info.num_examples == 36 and ds_info.num_steps == 6
     # the length known before building (no file is read): the same plan
     assert P.epoch_size(t, cfg, training=True) == (36, 6) and P.epoch_size(t, cfg, training=False) == (30, 5)
     y = np.concatenate([b[1] for b in _collect(ds)])
@@ -492,9 +492,46 @@ def test_datasets_run_without_the_tf_data_autotuner(tmp_path):
     per epoch); every dataset built here turns it off and sets its parallelism itself."""
     t = make_table(tmp_path, n=8, n_files=8)
     cfg = _cfg(batch=4)
-    for ds in (P.make_dataset(t, cfg, training=True, task="mask"), P.make_dataset(t, cfg, training=False, task="mask"),
+    for ds in (P.make_dataset(t, cfg, training=True, task="mask")[0],
+               P.make_dataset(t, cfg, training=False, task="mask")[0],
                P.make_predict_dataset(t["path"].tolist(), cfg.preprocess, 4, progress=False)[0],
-               P.make_dataset(t, _cfg(batch=4, cache="none"), training=True, task="mask")):
+               P.make_dataset(t, _cfg(batch=4, cache="none"), training=True, task="mask")[0]):
         assert ds.options().autotune.enabled is False
         assert len(list(ds)) >= 2
     assert P.parallel_calls() == len(os.sched_getaffinity(0))
+
+
+def test_create_dataset_flat_arguments_match_the_config_adapter(tmp_path):
+    """create_dataset (flat arguments) gives make_dataset's batches, and a DatasetInfo instead of attributes."""
+    t = make_table(tmp_path, n=20, n_files=5)
+    cfg = _cfg(batch=6)
+    cfg.sampling = dataclasses.replace(cfg.sampling, old_factor=2.0)
+    flat, info = P.create_dataset(t, training=True, task="age", batch_size=6, preprocess=cfg.preprocess, seed=3,
+                                  old_factor=2.0)
+    adapted, adapted_info = P.make_dataset(t, cfg, training=True, task="age")
+    n_old = int((t["age_group"] == 2).sum())  # every 5th row: repeated once more per epoch
+    assert info == adapted_info
+    assert (info.num_examples, info.num_steps, info.batch_size) == (20 + n_old, (20 + n_old) // 6, 6)
+    assert info.training and info.task == "age" and info.mixer is None and info.cache_bytes == 20 * 32 * 24 * 3
+    for (x1, y1), (x2, y2) in zip(_collect(flat), _collect(adapted), strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    ev, ev_info = P.create_dataset(t, task="multi", batch_size=8, preprocess=cfg.preprocess)
+    assert (ev_info.num_examples, ev_info.num_steps, ev_info.training) == (20, 3, False)
+    assert sum(float(w.sum()) for _, _, w in _collect(ev)) == 20  # the 4 pad rows weigh 0
+    assert not hasattr(ev, "num_steps")  # the facts live in the info, not on the dataset
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task="ages"), "unknown task 'ages'"),
+    (dict(balance="clas"), "unknown balance 'clas'.*did you mean 'class'"),
+    (dict(on_error="ignore"), "unknown on_error 'ignore'.*raise, skip"),
+    (dict(batch_size=0), "batch_size 0 must be >= 1"),
+    (dict(old_factor=0.5), "old_factor 0.5 must be >= 1"),
+])
+def test_create_dataset_rejects_bad_arguments(tmp_path, kwargs, match):
+    t = make_table(tmp_path, n=4, n_files=2)
+    with pytest.raises(ValueError, match=match):
+        P.create_dataset(t, **kwargs)
+    with pytest.raises(ValueError, match="the table is empty"):
+        P.create_dataset(t.iloc[:0])

@@ -3,7 +3,6 @@ ends with the same weights, optimizer state, history and metrics as an uninterru
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -325,8 +324,8 @@ def test_mix_off_epoch_stops_mixing(synth_root):
 
     cfg = _cfg(synth_root, "unused", **{"augment.mixup": 1.0, "augment.mix_off_epoch": 2})
     train_t, _ = prepare_tables(cfg)
-    ds = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
-    cb = MixOff(ds.mixer, 2)
+    ds, ds_info = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
+    cb = MixOff(ds_info.mixer, 2)
     soft = []
     for epoch in range(3):
         cb.on_epoch_begin(epoch)
@@ -357,11 +356,11 @@ def test_skip_first_batches_continues_an_epoch_in_the_same_order(synth_root):
     def epochs(ds, n):
         return [[np.asarray(y) for _, y in ds] for _ in range(n)]
 
-    ref = epochs(pipeline.make_dataset(train_t, cfg, training=True, verbose=0), 3)
-    ds = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
+    ref = epochs(pipeline.make_dataset(train_t, cfg, training=True, verbose=0)[0], 3)
+    ds, ds_info = pipeline.make_dataset(train_t, cfg, training=True, verbose=0)
     _advance(ds, 1)
     skipped, release = pipeline.skip_first_batches(ds, 3)
-    assert skipped.mixer is ds.mixer and skipped.num_steps == ds.num_steps == 7
+    assert ds_info.num_steps == 7 and ds_info.mixer is not None
     rest = epochs(skipped, 1)[0]
     release()
     whole = epochs(skipped, 1)[0]

@@ -82,13 +82,13 @@ def test_balanced_sampling_through_make_dataset(tmp_path):
     cfg.train = dataclasses.replace(cfg.train, batch_size=50, verbose=0)
     cfg.augment = dataclasses.replace(cfg.augment, preset="none")
     cfg.sampling = dataclasses.replace(cfg.sampling, balance="class")
-    ds = P.make_dataset(t, cfg, training=True, task="gender")
-    assert ds.num_steps == 4
+    ds, ds_info = P.make_dataset(t, cfg, training=True, task="gender")
+    assert ds_info.num_steps == 4
     y = np.concatenate([b[1].numpy().argmax(1) for _ in range(5) for b in ds])  # 5 epochs, 1000 draws
     assert len(y) == 1000
     assert abs(y.mean() - 0.5) < 0.06
     cfg.sampling = dataclasses.replace(cfg.sampling, balance="none")
-    y = np.concatenate([b[1].numpy().argmax(1) for b in P.make_dataset(t, cfg, training=True, task="gender")])
+    y = np.concatenate([b[1].numpy().argmax(1) for b in P.make_dataset(t, cfg, training=True, task="gender")[0]])
     assert y.mean() == 0.9
 
 

@@ -14,18 +14,22 @@ accelerator, inside the model's jitted step. One concern per file:
 - ``store.py``: the uint8 pixel store (:class:`ImageStore`): every image decoded once into
   an array in memory or a ``.npy`` cache file (:func:`decode_all`), or decoded on the fly
   (:func:`decode_stream`); the table's per-row arrays (:class:`Rows`).
-- ``dataset.py``: the datasets (:func:`make_dataset`, :func:`make_predict_dataset`,
-  :func:`load_images`, :func:`epoch_size`, :func:`skip_first_batches`).
+- ``dataset.py``: the datasets: :func:`create_dataset` (flat arguments; returns the dataset
+  and a :class:`DatasetInfo`), :func:`make_dataset` (the same from a run's ``Config``),
+  :func:`make_predict_dataset`, :func:`load_images`, :func:`epoch_size`,
+  :func:`skip_first_batches`.
 - ``tfdata.py``: the ``tf.data`` settings every dataset shares (:func:`graph_fn`,
   :func:`finish`, :func:`parallel_calls`, :data:`PREFETCH`).
 
 Each file's docstring tells the details. The names below are the package's API:
-``from mask_keras import pipeline; pipeline.make_dataset(...)``.
+``from mask_keras import pipeline; ds, info = pipeline.create_dataset(table, training=True)``.
 """
 from __future__ import annotations
 
 from ..data.layout import CROP_COLUMNS  # noqa: F401  (pipeline.CROP_COLUMNS; its home is data.layout)
 from .dataset import (  # noqa: F401
+    DatasetInfo,
+    create_dataset,
     ensure_crop_boxes,
     epoch_size,
     load_images,

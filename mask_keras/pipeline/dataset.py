@@ -32,6 +32,7 @@ Targets are one-hot float32: ``(B, C)`` for ``mask``/``gender``/``age``/``multi`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,8 @@ import pandas as pd
 from .. import labels as L
 from .. import sampling
 from .._tf import tf
+from ..config import PreprocessConfig
+from ..errors import unknown_choice
 from ..data.layout import CROP_COLUMNS
 from ..detect import face_crop_boxes
 from ..mixup import BatchMixer
@@ -70,9 +73,6 @@ def skip_first_batches(ds, n: int):
     """
     remaining = tf.Variable(int(n), dtype=tf.int64, trainable=False)
     out = ds.enumerate().filter(graph_fn(lambda i, *batch: i >= remaining)).map(graph_fn(lambda i, batch: batch))
-    for name in ("num_examples", "num_steps", "cache_bytes", "mixer"):
-        if hasattr(ds, name):
-            setattr(out, name, getattr(ds, name))
 
     def release() -> None:
         remaining.assign(0)
@@ -125,14 +125,14 @@ def _with_pads(n: int, batch_size: int):
     return np.concatenate([np.arange(n), np.full(pad, n)]).astype(np.int64), pad
 
 
-def _epoch_plan(table: pd.DataFrame, cfg, training: bool):
-    """``(repeats per row or None, examples per epoch, steps per epoch)`` of :func:`make_dataset`:
-    training repeats >=60 rows (``sampling.old_factor``) and drops the ragged remainder;
-    evaluation reads every row once and pads the last batch."""
-    b = int(cfg.train.batch_size)
+def _epoch_plan(table: pd.DataFrame, batch_size: int, training: bool, old_factor: float = 1.0, seed: int = 0):
+    """``(repeats per row or None, examples per epoch, steps per epoch)`` of :func:`create_dataset`:
+    training repeats >=60 rows (``old_factor``) and drops the ragged remainder; evaluation
+    reads every row once and pads the last batch."""
+    b = int(batch_size)
     if not training:
         return None, len(table), -(-len(table) // b)
-    counts = sampling.old_repeat_counts(table, cfg.sampling.old_factor, int(cfg.train.seed))
+    counts = sampling.old_repeat_counts(table, old_factor, int(seed))
     n_epoch = int(counts.sum())
     return counts, n_epoch, n_epoch // b
 
@@ -148,48 +148,109 @@ def epoch_size(table: pd.DataFrame, cfg, training: bool) -> tuple[int, int]:
     Returns:
         ``(examples, steps)``.
     """
-    _, n_epoch, steps = _epoch_plan(table, cfg, training)
+    _, n_epoch, steps = _epoch_plan(table, cfg.train.batch_size, training, cfg.sampling.old_factor, cfg.train.seed)
     return n_epoch, steps
 
 
-def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = None, *,
-                 deterministic: bool = False, check: str = "fast", verbose: int | None = None):
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset from :func:`create_dataset` holds, for ``model.fit`` and the callbacks.
+
+    Attributes:
+        task: the targets' task (``mask`` | ``gender`` | ``age`` | ``multi`` | ``multihead``).
+        training: training batches (shuffled, repeats, mixing) or evaluation ones (in order, padded).
+        batch_size: rows per batch (every batch is full: static shapes).
+        num_examples: real rows per epoch (training: with the >=60 repeats; evaluation: the images).
+        num_steps: batches per epoch.
+        cache_bytes: bytes of uint8 pixels held by the cache (0 when decoded on the fly).
+        mixer: the :class:`~mask_keras.mixup.BatchMixer` of a training set (None without
+            MixUp/CutMix); :class:`mask_keras.callbacks.MixOff` switches it off.
+    """
+
+    task: str
+    training: bool
+    batch_size: int
+    num_examples: int
+    num_steps: int
+    cache_bytes: int = 0
+    mixer: BatchMixer | None = None
+
+
+BALANCES = ("none", "class")
+ON_ERROR = ("raise", "skip")
+
+
+def create_dataset(table: pd.DataFrame, *, training: bool = False, task: str = "multi", batch_size: int = 64,
+                   preprocess: PreprocessConfig | None = None, seed: int = 0, cache: str = "memory",
+                   old_factor: float = 1.0, balance: str = "none", mixer: BatchMixer | None = None,
+                   on_error: str = "raise", check: str = "fast", deterministic: bool = False, verbose: int = 0):
     """Batches of ``(x, y)`` (training) or ``(x, y, sample_weight)`` (evaluation) for ``model.fit``.
 
-    ``x`` is uint8 pixels (float32 0..255 when MixUp/CutMix is on); per-image augmentation
-    (``augment.preset``) is the model's job (:class:`mask_keras.augment.Augmentation`).
-    Evaluation batches are padded and weighted 0 for the pads.
+    ``x`` is uint8 pixels ``(batch_size, h, w, 3)`` (float32 0..255 when ``mixer`` mixes);
+    per-image augmentation is the model's job (:class:`mask_keras.augment.Augmentation`).
+    ``y`` is one-hot float32 ``(B, C)``, or for ``multihead`` a dict of the three heads'.
+    Evaluation batches are padded to full batches and weighted 0 for the pads.
 
     Args:
         table: the image table (``path``, ``mask``, ``gender``, ``age_group``; ``crop_*`` for
-            ``crop="face"``, computed with :mod:`mask_keras.detect` when absent).
-        cfg: the run's :class:`mask_keras.config.Config` (preprocess, augment (MixUp/CutMix),
-            sampling, train.batch_size/seed/cache, data.on_error).
-        training: training batches (shuffled, >=60 repeats, MixUp/CutMix) or evaluation ones.
-        task: defaults to ``cfg.train.task``.
+            ``crop="face"``, computed with :mod:`mask_keras.detect` when absent), e.g. from
+            :func:`mask_keras.data.read_train`.
+        training: training batches (shuffled every epoch, >=60 repeats, class-balanced draw,
+            mixing; the ragged remainder dropped) or evaluation ones (every row once, in order).
+        task: the targets: ``mask`` | ``gender`` | ``age`` | ``multi`` (18 classes) | ``multihead``.
+        batch_size: rows per batch.
+        preprocess: the crop and size (:class:`mask_keras.config.PreprocessConfig`; default:
+            its defaults, a 400x200 centre crop resized to 128x96).
+        seed: seeds the shuffle, the repeats and the class-balanced draw.
+        cache: ``memory`` (every image decoded once, held as uint8), ``none`` (decoded every
+            epoch) or a path prefix (held in ``<prefix>_<key>.npy``, reused by later runs).
+        old_factor: training: repeat the >=60 faces this many times per epoch (team 000); 1 = off.
+        balance: training: ``none`` (shuffled) or ``class`` (every class of ``task`` drawn equally).
+        mixer: training: a :class:`~mask_keras.mixup.BatchMixer` (MixUp/CutMix on the host), or None.
+        on_error: an undecodable file: ``raise`` (:class:`~mask_keras.pipeline.files.ImageError`
+            naming every file) or ``skip`` (dropped, counted and reported).
+        check: file check before building (``fast`` | ``full`` | ``none``, see
+            :func:`~mask_keras.pipeline.files.check_images`). With a cache every image is decoded
+            while the dataset is built, which is the full check: ``fast`` is then skipped.
         deterministic: run the host's random map (MixUp/CutMix) sequentially so that a seed
             reproduces the exact batches (the shuffle is seeded either way).
-        check: file check before building (``fast`` | ``full`` | ``none``, see
-            :func:`~mask_keras.pipeline.files.check_images`); undecodable files raise
-            :class:`~mask_keras.pipeline.files.ImageError` (or are skipped with a report when
-            ``cfg.data.on_error == "skip"``). With a cache (``train.cache`` memory or a file)
-            every image is decoded while the dataset is built, which is the full check:
-            ``fast`` is then skipped, and decode failures raise (or skip) the same way,
-            naming every file.
-        verbose: print the dataset's summary (default ``cfg.train.verbose``); else it is logged.
+        verbose: print the dataset's summary line; else it is logged.
 
     Returns:
-        The dataset. It carries ``num_examples`` (real rows per epoch), ``num_steps``
-        (batches per epoch), ``cache_bytes`` (pixels held by the cache, 0 without one) and,
-        for training, ``mixer`` (the :class:`~mask_keras.mixup.BatchMixer`, or None).
+        ``(dataset, info)``: the ``tf.data.Dataset`` and its :class:`DatasetInfo`.
+
+    Raises:
+        ValueError: an unknown ``task``/``balance``/``on_error`` (a ``ConfigError``), a bad
+            ``batch_size`` or ``old_factor``, an empty table, or a training set smaller than one batch.
+
+    Example:
+
+    >>> from mask_keras.data.synth import generate
+    >>> from mask_keras.data import read_train
+    >>> summary = generate(tmp / "data", people=4, eval_people=0, image_size=(64, 48), workers=1,
+    ...                    progress=False)
+    >>> ds, info = create_dataset(read_train(tmp / "data"), training=True, batch_size=8, task="age",
+    ...                           preprocess=PreprocessConfig(image_size=(32, 24), crop_size=(48, 32)))
+    >>> info.num_examples, info.num_steps
+    (28, 3)
+    >>> x, y = next(iter(ds))
+    >>> x.shape, x.dtype.name, y.shape
+    (TensorShape([8, 32, 24, 3]), 'uint8', TensorShape([8, 3]))
     """
-    task = L.check_task(task or cfg.train.task)
-    pcfg, b, seed = cfg.preprocess, int(cfg.train.batch_size), int(cfg.train.seed)
-    verbose = cfg.train.verbose if verbose is None else verbose
+    task = L.check_task(task)
+    pcfg = PreprocessConfig() if preprocess is None else preprocess
+    b, seed = int(batch_size), int(seed)
+    if b < 1:
+        raise ValueError(f"create_dataset: batch_size {batch_size} must be >= 1")
+    if balance not in BALANCES:
+        raise unknown_choice("balance", balance, BALANCES)
+    if on_error not in ON_ERROR:
+        raise unknown_choice("on_error", on_error, ON_ERROR)
+    if float(old_factor) < 1.0:
+        raise ValueError(f"create_dataset: old_factor {old_factor} must be >= 1 (1 = no repeats)")
     if len(table) == 0:
-        raise ValueError("make_dataset: the table is empty")
-    on_error = getattr(cfg.data, "on_error", "raise")
-    cached = cfg.train.cache not in (None, "none")
+        raise ValueError("create_dataset: the table is empty")
+    cached = cache not in (None, "none")
     # a cache decodes every image now, which checks every file fully: the header check would only repeat it
     table = checked_table(table, "none" if cached and check == "fast" else check, on_error, progress=bool(verbose))
     if pcfg.crop == "face":
@@ -197,25 +258,25 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     split = "train" if training else "eval"
 
     def plan(table):  # before decoding anything, and again if undecodable rows were skipped
-        counts, n_epoch, steps = _epoch_plan(table, cfg, training)
+        counts, n_epoch, steps = _epoch_plan(table, b, training, old_factor, seed)
         if training and steps == 0:
             raise ValueError(f"training set of {n_epoch} images is smaller than one batch ({b}); "
-                             f"lower train.batch_size or add data")
+                             f"lower the batch size or add data")
         return counts, n_epoch, steps
 
     counts, n_epoch, steps = plan(table)
     rows = Rows(table, pcfg, task)
     try:
-        store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
+        store = ImageStore(rows, pcfg, cache, progress=bool(verbose))
     except ImageError as e:
         if on_error != "skip":
             raise
         table = drop_bad_files(table, e.bad)
         if len(table) == 0:
-            raise ValueError("make_dataset: no decodable image left in the table") from e
+            raise ValueError("create_dataset: no decodable image left in the table") from e
         counts, n_epoch, steps = plan(table)
         rows = Rows(table, pcfg, task)
-        store = ImageStore(rows, pcfg, cfg.train.cache, progress=bool(verbose))
+        store = ImageStore(rows, pcfg, cache, progress=bool(verbose))
     n = rows.n
     cache_note = (f", {store.nbytes / 2**20:.0f} MiB uint8 cache" if store.cached else ", decoded on the fly")
 
@@ -227,10 +288,9 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
         ds = finish(ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(PREFETCH))
         _report(f"{split} dataset ({task}): {n} images, batch {b}, {steps} steps "
                 f"(last batch padded with {pad} weight-0 rows){cache_note}", verbose)
-        ds.num_examples, ds.num_steps, ds.cache_bytes = n, steps, store.nbytes
-        return ds
+        return ds, DatasetInfo(task, False, b, n, steps, store.nbytes)
 
-    if cfg.sampling.balance == "class":
+    if balance == "class":
         cls = sampling.class_ids(table, task)
         streams, present = [], []
         for c in np.unique(cls):
@@ -250,8 +310,6 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
         indices = tf.data.Dataset.from_tensor_slices(ids).shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
         how = "shuffled"
     ds = store.batches(indices, b, deterministic=True)
-    mixer = BatchMixer.from_config(cfg.augment, seed=seed + 7)
-
     def train_batch(r):
         y = one_hot_targets(r["target"], task)
         if mixer is None:
@@ -265,16 +323,42 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
     ds = finish(ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(PREFETCH))
     extra = n_epoch - n
     _report(f"{split} dataset ({task}): {n} images"
-            + (f" + {extra} repeats of >=60 faces (old_factor {cfg.sampling.old_factor})" if extra else "")
+            + (f" + {extra} repeats of >=60 faces (old_factor {old_factor})" if extra else "")
             + f", {how}, batch {b}, {steps} steps per epoch"
             + (f" (last {n_epoch - steps * b} dropped, different ones each epoch)" if n_epoch % b else "")
             + cache_note
-            + (f"; mixup {cfg.augment.mixup} / cutmix {cfg.augment.cutmix}"
-               + (" (>=60 pairs only)" if cfg.augment.mix_old_only else "") if mixer is not None else ""),
+            + (f"; mixup {mixer.mixup} / cutmix {mixer.cutmix}"
+               + (" (>=60 pairs only)" if mixer.old_only else "") if mixer is not None else ""),
             verbose)
-    ds.num_examples, ds.num_steps, ds.cache_bytes = n_epoch, steps, store.nbytes
-    ds.mixer = mixer  # MixUp/CutMix: switched off from augment.mix_off_epoch on (callbacks.MixOff)
-    return ds
+    return ds, DatasetInfo(task, True, b, n_epoch, steps, store.nbytes, mixer)
+
+
+def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = None, *,
+                 deterministic: bool = False, check: str = "fast", verbose: int | None = None):
+    """:func:`create_dataset` with its arguments taken from a run's :class:`~mask_keras.config.Config`.
+
+    Args:
+        table: the image table (see :func:`create_dataset`).
+        cfg: the run's config: ``preprocess``, ``train.batch_size``/``seed``/``cache``/``verbose``,
+            ``sampling.old_factor``/``balance``, ``augment`` (MixUp/CutMix, training only) and
+            ``data.on_error``.
+        training: training or evaluation batches.
+        task: defaults to ``cfg.train.task``.
+        deterministic: see :func:`create_dataset`.
+        check: see :func:`create_dataset`.
+        verbose: print the dataset's summary (default ``cfg.train.verbose``).
+
+    Returns:
+        ``(dataset, info)`` as :func:`create_dataset`.
+    """
+    seed = int(cfg.train.seed)
+    return create_dataset(
+        table, training=training, task=task or cfg.train.task, batch_size=cfg.train.batch_size,
+        preprocess=cfg.preprocess, seed=seed, cache=cfg.train.cache, old_factor=cfg.sampling.old_factor,
+        balance=cfg.sampling.balance,
+        mixer=BatchMixer.from_config(cfg.augment, seed=seed + 7) if training else None,
+        on_error=getattr(cfg.data, "on_error", "raise"), check=check, deterministic=deterministic,
+        verbose=cfg.train.verbose if verbose is None else verbose)
 
 
 def make_predict_dataset(paths, preprocess_cfg, batch_size: int, flip: bool = False, check: str = "fast",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from types import SimpleNamespace
 
+from .. import cropbox
 from .._tf import tf
 
 #: libjpeg's DCT scaling factors (``ratio`` of ``tf.io.decode_and_crop_jpeg``)
@@ -54,7 +55,7 @@ def decode_image(data):
 
 
 def crop_window(h, w, box, preprocess_cfg):
-    """The crop window in an ``h`` x ``w`` image, by ``preprocess_cfg.crop``.
+    """The crop window in an ``h`` x ``w`` image, by ``preprocess_cfg.crop`` (:func:`mask_keras.cropbox.window`).
 
     ``none``: the whole image; ``center``: ``crop_size``, clipped to the image when it is
     smaller; ``face``: ``box``, clipped to the image, at least 1 pixel. Elementwise: ``h``,
@@ -69,23 +70,9 @@ def crop_window(h, w, box, preprocess_cfg):
     Returns:
         ``(y0, x0, y1, x1)`` int32, end exclusive.
     """
-    mode = preprocess_cfg.crop
     h, w = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
-    if mode == "none":
-        return tf.zeros_like(h), tf.zeros_like(w), h, w
-    if mode == "center":
-        ch = tf.minimum(h, int(preprocess_cfg.crop_size[0]))
-        cw = tf.minimum(w, int(preprocess_cfg.crop_size[1]))
-        y0, x0 = (h - ch) // 2, (w - cw) // 2
-        return y0, x0, y0 + ch, x0 + cw
-    if mode == "face":
-        box = tf.cast(box, tf.int32)
-        y0 = tf.clip_by_value(box[..., 0], 0, h - 1)
-        x0 = tf.clip_by_value(box[..., 1], 0, w - 1)
-        y1 = tf.clip_by_value(box[..., 2], y0 + 1, h)
-        x1 = tf.clip_by_value(box[..., 3], x0 + 1, w)
-        return y0, x0, y1, x1
-    raise ValueError(f"unknown crop {mode!r}; choose one of none, center, face")
+    box = tf.cast(box, tf.int32) if preprocess_cfg.crop == "face" else None
+    return cropbox.window(h, w, preprocess_cfg.crop, preprocess_cfg.crop_size, box, xp=tf)
 
 
 def crop_image(img, box, preprocess_cfg):
