@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import cropbox
+
 #: order of the 15 numbers describing one detected face (worker output and cache columns)
 FACE_FIELDS = ("x0", "y0", "x1", "y1", "confidence",
                "left_eye_x", "left_eye_y", "right_eye_x", "right_eye_y", "nose_x", "nose_y",
@@ -33,14 +35,9 @@ def center_crop_boxes(height, width, crop_size) -> np.ndarray:
     h = np.atleast_1d(_arr(height, np.int64))
     w = np.atleast_1d(_arr(width, np.int64))
     h, w = np.broadcast_arrays(h, w)
-    ch, cw = int(crop_size[0]), int(crop_size[1])
-    if ch <= 0 or cw <= 0:
+    if int(crop_size[0]) <= 0 or int(crop_size[1]) <= 0:
         raise ValueError(f"crop size must be positive (h, w), got {tuple(crop_size)}")
-    ch = np.minimum(ch, h)
-    cw = np.minimum(cw, w)
-    y0 = (h - ch) // 2
-    x0 = (w - cw) // 2
-    return np.stack([y0, x0, y0 + ch, x0 + cw], axis=-1).astype(np.int64)
+    return np.stack(cropbox.window(h, w, "center", crop_size, xp=np), axis=-1).astype(np.int64)
 
 
 def widen_boxes(boxes, margins, height, width) -> tuple[np.ndarray, np.ndarray]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .. import cropbox
 from .. import labels as L
 
 
@@ -68,24 +69,15 @@ class CropResize(keras.layers.Layer):
         self.crop_size = tuple(int(v) for v in crop_size)
 
     def windows(self, images, boxes=None):
-        """The crop windows ``(N, 4)`` int32 ``[y0, x0, y1, x1]`` (as :func:`mask_keras.pipeline.crop_window`)."""
+        """The crop windows ``(N, 4)`` int32 ``[y0, x0, y1, x1]`` (:func:`mask_keras.cropbox.window`, as the pipeline)."""
         shape = ops.shape(images)
         n, h, w = shape[0], ops.cast(shape[1], "int32"), ops.cast(shape[2], "int32")
-        ones = ops.ones((n,), "int32")
-        if self.crop == "none":
-            return ops.stack([0 * ones, 0 * ones, h * ones, w * ones], axis=-1)
-        if self.crop == "center":
-            ch, cw = ops.minimum(h, self.crop_size[0]), ops.minimum(w, self.crop_size[1])
-            y0, x0 = (h - ch) // 2, (w - cw) // 2
-            return ops.stack([y0 * ones, x0 * ones, (y0 + ch) * ones, (x0 + cw) * ones], axis=-1)
-        if boxes is None:
+        if self.crop == "face" and boxes is None:
             raise ValueError("crop='face' needs the face boxes (N, 4) [y0, x0, y1, x1]")
-        b = ops.cast(boxes, "int32")
-        y0 = ops.clip(b[:, 0], 0, h - 1)
-        x0 = ops.clip(b[:, 1], 0, w - 1)
-        y1 = ops.minimum(ops.maximum(b[:, 2], y0 + 1), h)
-        x1 = ops.minimum(ops.maximum(b[:, 3], x0 + 1), w)
-        return ops.stack([y0, x0, y1, x1], axis=-1)
+        b = ops.cast(boxes, "int32") if self.crop == "face" else None
+        win = cropbox.window(h, w, self.crop, self.crop_size, b, xp=ops)
+        ones = ops.ones((n,), "int32")
+        return ops.stack([v * ones for v in win], axis=-1)  # scalars (none, center) -> one row per image
 
     def call(self, images, boxes=None):
         win = self.windows(images, boxes)
