@@ -206,7 +206,7 @@ class TrainConfig:
         wandb_mode: offline | online.
         devices: auto (one device) | all (DataParallel over local devices).
         cache: memory | none | <path prefix>: decoded uint8 images saved as <prefix>_<key>.npy.
-        verbose: Keras' fit verbosity (0, 1, 2); also prints the dataset summaries.
+        verbose: Keras' fit verbosity (0, 1, 2); non-zero also prints (else logs) the dataset summaries and run notes.
     """
 
     task: str = "multi"
