@@ -37,65 +37,131 @@ TTA_CROP_RANGE = (0.3, 3.0)
 
 @dataclass
 class DataConfig:
+    """Where the training images are and how they are labelled and split.
+
+    Attributes:
+        data_dir: the dataset folder (``train/`` and ``eval/``, see :mod:`mask_keras.data.layout`).
+        relabel: False | True/"certain" | "all" (fixes from ``data/relabel.csv``, :mod:`mask_keras.data.relabel`).
+        age_upper: training age threshold of the >=60 group (teams: 58/59); evaluation always uses 60.
+        val_ratio: hold-out share of the people, in (0, 1); ignored when folds > 1.
+        folds: K for K-fold (0/1 = hold-out).
+        fold: which fold is validation, 0..folds-1.
+        mask_states: None, or the mask states to train on, e.g. (0,) = age/gender on masked images only.
+        max_people: cap people (demo/test scale), chosen stratified by ``train.seed``; None = all.
+        on_error: "raise" on an unreadable image, or "skip" it (counted and reported).
+    """
+
     data_dir: str = "data/default"
-    relabel: Any = False  # False | True/"certain" | "all"
-    age_upper: int = 60  # training age threshold (teams: 58/59); evaluation always uses 60
-    val_ratio: float = 0.2  # hold-out by person; ignored when folds > 1
-    folds: int = 0  # K for K-fold (0/1 = hold-out)
-    fold: int = 0  # which fold is validation
-    mask_states: tuple | None = None  # e.g. (0,) = train age/gender on masked images only
-    max_people: int | None = None  # cap people (demo/test scale), chosen stratified by seed
-    on_error: str = "raise"  # or "skip" (counted and reported)
+    relabel: Any = False
+    age_upper: int = 60
+    val_ratio: float = 0.2
+    folds: int = 0
+    fold: int = 0
+    mask_states: tuple | None = None
+    max_people: int | None = None
+    on_error: str = "raise"
 
 
 @dataclass
 class PreprocessConfig:
-    """The deterministic part; saved with the artifact and re-applied at inference."""
+    """The deterministic part; saved with the artifact and re-applied at inference.
 
-    image_size: tuple = (128, 96)  # (height, width) fed to the model
-    crop: str = "center"  # none | center | face
-    crop_size: tuple = (400, 200)  # (h, w) of the centre crop (teams: 400x200, 320x256)
-    face_margins: tuple = (30, 60, 30, 30)  # (left, top, right, bottom) px around the detected box
-    face_fallback: tuple = (340, 256)  # centre crop (h, w) when no face / low confidence
+    Attributes:
+        image_size: (height, width) fed to the model; integers >= 8.
+        crop: none | center | face (see :mod:`mask_keras.detect`).
+        crop_size: (h, w) of the centre crop (teams: 400x200, 320x256); must hold ``image_size``.
+        face_margins: (left, top, right, bottom) px around the detected face box.
+        face_fallback: centre crop (h, w) when no face is found or its confidence is low.
+        face_min_confidence: detector confidence below which a face is not used (the fallback is).
+        jpeg_scaled_decode: JPEGs: decode only the crop window, downscaled in the DCT (1/2, 1/4, 1/8) while it
+            stays >= image_size; False decodes the whole image at full size (like PIL). See mask_keras.pipeline.decode.
+    """
+
+    image_size: tuple = (128, 96)
+    crop: str = "center"
+    crop_size: tuple = (400, 200)
+    face_margins: tuple = (30, 60, 30, 30)
+    face_fallback: tuple = (340, 256)
     face_min_confidence: float = 0.9
-    # JPEGs: decode only the crop window, downscaled in the DCT (1/2, 1/4, 1/8) while it stays
-    # >= image_size; False decodes the whole image at full size (like PIL). See mask_keras.pipeline.decode.
     jpeg_scaled_decode: bool = True
 
 
 @dataclass
 class AugmentConfig:
-    preset: str = "base"  # see mask_keras.augment.PRESETS
-    mixup: float = 0.0  # probability a batch is mixed with MixUp
-    cutmix: float = 0.0  # probability a batch is mixed with CutMix
-    mix_alpha: float = 0.4  # Beta(alpha, alpha) for the mixing ratio
-    mix_old_only: bool = False  # team 004: mix only pairs that involve a >=60 face
-    mix_off_epoch: int = 0  # MixUp/CutMix off from this epoch on (1-based; timm's --mixup-off-epoch); 0 = never
+    """Per-image augmentation (in the model) and batch mixing (on the host).
+
+    Attributes:
+        preset: an augmentation preset name (see :data:`mask_keras.augment.PRESETS`).
+        mixup: probability in [0, 1] that a batch is mixed with MixUp.
+        cutmix: probability in [0, 1] that a batch is mixed with CutMix.
+        mix_alpha: Beta(alpha, alpha) for the mixing ratio; > 0.
+        mix_old_only: team 004: mix only pairs that involve a >=60 face.
+        mix_off_epoch: MixUp/CutMix off from this epoch on (1-based; timm's --mixup-off-epoch); 0 = never.
+    """
+
+    preset: str = "base"
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_alpha: float = 0.4
+    mix_old_only: bool = False
+    mix_off_epoch: int = 0
 
 
 @dataclass
 class SamplingConfig:
-    old_factor: float = 1.0  # repeat >=60 people this many times per epoch (team 000)
-    balance: str = "none"  # none | class (class-balanced sampling of the task's classes)
-    class_weights: bool = False  # weight the loss by inverse class frequency instead
+    """How training draws its examples (:mod:`mask_keras.sampling`).
+
+    Attributes:
+        old_factor: repeat >=60 people this many times per epoch (team 000); >= 1 (1 = off).
+        balance: none | class (class-balanced sampling of the task's classes).
+        class_weights: weight the loss by inverse class frequency instead.
+    """
+
+    old_factor: float = 1.0
+    balance: str = "none"
+    class_weights: bool = False
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "efficientnet_b0"  # see mask_keras.models.backbones
-    weights: str | None = "imagenet"  # "imagenet" | keras-hub preset | local path | None
-    head: str = "linear"  # linear | shallow
-    head_units: int = 128  # hidden width of the shallow head
+    """The network (:func:`mask_keras.models.build_model`).
+
+    Attributes:
+        backbone: a registered backbone name (see :mod:`mask_keras.models.backbones`).
+        weights: "imagenet" | keras-hub preset | local path | None (random init).
+        head: linear | shallow.
+        head_units: hidden width of the shallow head.
+        dropout: dropout before the output layer.
+        freeze_epochs: "melting": train the head on a frozen backbone first, for this many epochs
+            (ignored with ``weights=None``).
+        head_loss_weights: multihead: loss weights of mask, gender, age (3 values).
+        bn_momentum: override the backbone's BatchNorm momentum (e.g. 0.9 from scratch); None = keep.
+    """
+
+    backbone: str = "efficientnet_b0"
+    weights: str | None = "imagenet"
+    head: str = "linear"
+    head_units: int = 128
     dropout: float = 0.2
-    freeze_epochs: int = 0  # "melting": train the head on a frozen backbone first
-    head_loss_weights: tuple = (1.0, 1.0, 1.0)  # multihead: mask, gender, age
-    bn_momentum: float | None = None  # override the backbone's BatchNorm momentum (e.g. 0.9 from scratch)
+    freeze_epochs: int = 0
+    head_loss_weights: tuple = (1.0, 1.0, 1.0)
+    bn_momentum: float | None = None
 
 
 @dataclass
 class LossConfig:
-    name: str = "ce"  # ce | focal | f1 | class_balanced | f1_focal ...; see mask_keras.losses
-    terms: tuple | None = None  # weighted sum, e.g. (("f1", 0.4), ("focal", 0.6))
+    """The training loss (:mod:`mask_keras.losses`).
+
+    Attributes:
+        name: ce | focal | f1 | class_balanced | f1_focal ...; see :mod:`mask_keras.losses`.
+        terms: None, or a weighted sum of named losses, e.g. (("f1", 0.4), ("focal", 0.6)).
+        gamma: the focal exponent (focal and focal-based losses).
+        label_smoothing: in [0, 1); 0 = off.
+        cb_beta: the class-balanced loss's beta (effective number of samples).
+    """
+
+    name: str = "ce"
+    terms: tuple | None = None
     gamma: float = 2.0
     label_smoothing: float = 0.0
     cb_beta: float = 0.999
@@ -103,45 +169,77 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    task: str = "multi"  # mask | gender | age | multi | multihead
+    """The training loop, its checkpoints and where they go (:func:`mask_keras.train.train`).
+
+    Attributes:
+        task: mask | gender | age | multi | multihead.
+        epochs: epochs to train; >= 1.
+        batch_size: images per step; >= 1.
+        optimizer: adam | adamw | sgd.
+        lr: the peak learning rate, in (0, 1).
+        weight_decay: AdamW only (0 there means 0.01).
+        momentum: SGD only (Nesterov when > 0).
+        schedule: constant | cosine (down to 1% of lr) | step.
+        warmup_epochs: linear warm-up of the cosine schedule, in (fractional) epochs.
+        step_epochs: the step schedule's period in epochs.
+        step_gamma: the step schedule's factor per period.
+        grad_accum: batches whose gradients are accumulated per optimizer step; >= 1.
+        mixed_precision: train in mixed_bfloat16.
+        early_stopping: patience in epochs (0 = off).
+        early_stopping_monitor: val_macro_f1 (higher is better) | val_loss (lower is better).
+        steps_per_epoch: cap the steps of an epoch (demo/test scale); None = the whole data.
+        precise_bn: training images over which BatchNorm statistics are recomputed before every
+            validation ("precise BN", :mod:`mask_keras.bn_stats`); 0 = off (training's moving averages).
+        ema: exponential moving average of the weights (Keras' optimizer use_ema), e.g. 0.999;
+            validation, the checkpoints and the final model use the averaged weights; 0 = off.
+        clip_norm: gradient clipping by global norm (optimizer global_clipnorm); 0 = off.
+        save_last: last.keras after every epoch (model.keras stays the best).
+        keep_top_k: also keep the k best epochs as checkpoints/epoch_NNN.keras; 0 = off.
+        backup: a resume backup every epoch (backup/epoch_NNNN: weights, optimizer, counters, data order; two kept).
+        backup_steps: also a backup every N training steps (backup/epoch_NNNN_step_SSSSSS), so a resumed run
+            continues from the middle of a long epoch; 0 = at epoch ends only.
+        resume: continue the run in out_dir from its newest backup.
+        seed: seeds the split, the sampling, the augmentation and Keras.
+        out_dir: the run folder, which becomes the artifact (see :mod:`mask_keras.train`).
+        wandb: log to Weights & Biases.
+        wandb_project: the wandb project.
+        wandb_mode: offline | online.
+        devices: auto (one device) | all (DataParallel over local devices).
+        cache: memory | none | <path prefix>: decoded uint8 images saved as <prefix>_<key>.npy.
+        verbose: Keras' fit verbosity (0, 1, 2); non-zero also prints (else logs) the dataset summaries and run notes.
+    """
+
+    task: str = "multi"
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "adam"  # adam | adamw | sgd
+    optimizer: str = "adam"
     lr: float = 1e-4
     weight_decay: float = 0.0
     momentum: float = 0.9
-    schedule: str = "cosine"  # constant | cosine | step
+    schedule: str = "cosine"
     warmup_epochs: float = 0.0
     step_epochs: int = 20
     step_gamma: float = 0.5
     grad_accum: int = 1
-    mixed_precision: bool = False  # mixed_bfloat16
-    early_stopping: int = 0  # patience in epochs (0 = off)
-    early_stopping_monitor: str = "val_macro_f1"  # val_macro_f1 (higher is better) | val_loss (lower is better)
-    steps_per_epoch: int | None = None  # cap (demo/test scale)
-    # images of the training set over which BatchNorm statistics are recomputed before every
-    # validation ("precise BN", mask_keras.bn_stats); 0 = off (the moving averages of training)
+    mixed_precision: bool = False
+    early_stopping: int = 0
+    early_stopping_monitor: str = "val_macro_f1"
+    steps_per_epoch: int | None = None
     precise_bn: int = 1024
-    # exponential moving average of the weights (Keras' optimizer use_ema), e.g. 0.999; validation,
-    # the checkpoints and the final model use the averaged weights; 0 = off
     ema: float = 0.0
-    clip_norm: float = 0.0  # gradient clipping by global norm (optimizer global_clipnorm); 0 = off
-    save_last: bool = True  # last.keras after every epoch (model.keras stays the best)
-    keep_top_k: int = 0  # also keep the k best epochs as checkpoints/epoch_NNN.keras; 0 = off
-    # a resume backup every epoch (backup/epoch_NNNN: weights, optimizer, counters, data order;
-    # the two newest kept); resume: continue the run in out_dir from its newest backup
+    clip_norm: float = 0.0
+    save_last: bool = True
+    keep_top_k: int = 0
     backup: bool = True
-    # also a backup every N training steps inside an epoch (backup/epoch_NNNN_step_SSSSSS), so a
-    # resumed run continues from the middle of a long epoch; 0 = at epoch ends only
     backup_steps: int = 0
     resume: bool = False
     seed: int = 42
     out_dir: str = "runs/default"
     wandb: bool = False
     wandb_project: str = "mask_keras"
-    wandb_mode: str = "offline"  # offline | online
-    devices: str = "auto"  # auto (one device) | all (DataParallel over local devices)
-    cache: str = "memory"  # memory | none | <path prefix>: decoded uint8 images saved as <prefix>_<key>.npy
+    wandb_mode: str = "offline"
+    devices: str = "auto"
+    cache: str = "memory"
     verbose: int = 1
 
 
@@ -152,22 +250,53 @@ class EnsembleConfig:
     Read only when the models predict ``eval/``, never by training: a run's other sections
     decide what it trains, so a resumed run or a finished K-fold fold may differ here
     (``mask_keras.resume.RUN_ONLY``).
+
+    Attributes:
+        members: the models that vote, as (name, recipe) pairs: the member NAME (its folder under the ensemble's
+            out_dir, and --load NAME=DIR) and the recipe file in the same folder whose get_config gives its config
+            ("recipe:member" passes member= to that get_config), e.g. (("mask", "efficientnet_mask"), ("gender",
+            "efficientnet_gender"), ("age", "resnet152_age")); empty: the recipe's own config is the one member
+            (with data.folds >= 2: its K fold models).
+        vote: soft (mean probabilities) | hard (each model's answer; tie: highest mean probability).
+        level: task (vote per task, then combine) | class (on the 18 classes) | auto (see LEVELS).
+        tta: test-time augmentation: every model also predicts the flipped image.
+        crops: extra TTA crop views at these scales of the crop region, e.g. (0.9, 1.1).
     """
 
-    # the models that vote, as (name, recipe) pairs: the member NAME (its folder under the
-    # ensemble's out_dir, and --load NAME=DIR) and the recipe file in the same folder whose
-    # get_config gives its config ("recipe:member" passes member= to that get_config), e.g.
-    # (("mask", "efficientnet_mask"), ("gender", "efficientnet_gender"), ("age", "resnet152_age"));
-    # empty: the recipe's own config is the one member (with data.folds >= 2: its K fold models)
     members: tuple = ()
-    vote: str = "soft"  # soft (mean probabilities) | hard (each model's answer; tie: highest mean probability)
-    level: str = "auto"  # task (vote per task, then combine) | class (on the 18 classes) | auto (see LEVELS)
-    tta: bool = False  # test-time augmentation: every model also predicts the flipped image
-    crops: tuple = ()  # extra TTA crop views at these scales of the crop region, e.g. (0.9, 1.1)
+    vote: str = "soft"
+    level: str = "auto"
+    tta: bool = False
+    crops: tuple = ()
 
 
 @dataclass
 class Config:
+    """One run: every section, each a dataclass with its defaults.
+
+    Attributes:
+        data: :class:`DataConfig`.
+        preprocess: :class:`PreprocessConfig`.
+        augment: :class:`AugmentConfig`.
+        sampling: :class:`SamplingConfig`.
+        model: :class:`ModelConfig`.
+        loss: :class:`LossConfig`.
+        train: :class:`TrainConfig`.
+        ensemble: :class:`EnsembleConfig`.
+
+    Example:
+        >>> cfg = Config().override(**{"train.epochs": 3, "preprocess.image_size": [64, 48]})
+        >>> cfg.train.epochs, cfg.preprocess.image_size, cfg.validate() is cfg
+        (3, (64, 48), True)
+        >>> Config.from_dict(cfg.to_dict()) == cfg
+        True
+        >>> try:
+        ...     Config().override(**{"train.epoch": 3})
+        ... except ConfigError as e:
+        ...     print(str(e).split(";")[0])
+        unknown train option 'epoch' (did you mean 'epochs'?)
+    """
+
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -179,17 +308,53 @@ class Config:
 
     # ---- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict:
+        """The config as JSON-ready data.
+
+        Returns:
+            ``{section: {option: value}}``, tuples turned into lists.
+        """
         return _to_jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
+        """A Config from (part of) :meth:`to_dict`'s form; missing sections and options keep defaults.
+
+        Args:
+            d: ``{section: {option: value}}``; lists become tuples.
+
+        Returns:
+            The Config (not validated: see :meth:`validate`).
+
+        Raises:
+            ConfigError: an unknown section or option (with a suggestion), or a section that is not a mapping.
+        """
         return _from_dict(cls, d, "config")
 
     def save(self, path) -> Path:
+        """Write :meth:`to_dict` as indented JSON, atomically.
+
+        Args:
+            path: the file to write (e.g. ``<out_dir>/config.json``).
+
+        Returns:
+            ``Path(path)``.
+        """
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
     @classmethod
     def load(cls, path) -> "Config":
+        """Read a config written by :meth:`save`.
+
+        Args:
+            path: the JSON file, or a folder holding ``config.json`` (a run's artifact).
+
+        Returns:
+            The Config (not validated).
+
+        Raises:
+            ConfigError: the file is missing, not JSON, written by mask_keras 0.1 (``preprocess.mean/std``)
+                or has an unknown option.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
@@ -206,7 +371,17 @@ class Config:
         return cls.from_dict(d)
 
     def override(self, **dotted) -> "Config":
-        """Copy with dotted overrides: ``cfg.override(**{"train.epochs": 3})``."""
+        """Copy with dotted overrides: ``cfg.override(**{"train.epochs": 3})``.
+
+        Args:
+            **dotted: ``"section.option"`` -> the new value (lists become tuples).
+
+        Returns:
+            A new Config (not validated); ``self`` is unchanged.
+
+        Raises:
+            ConfigError: an unknown section or option, with a suggestion.
+        """
         d = self.to_dict()
         for key, value in dotted.items():
             section, _, name = key.partition(".")
@@ -219,7 +394,11 @@ class Config:
 
     # ---- validation ---------------------------------------------------------
     def validate(self) -> "Config":
-        """Check every name and size; raise ConfigError naming the option and the fix."""
+        """Check every name and size; raise ConfigError naming the option and the fix.
+
+        Returns:
+            ``self``, so ``Config.load(path).validate()`` chains.
+        """
         t, p = self.train, self.preprocess
         if t.task not in L.TASKS:
             raise unknown_choice("task", t.task, L.TASKS)

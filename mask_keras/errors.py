@@ -17,7 +17,16 @@ def did_you_mean(value, choices) -> str:
 
     Args:
         value: what was given (compared as a string).
-        choices: the accepted values.
+        choices: the accepted values (compared as strings).
+
+    Returns:
+        The hint, with a leading space, or ``""`` when no choice is close (``difflib``).
+
+    Example:
+        >>> did_you_mean("resnet5", ["resnet50", "tiny_cnn"])
+        " (did you mean 'resnet50'?)"
+        >>> did_you_mean("zzz", ["resnet50", "tiny_cnn"])
+        ''
     """
     near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
     return f" (did you mean {near[0]!r}?)" if near else ""
@@ -30,6 +39,13 @@ def unknown_choice(name: str, value, choices) -> ConfigError:
         name: what the value is, e.g. ``"backbone"`` or ``"train.devices"``.
         value: what was given.
         choices: the accepted values, in the order to list them.
+
+    Returns:
+        A :class:`ConfigError` (not raised: the caller raises it).
+
+    Example:
+        >>> print(unknown_choice("backbone", "resnet5", ["resnet50", "tiny_cnn"]))
+        unknown backbone 'resnet5' (did you mean 'resnet50'?); choose one of: resnet50, tiny_cnn
     """
     return ConfigError(f"unknown {name} {value!r}{did_you_mean(value, choices)}; "
                        f"choose one of: {', '.join(map(str, choices))}")

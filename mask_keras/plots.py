@@ -19,7 +19,15 @@ def _plt():
 
 
 def save_figure(fig, path) -> Path:
-    """Save ``fig`` as PNG via a temp file + rename; closes the figure."""
+    """Save ``fig`` as PNG via a temp file + rename; closes the figure.
+
+    Args:
+        fig: a matplotlib figure (laid out already: saved at 110 dpi, no ``bbox_inches``).
+        path: the PNG to write.
+
+    Returns:
+        ``Path(path)``.
+    """
     plt = _plt()
     path = Path(path)
     try:
@@ -32,7 +40,16 @@ def save_figure(fig, path) -> Path:
 
 
 def class_balance(counts: dict[str, dict[str, int]], path, title: str = "class balance") -> Path:
-    """Bar charts side by side, one per entry: ``{"label": {"0": n, ...}, "gender": {...}}``."""
+    """Bar charts side by side, one per entry: ``{"label": {"0": n, ...}, "gender": {...}}``.
+
+    Args:
+        counts: panel title -> ``{bar name: count}`` (bar names shown as strings, in order).
+        path: the PNG to write.
+        title: the figure's title.
+
+    Returns:
+        ``Path(path)``.
+    """
     plt = _plt()
     n = len(counts)
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
@@ -49,7 +66,18 @@ def class_balance(counts: dict[str, dict[str, int]], path, title: str = "class b
 
 
 def confusion_matrix(cm, class_names, path, title: str = "confusion matrix", normalize: bool = True) -> Path:
-    """Confusion matrix (rows = truth, columns = prediction); counts annotated, colour row-normalised."""
+    """Confusion matrix (rows = truth, columns = prediction); counts annotated, colour row-normalised.
+
+    Args:
+        cm: ``(k, k)`` counts.
+        class_names: ``k`` tick labels.
+        path: the PNG to write.
+        title: the axes' title.
+        normalize: colour by each row's share (0..1); False: by the raw counts.
+
+    Returns:
+        ``Path(path)``.
+    """
     plt = _plt()
     cm = np.asarray(cm)
     k = cm.shape[0]
@@ -75,7 +103,18 @@ def confusion_matrix(cm, class_names, path, title: str = "confusion matrix", nor
 
 
 def image_grid(images, captions, path, cols: int = 8, title: str | None = None) -> Path:
-    """A contact sheet: uint8/float HxWx3 images (any sizes) with a caption each."""
+    """A contact sheet: uint8/float HxWx3 images (any sizes) with a caption each.
+
+    Args:
+        images: ``(H, W, 3)`` arrays; non-uint8 ones are min-max scaled to 0..255 each.
+        captions: one per image (``str()`` of it is shown).
+        path: the PNG to write.
+        cols: images per row (at most the number of images).
+        title: the figure's title, or None.
+
+    Returns:
+        ``Path(path)``.
+    """
     plt = _plt()
     images = list(images)
     n = max(1, len(images))
@@ -112,6 +151,15 @@ def history(hist: dict[str, list[float]], path, title: str = "training history")
 
     Multi-head runs log each measure per head (``mask_loss``, ``gender_macro_f1``, ...):
     they share their measure's panel, so the heads can be compared at a glance.
+
+    Args:
+        hist: ``keras.callbacks.History.history``: name -> one value per epoch (``val_*`` for
+            validation; ``learning_rate`` is not drawn).
+        path: the PNG to write.
+        title: the figure's title.
+
+    Returns:
+        ``Path(path)``.
     """
     plt = _plt()
     panels: dict[str, list[tuple[str, str]]] = {}

@@ -16,8 +16,26 @@ from .errors import unknown_choice
 class Registry:
     """Names -> objects, in registration order; a lookup of an unknown name raises ConfigError.
 
+    Reads like a dict: ``reg[name]`` (same as :meth:`get`), ``name in reg``, iteration over
+    the names in registration order, ``len``, :meth:`items` and :meth:`values`.
+
     Args:
         kind: what the entries are, as error messages name them (e.g. ``"backbone"``).
+
+    Example:
+        >>> colours = Registry("colour")
+        >>> colours.register("red", (255, 0, 0))
+        (255, 0, 0)
+        >>> @colours.register("blue")
+        ... def blue():
+        ...     return (0, 0, 255)
+        >>> list(colours), colours.names(), "red" in colours, len(colours)
+        (['red', 'blue'], ['blue', 'red'], True, 2)
+        >>> try:
+        ...     colours.get("rde")
+        ... except ValueError as e:
+        ...     print(e)
+        unknown colour 'rde' (did you mean 'red'?); choose one of: blue, red
     """
 
     def __init__(self, kind: str):
@@ -30,7 +48,13 @@ class Registry:
 
         Args:
             name: the name configs use.
-            obj: the entry (a spec, a preset, a builder function).
+            obj: the entry (a spec, a preset, a builder function); None: return a decorator.
+
+        Returns:
+            ``obj``; without it, a decorator that registers its argument and returns it.
+
+        Raises:
+            ValueError: ``name`` is already registered.
         """
         if obj is None:
             return lambda o: self.register(name, o)
@@ -41,14 +65,29 @@ class Registry:
 
     def get(self, name: str) -> Any:
         """The entry registered under ``name``; ConfigError naming the choices (with a
-        suggestion) otherwise."""
+        suggestion) otherwise.
+
+        Args:
+            name: a registered name (an unhashable value, e.g. a list from a config file,
+                is unknown too).
+
+        Returns:
+            The registered object.
+
+        Raises:
+            ConfigError: ``name`` is not registered.
+        """
         try:
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: an unhashable name from a config file
             raise unknown_choice(self.kind, name, self.names()) from None
 
     def names(self) -> list[str]:
-        """The registered names, sorted."""
+        """The registered names, sorted.
+
+        Returns:
+            A new ``list[str]`` (iterating the registry gives registration order instead).
+        """
         return sorted(self._entries)
 
     def __contains__(self, name) -> bool:
@@ -67,9 +106,19 @@ class Registry:
         return len(self._entries)
 
     def items(self):
+        """The ``(name, object)`` pairs, in registration order.
+
+        Returns:
+            A live view of the entries (``dict.items()``).
+        """
         return self._entries.items()
 
     def values(self):
+        """The registered objects, in registration order.
+
+        Returns:
+            A live view of the entries (``dict.values()``).
+        """
         return self._entries.values()
 
     def __repr__(self) -> str:

@@ -35,15 +35,25 @@ def inspect(root, out_png=None, relabel=False, age_upper: int = L.EVAL_AGE_UPPER
             on_error: str = "skip") -> dict:
     """Statistics of the layout under ``root``.
 
-    out_png: where to write the class-balance chart (default ``root/class_balance.png``;
-    ``False`` to write none). relabel / age_upper / on_error are passed to ``read_train``.
+    Args:
+        root: the dataset folder (``train/``, optionally ``eval/``).
+        out_png: where to write the class-balance chart (default ``root/class_balance.png``;
+            ``False`` to write none).
+        relabel: passed to :func:`~mask_keras.data.layout.read_train`.
+        age_upper: passed to ``read_train`` (the >=60 group's threshold).
+        on_error: passed to ``read_train`` and ``read_eval``; with ``"skip"`` (default) a broken
+            ``eval/`` is reported as one skip instead of raising.
 
-    Returns a dict with ``root``, ``people``, ``images``, ``classes`` (18 entries, class
-    id -> images), ``mask``, ``gender``, ``age_group`` (images per group),
-    ``people_by_group`` (people per gender x age group, like the table in the docs),
-    ``extensions`` (images per file extension), ``skipped`` (list of ``(path, reason)``),
-    ``relabel``, ``relabeled`` (ids changed), ``age_upper``, ``eval`` (``None`` when there
-    is no ``eval/``, else ``{"images": n, "skipped": [...]}``) and ``png`` (path or None).
+    Returns:
+        A dict with ``root``, ``people``, ``images``, ``classes`` (18 entries, class
+        id -> images), ``mask``, ``gender``, ``age_group`` (group name -> images),
+        ``people_by_group`` (``"male/<30"``-style keys: people per gender x age group),
+        ``extensions`` (images per file extension), ``skipped`` (list of ``(path, reason)``),
+        ``relabel``, ``relabeled`` (ids changed), ``age_upper``, ``eval`` (``None`` when there
+        is no ``eval/``, else ``{"images": n, "skipped": [...]}``) and ``png`` (path or None).
+
+    Raises:
+        LayoutError: what ``read_train`` raises (see there), or a broken ``eval/`` with ``on_error="raise"``.
     """
     root = Path(root)
     t = read_train(root, relabel=relabel, age_upper=age_upper, on_error=on_error)
@@ -100,7 +110,15 @@ def _skip_line(path: str, reason: str) -> str:
 
 
 def format_report(d: dict) -> str:
-    """A printable text report of :func:`inspect`'s dict."""
+    """A printable text report of :func:`inspect`'s dict.
+
+    Args:
+        d: the dict :func:`inspect` returns.
+
+    Returns:
+        Lines joined with newlines (no trailing newline): counts with percentages of the images,
+        the people table, the skips and the chart's path.
+    """
     n = d["images"]
     lines = [f"data: {d['root']}",
              f"people: {d['people']}   images: {n}   (age_upper={d['age_upper']}, relabel={d['relabel']})"]

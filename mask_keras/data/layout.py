@@ -95,7 +95,22 @@ class _Skips:
 
 
 def parse_profile(name: str) -> dict:
-    """Parse a person folder name like ``001498-1_male_Asian_45``."""
+    """Parse a person folder name like ``001498-1_male_Asian_45``.
+
+    Args:
+        name: the folder name (not a path): ``<id>_<gender>_<race>_<age>``, ``id`` six digits with
+            an optional ``-N`` suffix, ``gender`` male|female.
+
+    Returns:
+        ``{"id": str, "gender": "male"|"female", "race": str, "age": int}``.
+
+    Raises:
+        LayoutError: the name does not parse.
+
+    Example:
+        >>> parse_profile("001498-1_male_Asian_45")
+        {'id': '001498-1', 'gender': 'male', 'race': 'Asian', 'age': 45}
+    """
     m = PROFILE_RE.match(name)
     if not m:
         raise LayoutError(f"folder name {name!r} does not parse as <id>_<gender>_<race>_<age> "
@@ -111,7 +126,18 @@ def _is_hidden(name: str) -> bool:
 
 
 def list_person_images(folder: Path) -> dict[str, Path]:
-    """The 7 images of one person folder, keyed by stem; raises LayoutError on any problem."""
+    """The 7 images of one person folder, keyed by stem; raises LayoutError on any problem.
+
+    Hidden entries (``.DS_Store``, ``._mask1.jpg``) are ignored; anything else that is not one of
+    the 7 stems with a .jpg/.jpeg/.png extension, a duplicate stem, an empty file or a missing
+    stem is a problem.
+
+    Args:
+        folder: a person folder (``Path``).
+
+    Returns:
+        ``{stem: path}`` for the stems of :data:`mask_keras.labels.MASK_STEMS`.
+    """
     found: dict[str, Path] = {}
     for entry in sorted(os.listdir(folder)):
         if _is_hidden(entry):
@@ -137,9 +163,20 @@ def list_person_images(folder: Path) -> dict[str, Path]:
 def read_train(root, relabel=False, age_upper: int = L.EVAL_AGE_UPPER, on_error: str = "raise") -> pd.DataFrame:
     """Read ``root/train`` into the image table (7 rows per person).
 
-    relabel: False, ``True``/"certain" (the certain fixes of ``data/relabel.csv``) or "all".
-    age_upper: the age-group threshold (60 for evaluation; teams trained with 58/59).
-    on_error: "raise" (default) or "skip" (leave the person out, count and report it).
+    Args:
+        root: the dataset folder holding ``train/`` (``train.csv`` and ``images/``).
+        relabel: False, ``True``/"certain" (the certain fixes of ``data/relabel.csv``) or "all".
+        age_upper: the age-group threshold (60 for evaluation; teams trained with 58/59).
+        on_error: "raise" (default) or "skip" (leave the person out, count and report it).
+
+    Returns:
+        The image table (columns ``TRAIN_COLUMNS``), sorted by ``profile, stem``;
+        ``attrs["skipped"]`` lists ``(path, reason)`` and ``attrs["age_upper"]`` the threshold
+        (``attrs["relabeled"]`` too with ``relabel``).
+
+    Raises:
+        LayoutError: a missing or broken ``train.csv`` or ``images/``, a stray file or a listed-twice
+            folder (even with ``on_error="skip"``), a bad person (with ``"raise"``), no usable people.
     """
     skips = _Skips(on_error)
     train = Path(root) / "train"
@@ -203,7 +240,25 @@ def read_train(root, relabel=False, age_upper: int = L.EVAL_AGE_UPPER, on_error:
 
 
 def with_labels(df: pd.DataFrame, age_upper: int = L.EVAL_AGE_UPPER) -> pd.DataFrame:
-    """(Re)compute ``age_group`` and ``label`` from ``mask``, ``gender``, ``age``."""
+    """(Re)compute ``age_group`` and ``label`` from ``mask``, ``gender``, ``age``.
+
+    Args:
+        df: image rows with integer ``mask``, ``gender``, ``age`` (the other
+            ``TRAIN_COLUMNS`` are expected too: the result is ordered by them).
+        age_upper: ages from this one on are group 2 (>=60 by the competition's rule).
+
+    Returns:
+        A copy, ``age`` as int64, ``TRAIN_COLUMNS`` first then any other column.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"profile": "p", "id": "000001", "gender": 1, "race": "Asian",
+        ...                    "age": [59, 60], "stem": ["mask1", "normal"], "path": ["a", "b"], "mask": [0, 2]})
+        >>> with_labels(df)[["age_group", "label"]].values.tolist()
+        [[1, 4], [2, 17]]
+        >>> with_labels(df, age_upper=58)["age_group"].tolist()
+        [2, 2]
+    """
     df = df.copy()
     df["age"] = df["age"].astype(np.int64)
     df["age_group"] = L.age_group(df["age"].to_numpy(), upper=age_upper)
@@ -212,7 +267,19 @@ def with_labels(df: pd.DataFrame, age_upper: int = L.EVAL_AGE_UPPER) -> pd.DataF
 
 
 def read_eval(root, on_error: str = "raise") -> pd.DataFrame:
-    """Read ``root/eval`` into a table (``ImageID``, ``path``) in info.csv order."""
+    """Read ``root/eval`` into a table (``ImageID``, ``path``) in info.csv order.
+
+    Args:
+        root: the dataset folder holding ``eval/`` (``info.csv`` and ``images/``).
+        on_error: "raise" (default) or "skip" (leave out a missing or non-image file, count and report it).
+
+    Returns:
+        One row per kept image (``ans`` is not read); ``attrs["skipped"]`` lists ``(path, reason)``.
+
+    Raises:
+        LayoutError: a missing or broken ``info.csv`` or ``images/``, an ImageID listed twice, or a
+            bad image with ``on_error="raise"``.
+    """
     skips = _Skips(on_error)
     ev = Path(root) / "eval"
     info_path = ev / "info.csv"
@@ -242,8 +309,15 @@ def read_eval(root, on_error: str = "raise") -> pd.DataFrame:
 
 
 def verify_images(paths, progress: bool = True) -> list[tuple[str, str]]:
-    """Decode every image; return ``(path, error)`` for those that fail (corrupt or not RGB-able)."""
+    """Decode every image; return ``(path, error)`` for those that fail (corrupt or not RGB-able).
 
+    Args:
+        paths: image paths.
+        progress: show a tqdm bar.
+
+    Returns:
+        ``[(path, "ExceptionType: message"), ...]``, empty when every image decodes.
+    """
     bad = []
     for p in tqdm(list(paths), desc="verify images", disable=not progress, unit="img"):
         try:

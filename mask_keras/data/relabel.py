@@ -23,11 +23,27 @@ MODES = ("certain", "all")
 
 
 def default_relabel_path() -> Path:
+    """The relabel CSV shipped with the package (``mask_keras/data/relabel.csv``).
+
+    Returns:
+        Its path.
+    """
     return Path(str(resources.files("mask_keras.data").joinpath("relabel.csv")))
 
 
 def load_relabel(path=None, mode: str = "certain") -> pd.DataFrame:
-    """The relabel table; ``mode="certain"`` keeps only the rows everyone agreed on."""
+    """The relabel table; ``mode="certain"`` keeps only the rows everyone agreed on.
+
+    Args:
+        path: a relabel CSV; None: :func:`default_relabel_path`.
+        mode: ``"certain"`` (rows with ``certain == 1``) or ``"all"``.
+
+    Returns:
+        The rows as strings (at least ``id, change, value, certain``), index reset.
+
+    Raises:
+        ValueError: an unknown ``mode``, a missing column or an unknown ``change``.
+    """
     if mode not in MODES:
         raise ValueError(f"relabel mode must be one of {MODES} (or True for 'certain'), got {mode!r}")
     path = Path(path) if path else default_relabel_path()
@@ -46,7 +62,23 @@ def load_relabel(path=None, mode: str = "certain") -> pd.DataFrame:
 def apply_relabel(table: pd.DataFrame, mode: str = "certain", path=None) -> pd.DataFrame:
     """Apply the fixes to an image table (before ``with_labels``); ids not present are ignored.
 
-    Returns a copy; ``attrs["relabeled"]`` lists the ids that were changed.
+    Args:
+        table: image rows with ``id`` (str), the integer codes ``mask`` and ``gender``, and ``age``.
+        mode: ``"certain"`` or ``"all"`` (see :func:`load_relabel`).
+        path: a relabel CSV; None: the packaged one.
+
+    Returns:
+        A copy with ``mask`` (incorrect <-> normal swapped), ``gender`` or ``age`` fixed;
+        ``attrs["relabeled"]`` lists the ids a fix matched. ``age_group``/``label`` are not
+        recomputed: call :func:`mask_keras.data.layout.with_labels` after.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"id": ["001498-1", "000020", "000020"], "gender": [0, 1, 1],
+        ...                   "age": [45, 30, 30], "mask": [0, 1, 2]})
+        >>> out = apply_relabel(t)
+        >>> out["gender"].tolist(), out["mask"].tolist(), out.attrs["relabeled"]
+        ([1, 1, 1], [0, 2, 1], ['000020', '001498-1'])
     """
     fixes = load_relabel(path, mode)
     out = table.copy()

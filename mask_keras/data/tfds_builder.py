@@ -65,7 +65,12 @@ CONFIG_NAMES = ("train", "train_certain", "train_all", "eval")
 
 @dataclasses.dataclass(eq=False)
 class MaskFacesConfig(tfds.core.BuilderConfig):
-    """``relabel``: False | "certain" | "all" (train configs); ``part``: "train" or "eval"."""
+    """A ``mask_faces`` config: which part of the layout, and which relabel fixes.
+
+    Attributes:
+        relabel: False | "certain" | "all" (train configs; passed to ``read_train``).
+        part: "train" or "eval".
+    """
 
     relabel: bool | str = False
     part: str = "train"
@@ -97,7 +102,13 @@ class MaskFaces(tfds.core.GeneratorBasedBuilder):
     """
 
     def __init__(self, *, root=None, on_error: str = "raise", **kwargs):
-        """``root``: the layout directory (else the manual dir); ``on_error``: passed to the readers."""
+        """A builder reading the layout at ``root``.
+
+        Args:
+            root: the layout directory (else the manual dir of ``download_and_prepare``).
+            on_error: "raise" or "skip", passed to the readers.
+            **kwargs: ``tfds.core.GeneratorBasedBuilder`` arguments (``data_dir``, ``config``, ...).
+        """
         self._root = Path(root).expanduser() if root is not None else None
         self._on_error = on_error
         super().__init__(**kwargs)
@@ -165,9 +176,22 @@ def build_tfds(root, data_dir, config: str = "train", on_error: str = "raise",
                overwrite: bool = False) -> MaskFaces:
     """Build (or reuse) the ``mask_faces/<config>`` dataset from the layout at ``root`` into ``data_dir``.
 
-    Returns the prepared builder (``builder.as_dataset(split="train")``, or ``split="eval"``
-    for ``config="eval"``). An existing build in ``data_dir`` is reused as is (TFDS does
-    not look at ``root`` again); ``overwrite=True`` rebuilds it.
+    An existing build in ``data_dir`` is reused as is (TFDS does not look at ``root`` again);
+    ``overwrite=True`` rebuilds it.
+
+    Args:
+        root: the dataset folder in the competition layout (``~`` expanded).
+        data_dir: the TFDS data directory; the build goes to ``data_dir/mask_faces/<config>/1.0.0``.
+        config: one of ``CONFIG_NAMES``: ``train``, ``train_certain``, ``train_all``, ``eval``.
+        on_error: "raise" or "skip", passed to the layout readers.
+        overwrite: rebuild even when a build exists.
+
+    Returns:
+        The prepared builder (``builder.as_dataset(split="train")``, or ``split="eval"``
+        for ``config="eval"``).
+
+    Raises:
+        ValueError: an unknown ``config``.
     """
     if config not in CONFIG_NAMES:
         raise ValueError(f"unknown mask_faces config {config!r}; choose one of {', '.join(CONFIG_NAMES)}")

@@ -61,11 +61,27 @@ _DTYPES = {"path": object, "sha1": object, "size": np.int64, "mtime_ns": np.int6
 
 
 def default_cache_path(root) -> Path:
-    """Where the face-box cache of the data set at ``root`` lives: ``root/face_boxes.parquet``."""
+    """Where the face-box cache of the data set at ``root`` lives: ``root/face_boxes.parquet``.
+
+    Args:
+        root: the data folder.
+
+    Returns:
+        ``Path(root) / CACHE_NAME``.
+
+    Example:
+        >>> default_cache_path("data/default").as_posix()
+        'data/default/face_boxes.parquet'
+    """
     return Path(root) / CACHE_NAME
 
 
 def empty_cache() -> pd.DataFrame:
+    """A cache without rows.
+
+    Returns:
+        An empty DataFrame with :data:`CACHE_COLUMNS`, each with its cache dtype.
+    """
     return pd.DataFrame({c: pd.Series([], dtype=_DTYPES[c]) for c in CACHE_COLUMNS})
 
 
@@ -74,7 +90,17 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_cache(path) -> pd.DataFrame:
-    """The cache as a DataFrame (empty if the file does not exist); raises naming the file if unusable."""
+    """The cache as a DataFrame (empty if the file does not exist); raises naming the file if unusable.
+
+    Args:
+        path: the parquet file.
+
+    Returns:
+        :data:`CACHE_COLUMNS` with their dtypes, one row per ``path`` (the last of duplicates).
+
+    Raises:
+        ValueError: the file cannot be read or lacks a column (delete it and detect again).
+    """
     path = Path(path)
     if not path.exists():
         return empty_cache()
@@ -91,8 +117,15 @@ def read_cache(path) -> pd.DataFrame:
 
 
 def write_cache(df: pd.DataFrame, path) -> Path:
-    """Write the cache atomically (temp file in the same folder + rename)."""
+    """Write the cache atomically (temp file in the same folder + rename).
 
+    Args:
+        df: cache rows with every :data:`CACHE_COLUMNS` column (other columns are dropped).
+        path: the parquet file.
+
+    Returns:
+        ``Path(path)``; the rows are written sorted by ``path``.
+    """
     df = _typed(df).sort_values("path", kind="stable").reset_index(drop=True)
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
@@ -100,12 +133,35 @@ def write_cache(df: pd.DataFrame, path) -> Path:
 
 
 def rel_key(path, root) -> str:
-    """Cache key of an image: its path relative to the data root, POSIX separators."""
+    """Cache key of an image: its path relative to the data root, POSIX separators.
+
+    Args:
+        path: the image file.
+        root: the data folder (both are made absolute first).
+
+    Returns:
+        The key, e.g. ``train/images/<profile>/mask1.jpg``.
+
+    Example:
+        >>> rel_key("/data/x/train/images/000001_female_Asian_45/mask1.jpg", "/data/x")
+        'train/images/000001_female_Asian_45/mask1.jpg'
+    """
     return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root))).as_posix()
 
 
 def list_images(root, on_error: str = "raise") -> list[Path]:
-    """Every image of ``root/train`` and ``root/eval`` (whichever exist), train first."""
+    """Every image of ``root/train`` and ``root/eval`` (whichever exist), train first.
+
+    Args:
+        root: the data folder.
+        on_error: passed to ``read_train``/``read_eval``.
+
+    Returns:
+        The image paths, without duplicates.
+
+    Raises:
+        LayoutError: neither ``train/`` nor ``eval/`` exists, or what the readers raise.
+    """
     root = Path(root)
     has_train, has_eval = (root / "train").is_dir(), (root / "eval").is_dir()
     if not (has_train or has_eval):
@@ -142,24 +198,35 @@ def detect_dir(root, cache_path=None, batch_size: int = 16, progress: bool = Tru
                pick_confidence: float = PICK_CONFIDENCE, flush_seconds: float = 60.0) -> dict:
     """Detect the face in every train and eval image of ``root``; cache the boxes; return a summary.
 
-    root: the data folder (``train/`` and/or ``eval/`` in the competition layout).
-    cache_path: default ``root/face_boxes.parquet`` (:func:`default_cache_path`).
-    batch_size: images per request to the detector process.
-    limit: process at most this many images in this run (the rest stays for the next run).
-    detector: a running :class:`~mask_keras.detect.process.Detector` to reuse; by default one
-        is started (only if some image needs detecting) and closed at the end.
-    device: "cpu" | "gpu" for the detector started here.
-    on_error: passed to ``read_train``/``read_eval`` for layout problems.
-    pick_confidence: several faces -> the largest with at least this confidence (else the
-        most confident).
-    flush_seconds: write the cache at least this often during a run.
-
     Images that fail (corrupt, undecodable, unreadable) are recorded as ``status="error"``
     rows with the reason, counted in the summary and logged; they are retried only when the
-    file changes. Summary keys: ``images, processed, skipped, rehashed, found, not_found,
-    errors`` (of this run), ``remaining`` (left by ``limit``), ``totals`` (``found, not_found,
-    errors`` over the whole data set after this run), ``error_items`` ([(path, reason)] over
-    the data set), ``seconds``, ``images_per_second``, ``cache``, ``root``, ``detector``.
+    file changes.
+
+    Args:
+        root: the data folder (``train/`` and/or ``eval/`` in the competition layout).
+        cache_path: default ``root/face_boxes.parquet`` (:func:`default_cache_path`).
+        batch_size: images per request to the detector process (>= 1).
+        progress: show a tqdm bar.
+        limit: process at most this many images in this run (the rest stays for the next run);
+            None: all.
+        detector: a :class:`~mask_keras.detect.process.Detector` to reuse (left open); by default
+            one is made (its process starts only if some image needs detecting) and closed at the end.
+        device: "cpu" | "gpu" for the detector made here.
+        on_error: passed to ``read_train``/``read_eval`` for layout problems.
+        pick_confidence: several faces -> the largest with at least this confidence (else the
+            most confident).
+        flush_seconds: write the cache at least this often during a run.
+
+    Returns:
+        The summary: ``images, processed, skipped, rehashed, found, not_found, errors`` (of
+        this run), ``remaining`` (left by ``limit``), ``totals`` (``found, not_found, errors``
+        over the whole data set after this run), ``error_items`` ([(path, reason)] over the
+        data set), ``seconds``, ``images_per_second`` (None when nothing was detected),
+        ``cache``, ``root``, ``detector`` (the worker's versions).
+
+    Raises:
+        ValueError: ``batch_size < 1`` or ``limit < 0``.
+        DetectorError: the detector process failed (the cache keeps what was done).
     """
 
 
@@ -277,7 +344,14 @@ def detect_dir(root, cache_path=None, batch_size: int = 16, progress: bool = Tru
 
 
 def format_summary(summary: dict) -> str:
-    """One human-readable paragraph for the CLI."""
+    """One human-readable paragraph for the CLI.
+
+    Args:
+        summary: the dict :func:`detect_dir` returns.
+
+    Returns:
+        Two lines (this run; the data set and the cache), then up to 10 ``error:`` lines.
+    """
     s = summary
     lines = [f"face detection over {s['images']} images in {s['root']} ({s['seconds']:.1f} s): "
              f"processed {s['processed']} (face {s['found']}, no face {s['not_found']}, errors {s['errors']}), "

@@ -22,7 +22,21 @@ FALLBACK_REASONS = ("no_entry", "missing", "stale", "error", "no_face", "low_con
 
 
 def infer_root(paths) -> Path:
-    """The data root of paths laid out as ``ROOT/train/images/<profile>/<file>`` or ``ROOT/eval/images/<file>``."""
+    """The data root of paths laid out as ``ROOT/train/images/<profile>/<file>`` or ``ROOT/eval/images/<file>``.
+
+    Args:
+        paths: image paths (made absolute first).
+
+    Returns:
+        ``ROOT``, the one root all the paths share.
+
+    Raises:
+        ValueError: a path outside that layout, or paths from more than one root.
+
+    Example:
+        >>> infer_root(["/d/x/train/images/000001_female_Asian_45/mask1.jpg", "/d/x/eval/images/a.jpg"]).as_posix()
+        '/d/x'
+    """
     roots = set()
     for d in {os.path.dirname(os.path.abspath(str(p))) for p in paths}:
         parts = Path(d).parts
@@ -147,8 +161,25 @@ def detected_crop_boxes(results, preprocess_cfg=None) -> pd.DataFrame:
     ``face_fallback`` without a confident, valid face (``reason`` says why). For images that
     have no cache entry: what a service or ``Predictor`` meets.
 
+    Args:
+        results: :meth:`Detector.detect` dicts (``width``, ``height``, ``faces`` ``(k, 15)``, ``error``).
+        preprocess_cfg: a :class:`~mask_keras.config.PreprocessConfig` or a whole ``Config``;
+            None: defaults.
+
     Returns:
-        A DataFrame: :data:`CROP_COLUMNS`, ``crop_fallback``, ``reason``, ``confidence``.
+        A DataFrame, one row per result: :data:`CROP_COLUMNS` (int, ``(y0, x0, y1, x1)`` end
+        exclusive), ``crop_fallback``, ``reason`` (``face``, ``error``, ``no_face``,
+        ``low_confidence``, ``invalid_box``), ``confidence`` (NaN without a face).
+
+    Example:
+        >>> import numpy as np
+        >>> face = np.array([[100, 120, 200, 250, 0.99] + [0] * 10], np.float32)
+        >>> none = np.zeros((0, 15), np.float32)
+        >>> detected_crop_boxes([{"width": 384, "height": 512, "faces": face, "error": None},
+        ...                      {"width": 384, "height": 512, "faces": none, "error": None}])
+           crop_y0  crop_x0  crop_y1  crop_x1  crop_fallback   reason  confidence
+        0       60       70      280      230          False     face        0.99
+        1       86       64      426      320           True  no_face         NaN
     """
     cfg = _preprocess(preprocess_cfg)
     n = len(results)
@@ -180,9 +211,6 @@ def face_crop_boxes(table: pd.DataFrame, preprocess_cfg=None, cache_path=None, r
                     check_files: bool = True) -> pd.DataFrame:
     """Copy of ``table`` with the face crop of every image, from the cached detector boxes.
 
-    preprocess_cfg: a :class:`~mask_keras.config.PreprocessConfig` (or a whole ``Config``;
-    None = defaults) giving ``face_margins``, ``face_fallback``, ``face_min_confidence``.
-
     Adds integer ``crop_y0, crop_x0, crop_y1, crop_x1`` (end exclusive: the pipeline crops the
     decoded image to ``[crop_y0:crop_y1, crop_x0:crop_x1]``), boolean ``crop_fallback`` and
     float ``face_confidence`` (NaN without a face). The crop is the cached box widened by
@@ -199,7 +227,22 @@ def face_crop_boxes(table: pd.DataFrame, preprocess_cfg=None, cache_path=None, r
     the log. Cache location: ``cache_path``, default ``root/face_boxes.parquet`` where
     ``root`` is given or inferred from the table's paths (``ROOT/train/images/...``,
     ``ROOT/eval/images/...``); cache keys are paths relative to ``root``.
-    check_files: compare each file's size with the cache (one ``stat`` per image).
+
+    Args:
+        table: the image table (``path``).
+        preprocess_cfg: a :class:`~mask_keras.config.PreprocessConfig` (or a whole ``Config``;
+            None = defaults) giving ``face_margins``, ``face_fallback``, ``face_min_confidence``.
+        cache_path: the face-box cache; None: ``root/face_boxes.parquet``.
+        root: the data folder the cache keys are relative to; None: inferred (:func:`infer_root`),
+            or the cache's folder when that fails and ``cache_path`` is given.
+        check_files: compare each file's size with the cache (one ``stat`` per image).
+
+    Returns:
+        The copy, with the columns and ``attrs["face_fallbacks"]`` described above.
+
+    Raises:
+        FileNotFoundError: there is no cache (run ``mask-keras detect`` first).
+        ValueError: the root cannot be inferred and no ``cache_path`` is given.
     """
     cfg = _preprocess(preprocess_cfg)
     info = _lookup(table, cfg, cache_path, root, check_files=check_files)
@@ -271,8 +314,23 @@ def contact_sheet(table: pd.DataFrame, preprocess_cfg=None, path="face_crops.png
     Green: the detector box, cyan dots: its 5 keypoints; yellow: the widened face crop;
     red: the centre fallback crop. Captions: image, ``face <confidence>`` or
     ``fallback: <reason>``.
-    """
 
+    Args:
+        table: the image table (``path``).
+        preprocess_cfg: as in :func:`face_crop_boxes`.
+        path: the PNG to write.
+        n: images to draw (at most the table's).
+        seed: picks the images.
+        cache_path: as in :func:`face_crop_boxes`.
+        root: as in :func:`face_crop_boxes`.
+        cols: images per row.
+
+    Returns:
+        The PNG's path (from :func:`mask_keras.plots.image_grid`).
+
+    Raises:
+        ValueError: the table is empty.
+    """
     cfg = _preprocess(preprocess_cfg)
     if len(table) == 0:
         raise ValueError("contact_sheet: the table is empty")

@@ -23,7 +23,16 @@ class DetectorError(RuntimeError):
 
 
 def worker_env(device: str = "cpu") -> dict:
-    """Environment of the worker: the TensorFlow backend chosen before anything imports Keras."""
+    """Environment of the worker: the TensorFlow backend chosen before anything imports Keras.
+
+    Args:
+        device: "cpu" hides every GPU from the worker (``CUDA_VISIBLE_DEVICES=-1``); "gpu" leaves
+            the devices as they are.
+
+    Returns:
+        A copy of ``os.environ`` with ``KERAS_BACKEND=tensorflow``, ``TF_CPP_MIN_LOG_LEVEL``
+        (default 2) and this package's parent folder first on ``PYTHONPATH``.
+    """
     env = dict(os.environ)
     env["KERAS_BACKEND"] = "tensorflow"
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,9 +56,15 @@ class Detector:
     kept, confidence >= 0.8). The process starts on first use (several seconds: it imports
     TensorFlow and builds the three networks) and stays up until :meth:`close`.
 
-    device: "cpu" (default; the worker hides every GPU from TensorFlow so a JAX
-    training process keeps its accelerator) or "gpu" (TensorFlow on GPU:0 with memory
-    growth; only when nothing else holds the GPU).
+    Args:
+        device: "cpu" (default; the worker hides every GPU from TensorFlow so a JAX
+            training process keeps its accelerator) or "gpu" (TensorFlow on GPU:0 with memory
+            growth; only when nothing else holds the GPU).
+        start_timeout: stored as ``self.start_timeout``; not used yet (:meth:`start` waits for
+            the worker's first reply without a limit).
+
+    Raises:
+        ValueError: an unknown ``device``.
     """
 
     def __init__(self, device: str = "cpu", start_timeout: float = 600.0):
@@ -66,13 +81,23 @@ class Detector:
     # ---- lifecycle -----------------------------------------------------------
     @property
     def running(self) -> bool:
+        """Whether the worker process is started and has not exited."""
         return self._proc is not None and self._proc.poll() is None
 
     @property
     def pid(self) -> int | None:
+        """The worker's process id (None before :meth:`start` and after :meth:`close`)."""
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> "Detector":
+        """Start the worker unless it runs; sets :attr:`versions` from its first reply.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            DetectorError: the worker could not import ``mtcnn``/TensorFlow or died (with its stderr tail).
+        """
         if self.running:
             return self
         t = time.perf_counter()
@@ -89,6 +114,7 @@ class Detector:
         return self
 
     def close(self) -> None:
+        """Ask the worker to stop (killed after 30 s) and release its pipes; safe to call twice."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -128,7 +154,22 @@ class Detector:
 
     # ---- work ----------------------------------------------------------------
     def detect(self, images) -> list[dict]:
-        """Detect faces in a batch: paths (str/Path) or encoded image bytes."""
+        """Detect faces in a batch: paths (str/Path) or encoded image bytes.
+
+        Starts the worker on first use. An image that cannot be decoded gets an ``error``,
+        not an exception.
+
+        Args:
+            images: a list of paths (read here) or encoded image bytes (JPEG, PNG, ...).
+
+        Returns:
+            One dict per image, in order: ``{"width", "height", "faces": float32 (k, 15),
+            "error": None | str}`` (see the class docstring; width/height -1 when undecodable).
+
+        Raises:
+            OSError: a path cannot be read.
+            DetectorError: the worker died or answered out of protocol.
+        """
         blobs = [Path(x).read_bytes() if isinstance(x, (str, os.PathLike)) else bytes(x) for x in images]
         if not blobs:
             return []
@@ -155,6 +196,14 @@ class Detector:
         return msg
 
     def stderr_tail(self, n: int = 3000) -> str:
+        """The end of the worker's stderr (kept in a temporary file), for error messages.
+
+        Args:
+            n: at most this many bytes from the end.
+
+        Returns:
+            The text (decoded as UTF-8, errors replaced); ``""`` when there is none.
+        """
         if self._log is None:
             return ""
         try:

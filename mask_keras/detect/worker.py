@@ -40,6 +40,20 @@ _HEADER = struct.Struct(">Q")
 
 
 def send(stream, obj) -> None:
+    """Write one frame: the 8-byte big-endian length of ``obj``'s pickle, then the pickle; flush.
+
+    Args:
+        stream: a binary file object open for writing (a pipe).
+        obj: any picklable object.
+
+    Example:
+        >>> import io
+        >>> buf = io.BytesIO()
+        >>> send(buf, ("detect", [b"..."]))
+        >>> _ = buf.seek(0)
+        >>> recv(buf), recv(buf)
+        (('detect', [b'...']), None)
+    """
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(_HEADER.pack(len(data)))
     stream.write(data)
@@ -58,7 +72,15 @@ def _read_exact(stream, n: int) -> bytes | None:
 
 
 def recv(stream):
-    """One frame, or None at end of stream."""
+    """One frame, or None at end of stream.
+
+    Args:
+        stream: a binary file object open for reading (a pipe).
+
+    Returns:
+        The unpickled object of the next frame; None when the stream ends, also in the
+        middle of a frame (the writer died).
+    """
     head = _read_exact(stream, _HEADER.size)
     if head is None:
         return None
@@ -69,8 +91,26 @@ def recv(stream):
 
 
 def decode(data: bytes) -> np.ndarray:
-    """Decode image bytes to float32 RGB ``(H, W, 3)`` in 0..255 (EXIF orientation ignored, as tf.io does)."""
+    """Decode image bytes to float32 RGB ``(H, W, 3)`` in 0..255 (EXIF orientation ignored, as tf.io does).
 
+    Args:
+        data: an encoded image (any format Pillow reads).
+
+    Returns:
+        float32 ``(H, W, 3)``.
+
+    Raises:
+        Exception: what Pillow raises for a broken file (see :func:`decode_error`).
+
+    Example:
+        >>> import io
+        >>> from PIL import Image
+        >>> png = io.BytesIO()
+        >>> Image.new("RGB", (4, 3), (255, 0, 0)).save(png, format="PNG")
+        >>> x = decode(png.getvalue())
+        >>> x.shape, x.dtype, x[0, 0].tolist()
+        ((3, 4, 3), dtype('float32'), [255.0, 0.0, 0.0])
+    """
     with Image.open(io.BytesIO(data)) as im:
         im = im.convert("RGB")
         im.load()
@@ -78,13 +118,35 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def decode_error(e: Exception) -> str:
+    """The ``error`` text of an image that :func:`decode` could not decode.
+
+    Args:
+        e: the exception :func:`decode` raised.
+
+    Returns:
+        ``"cannot decode image: ..."``.
+
+    Example:
+        >>> decode_error(ValueError("truncated"))
+        'cannot decode image: ValueError: truncated'
+    """
     if isinstance(e, UnidentifiedImageError):
         return "cannot decode image: not a recognised image format (corrupt, empty or not an image)"
     return f"cannot decode image: {type(e).__name__}: {e}"
 
 
 class MtcnnRunner:
-    """MTCNN (P-Net -> R-Net -> O-Net) over same-size batches, errors kept per image."""
+    """MTCNN (P-Net -> R-Net -> O-Net) over same-size batches, errors kept per image.
+
+    Runs inside the worker only (imports TensorFlow and ``mtcnn``).
+
+    Args:
+        device: "cpu" (every GPU hidden from TensorFlow) or "gpu" (GPU:0 with memory growth;
+            CPU:0 when there is none).
+
+    Raises:
+        RuntimeError: ``KERAS_BACKEND`` is not ``tensorflow`` in this process.
+    """
 
     def __init__(self, device: str = "cpu"):
         if os.environ.get("KERAS_BACKEND") != "tensorflow":
@@ -110,7 +172,18 @@ class MtcnnRunner:
                          "device": tf_device}
 
     def run(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Faces (float32 ``(k, 15)``) of each image of a same-shape batch."""
+        """Faces (float32 ``(k, 15)``) of each image of a same-shape batch.
+
+        Args:
+            images: float32 RGB ``(H, W, 3)`` arrays in 0..255, all the same shape.
+
+        Returns:
+            One float32 ``(k, 15)`` array per image (columns:
+            :data:`mask_keras.detect.geometry.FACE_FIELDS`); ``k = 0`` without a face.
+
+        Raises:
+            Exception: a failure of a stage (not turned into "no face").
+        """
         from mtcnn.utils.bboxes import fix_bboxes_offsets, limit_bboxes
         from mtcnn.utils.images import standarize_batch
 
@@ -137,6 +210,16 @@ class MtcnnRunner:
         return out
 
     def detect_many(self, blobs: list[bytes]) -> list[dict]:
+        """Decode and detect a batch of encoded images, grouped by size, each failure kept to its image.
+
+        Args:
+            blobs: encoded images.
+
+        Returns:
+            One ``{"width", "height", "faces": float32 (k, 15), "error": None | str}`` per blob,
+            in order: width/height -1 when undecodable; no faces when the shorter side is below
+            :data:`MIN_SIDE`; ``error`` set when decoding or the detector failed.
+        """
         out: list[dict | None] = [None] * len(blobs)
         groups: dict[tuple, list[int]] = {}
         arrays: dict[int, np.ndarray] = {}
@@ -170,6 +253,15 @@ class MtcnnRunner:
 
 
 def main(argv=None) -> int:
+    """The worker's loop: build MTCNN, announce the versions, answer requests until stop.
+
+    Args:
+        argv: command-line arguments (``--device cpu|gpu``); None: ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0 after ``("stop",)`` or end of input, 1 after a fatal error (sent
+        to the parent as ``{"fatal": traceback}`` first).
+    """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = ap.parse_args(argv)

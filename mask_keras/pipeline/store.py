@@ -91,7 +91,11 @@ class Rows:
                     else np.full(n, -1, np.int32))
 
     def file_tensors(self):
-        """``(paths, boxes)`` as tensors for tf.data functions (one dummy row when empty)."""
+        """``(paths, boxes)`` as tensors for tf.data functions (one dummy row when empty).
+
+        Returns:
+            ``(tf.string (n,), tf.int32 (n, 4))``; ``([""], zeros (1, 4))`` when there are no rows.
+        """
         paths = tf.constant(self.path.tolist() if self.n else [""], tf.string)
         boxes = tf.constant(self.box if self.n else np.zeros((1, 4), np.int32), tf.int32)
         return paths, boxes

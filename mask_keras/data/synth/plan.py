@@ -42,7 +42,18 @@ _MIDDLE_W = {30: 6, 31: 5, **{a: 1.6 for a in range(32, 40)}, **{a: 2.4 for a in
 def scale_counts(counts, n: int, min_each: bool | None = None) -> dict:
     """Scale ``{key: count}`` to sum to ``n`` by largest-remainder rounding.
 
-    With ``min_each`` (default: ``n >= 12``) every key gets at least 1, taken from the largest.
+    Args:
+        counts: ``{key: weight}`` (positive numbers, e.g. :data:`DEMOGRAPHICS`).
+        n: the total to reach.
+        min_each: every key gets at least 1, taken from the largest (only when ``n`` >= the
+            number of keys); None: ``n >= MIN_PEOPLE_PER_CELL`` (12).
+
+    Returns:
+        ``{key: int}`` in ``counts``' order, summing to ``n``.
+
+    Example:
+        >>> scale_counts({"a": 549, "b": 410, "c": 83}, 12)
+        {'a': 6, 'b': 5, 'c': 1}
     """
     keys = list(counts)
     w = np.array([counts[k] for k in keys], dtype=float)
@@ -63,7 +74,16 @@ def scale_counts(counts, n: int, min_each: bool | None = None) -> dict:
 
 
 def sample_ages(rng: np.random.Generator, group: int, n: int) -> np.ndarray:
-    """Recorded ages of ``n`` people of an age group (0: 18..29, 1: 30..59, 2: exactly 60)."""
+    """Recorded ages of ``n`` people of an age group (0: 18..29, 1: 30..59, 2: exactly 60).
+
+    Args:
+        rng: the plan's generator (groups 0 and 1 draw from it).
+        group: the age group, 0, 1 or 2.
+        n: how many people.
+
+    Returns:
+        int64 ``(n,)``; groups 0 and 1 weighted toward students and the group borders.
+    """
     if group == 2:
         return np.full(n, 60, dtype=np.int64)
     table = _YOUNG_W if group == 0 else _MIDDLE_W
@@ -73,7 +93,16 @@ def sample_ages(rng: np.random.Generator, group: int, n: int) -> np.ndarray:
 
 
 def sample_demographics(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(gender codes, recorded ages) of ``n`` people, cells scaled from the real table, shuffled."""
+    """(gender codes, recorded ages) of ``n`` people, cells scaled from the real table, shuffled.
+
+    Args:
+        n: how many people.
+        rng: the plan's generator.
+
+    Returns:
+        ``(genders, ages)``: int64 ``(n,)`` each, gender 0 male / 1 female, per-cell counts
+        from :func:`scale_counts` of :data:`DEMOGRAPHICS`.
+    """
     cells = scale_counts(DEMOGRAPHICS, n)
     genders, ages = [], []
     for (g, grp), k in cells.items():
@@ -107,7 +136,30 @@ def _all_relabel_ids() -> set[str]:
 
 
 def make_plan(people: int, eval_people: int, seed: int) -> dict:
-    """Everything but the pixels: people, recorded labels, ids, file names, quirks."""
+    """Everything but the pixels: people, recorded labels, ids, file names, quirks.
+
+    Deterministic in ``seed``. The planted mislabels take the ids of ``relabel.csv``'s certain
+    rows (read from the package), so ``read_train(relabel=True)`` fixes them.
+
+    Args:
+        people: train people (>= 1).
+        eval_people: eval people (>= 0), drawn apart from the train people.
+        seed: the seed of the one generator every draw comes from.
+
+    Returns:
+        A dict: ``train`` (per person: ``index, id, gender, age, folder, true_gender,
+        drawn_age, swap, exts, hidden``), ``eval`` (per person: ``index, true_gender, age,
+        drawn_age, names, labels``), ``eval_rows`` (shuffled ``(file name, class)``),
+        ``mislabeled`` (``index, change, value, note, id, profile``) and ``quirks`` (folder
+        lists: ``png_folders``, ``jpeg_folders``, ``jpeg_mask5_jpg``, ``suffixed_ids``, ``hidden_folders``).
+
+    Example:
+        >>> plan = make_plan(30, 2, seed=0)
+        >>> len(plan["train"]), len(plan["eval"]), len(plan["eval_rows"])
+        (30, 2, 14)
+        >>> plan["train"][0]["folder"]
+        '000002_female_Asian_60'
+    """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
     genders, ages = sample_demographics(people, rng)
     drawn_age = np.array([_drawn_age(rng, a) for a in ages], dtype=np.int64)

@@ -1,6 +1,6 @@
 """Drawing one synthetic person's 7 photos with PIL (head, shoulders, background, the mask states), and writing them.
 
-One concern, the picture, in one file (~570 lines): the face, its gender and age cues and the
+One concern, the picture, in one file (~630 lines): the face, its gender and age cues and the
 four mask styles share the person's parameters and geometry.
 """
 from __future__ import annotations
@@ -53,7 +53,20 @@ _BANDANA_COLOURS = [(175, 30, 35), (30, 45, 110), (25, 25, 28), (60, 95, 60), (2
 
 
 def person_params(rng: np.random.Generator, gender: int, age: int, H: int, W: int) -> dict:
-    """Everything that makes one person look like themself (drawn once per person)."""
+    """Everything that makes one person look like themself (drawn once per person).
+
+    Args:
+        rng: the person's generator (consumed: the order of draws is part of the output).
+        gender: 0 male, 1 female (the drawn gender).
+        age: the drawn age in years (age cues are continuous in it).
+        H: image height in pixels.
+        W: image width in pixels (geometry scales with ``min(H / 512, W / 384)``).
+
+    Returns:
+        A dict of the person's parameters (geometry, skin, hair, gendered and age cues,
+        clothes, background, the 5 worn masks and the incorrectly worn one), read by the
+        drawing functions.
+    """
     s = min(H / 512, W / 384)
     male = gender == 0
     P: dict = {"s": s, "H": H, "W": W, "male": male, "age": age}
@@ -518,8 +531,26 @@ def render_person(seed: int, split: int, index: int, gender: int, age: int, imag
 
     Drawn on a canvas 0.55..0.8 times the size and scaled up (camera softness, and cheaper
     than drawing big and blurring); about one image in eight is blurrier still.
-    """
 
+    Args:
+        seed: the set's seed.
+        split: 0 train, 1 eval (with ``seed`` and ``index``, seeds the person's generator).
+        index: the person's index in the plan.
+        gender: the drawn gender, 0 male, 1 female.
+        age: the drawn age in years.
+        image_size: ``(height, width)`` of the images.
+
+    Returns:
+        ``{stem: PIL.Image}`` (RGB, ``width x height``) for the 7 stems of :data:`STEMS`, in that
+        order; the same arguments give the same pixels.
+
+    Example:
+        >>> imgs = render_person(0, 0, 0, gender=1, age=45, image_size=(64, 48))
+        >>> list(imgs)
+        ['mask1', 'mask2', 'mask3', 'mask4', 'mask5', 'incorrect_mask', 'normal']
+        >>> imgs["normal"].size, imgs["normal"].mode
+        ((48, 64), 'RGB')
+    """
     H, W = image_size
     rng = _person_rng(seed, split, index)
     P = person_params(rng, gender, age, H, W)
@@ -568,7 +599,17 @@ def _apple_double(name: str) -> bytes:
 
 
 def render_task(task) -> int:
-    """Worker: draw one person and write its 7 files. Returns the number of images written."""
+    """Worker: draw one person and write its 7 files. Returns the number of images written.
+
+    Args:
+        task: ``(seed, split, index, gender, age, image_size, files, swap, hidden)``: the
+            :func:`render_person` arguments, ``{stem: path}`` (the extension picks PNG or JPEG),
+            whether the incorrect_mask and normal images are swapped (a planted mislabel), and
+            whether each image gets a macOS ``._`` file beside it.
+
+    Returns:
+        The number of images written (``len(files)``).
+    """
     seed, split, index, gender, age, size, files, swap, hidden = task
     imgs = render_person(seed, split, index, gender, age, size)
     if swap:

@@ -30,6 +30,25 @@ log = logging.getLogger(__name__)
 
 
 def check_args(people, eval_people, seed, image_size, workers):
+    """Check :func:`generate`'s arguments before anything is written.
+
+    Args:
+        people: train people, an integer in 1..MAX_PEOPLE.
+        eval_people: eval people, an integer in 0..MAX_PEOPLE.
+        seed: an integer >= 0.
+        image_size: ``(height, width)`` integers, 32..4096 high, 24..4096 wide, height/width in 0.5..3.
+        workers: an integer >= 1, or None (all CPUs).
+
+    Returns:
+        ``(height, width)`` as ints.
+
+    Raises:
+        ValueError: naming the first argument out of range.
+
+    Example:
+        >>> check_args(10, 0, 0, (64, 48), None)
+        (64, 48)
+    """
     def is_int(x):
         return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
@@ -85,17 +104,28 @@ def generate(out_dir, people: int = REAL_TRAIN_PEOPLE, eval_people: int = 1800, 
              image_size=(512, 384), workers: int | None = None, progress: bool = True) -> dict:
     """Write a synthetic competition set to ``out_dir``; return (and print) a summary dict.
 
-    people: train people (7 images each; the real set has 2700).
-    eval_people: other people for ``eval/`` (7 images each; the real eval has 1800).
-    seed: the same seed gives byte-identical files, whatever ``workers`` is.
-    image_size: (height, width); the real images are (512, 384).
-    workers: processes drawing in parallel (default ``os.cpu_count()``; 1 = in this process).
-    progress: show a tqdm bar and print the summary.
-
     ``out_dir`` must not exist, be empty, or hold a previous synthetic set (it is replaced,
-    only once the new one is complete).
-    """
+    only once the new one is complete). Besides the layout it holds ``relabel.csv`` (the
+    planted mislabels), ``eval/gt.csv`` (the eval answers) and ``synth_meta.json``.
 
+    Args:
+        out_dir: the dataset folder to write.
+        people: train people (7 images each; the real set has 2700).
+        eval_people: other people for ``eval/`` (7 images each; the real eval has 1800).
+        seed: the same seed gives byte-identical files, whatever ``workers`` is.
+        image_size: (height, width); the real images are (512, 384).
+        workers: processes drawing in parallel (default ``os.cpu_count()``; 1 = in this process).
+        progress: show a tqdm bar and print the summary.
+
+    Returns:
+        ``{"out", "seed", "image_size", "workers", "people", "images", "eval_people",
+        "eval_images", "seconds", "images_per_s", "mislabeled" (ids), "mislabeled_detail",
+        "quirks" (counts)}``.
+
+    Raises:
+        ValueError: a bad argument (:func:`check_args`).
+        FileExistsError: ``out_dir`` is a file, or a non-empty folder that is no synthetic set.
+    """
     size = check_args(people, eval_people, seed, image_size, workers)
     out = Path(out_dir).expanduser().absolute()
     if out.exists():
