@@ -39,12 +39,21 @@ class ArtifactError(ValueError):
 
 @dataclass
 class Artifact:
+    """An opened run directory (from :func:`load_artifact`); the model loads on first use
+    (properties ``task``, ``name``, ``model``).
+
+    Attributes:
+        path: the run directory.
+        config: its :class:`mask_keras.config.Config` (from ``config.json``).
+    """
+
     path: Path
     config: Config
     _model: object = field(default=None, repr=False)
 
     @property
     def task(self) -> str:
+        """The task the model was trained for (``config.train.task``)."""
         return self.config.train.task
 
     @property
@@ -56,6 +65,8 @@ class Artifact:
 
     @property
     def model(self):
+        """The ``keras.Model`` of ``model.keras``: loaded on first use, checked against the task,
+        then kept. Raises :class:`ArtifactError` when it cannot be loaded or does not match."""
         if self._model is None:
             try:
                 model = keras.saving.load_model(self.path / "model.keras")
@@ -87,6 +98,17 @@ def load_artifact(path, expect_task: str | None = None) -> Artifact:
 
     The model itself is loaded lazily (``artifact.model``), so opening every artifact first
     is cheap and catches a missing or wrong one before any work.
+
+    Args:
+        path: a run directory written by ``mask-keras train``, or its ``model.keras``.
+        expect_task: the task the artifact must be for; None: any task.
+
+    Returns:
+        The :class:`Artifact` (model not loaded yet).
+
+    Raises:
+        ArtifactError: the directory, ``model.keras`` or ``config.json`` is missing, the config
+            is broken or has an unknown task, or the task is not ``expect_task``.
     """
     p = Path(path)
     if p.suffix == ".keras":
@@ -114,7 +136,17 @@ def load_artifact(path, expect_task: str | None = None) -> Artifact:
 
 
 def fold_dirs(kfold_dir) -> list[Path]:
-    """The fold artifacts ``fold_0, fold_1, ...`` of a K-fold run directory, in fold order."""
+    """The fold artifacts ``fold_0, fold_1, ...`` of a K-fold run directory, in fold order.
+
+    Args:
+        kfold_dir: the ``train.out_dir`` of a ``mask-keras train --folds K`` run.
+
+    Returns:
+        The ``fold_<k>`` folders (``Path``), sorted by ``k`` (numerically: fold_10 after fold_9).
+
+    Raises:
+        ArtifactError: ``kfold_dir`` is not a folder or holds no ``fold_*`` folder.
+    """
     d = Path(kfold_dir)
     if not d.is_dir():
         raise ArtifactError(f"{d}: K-fold directory not found")
@@ -125,7 +157,19 @@ def fold_dirs(kfold_dir) -> list[Path]:
 
 
 def expand_models(models=(), kfold_dirs=()) -> list[Path]:
-    """Run directories from explicit ``models`` and every fold of each of ``kfold_dirs``."""
+    """Run directories from explicit ``models`` and every fold of each of ``kfold_dirs``.
+
+    Args:
+        models: run directories (str or ``Path``), kept in order and not checked here.
+        kfold_dirs: K-fold run directories, each expanded with :func:`fold_dirs`.
+
+    Returns:
+        A list of ``Path``: ``models`` first, then the folds of each K-fold directory.
+
+    Example:
+        >>> [p.as_posix() for p in expand_models(["runs/mask", "runs/age"])]
+        ['runs/mask', 'runs/age']
+    """
     out = [Path(m) for m in models]
     for k in kfold_dirs:
         out.extend(fold_dirs(k))
@@ -141,7 +185,26 @@ def _image_sizes(paths) -> set:
 
 
 def crop_view(table: pd.DataFrame, preprocess_cfg, scale: float):
-    """``(table, preprocess config)`` of the crop view ``scale`` (see the module docstring)."""
+    """``(table, preprocess config)`` of the crop view ``scale`` (see the module docstring).
+
+    The view is the model's crop region scaled around its centre: with ``crop="face"`` each
+    row's face box (its ``crop_*`` columns, computed when missing); otherwise a centre crop of
+    ``scale`` times the image (``crop="none"``) or the centre crop (``crop="center"``), at
+    least 8 pixels a side, which needs every image to have one size.
+
+    Args:
+        table: the images, with ``path`` (and ``crop_*`` for a face crop).
+        preprocess_cfg: the run's ``PreprocessConfig``.
+        scale: the region's scale, within :data:`mask_keras.config.TTA_CROP_RANGE`.
+
+    Returns:
+        ``(table, preprocess_cfg)`` to predict the view with: for a face crop a copy of the
+        table with the scaled boxes and ``preprocess_cfg`` unchanged, else ``table`` and a copy
+        of ``preprocess_cfg`` with ``crop="center"`` and the scaled ``crop_size``.
+
+    Raises:
+        ValueError: ``scale`` out of range, or images of several sizes without a face crop.
+    """
 
     scale = float(scale)
     lo, hi = TTA_CROP_RANGE
@@ -167,7 +230,19 @@ def crop_view(table: pd.DataFrame, preprocess_cfg, scale: float):
 
 def model_outputs(out):
     """A model's outputs as float32 numpy: an array (N, C), or a dict of heads (a list of heads
-    is taken in :data:`mask_keras.labels.HEADS` order, as Keras returns a multi-head model's)."""
+    is taken in :data:`mask_keras.labels.HEADS` order, as Keras returns a multi-head model's).
+
+    Args:
+        out: an array-like (N, C), a dict of heads, or a list/tuple of heads (mask, gender, age).
+
+    Returns:
+        A float32 ``np.ndarray``, or a dict ``{head: float32 np.ndarray}``.
+
+    Example:
+        >>> out = model_outputs([np.zeros((1, 3)), np.zeros((1, 2)), np.zeros((1, 3))])
+        >>> {k: (v.dtype.name, v.shape) for k, v in out.items()}
+        {'mask': ('float32', (1, 3)), 'gender': ('float32', (1, 2)), 'age': ('float32', (1, 3))}
+    """
     if isinstance(out, (list, tuple)):
         out = dict(zip(TASK_ORDER, out))
     if isinstance(out, dict):
@@ -188,7 +263,8 @@ def predict_views(run, paths, preprocess_cfg, batch_size: int = 64, tta: bool = 
         batch_size: images per batch.
         tta: also the horizontally flipped view of each view.
         crops: crop views at these scales (:func:`crop_view`).
-        check: how the files are checked before the first view.
+        check: how the files are checked before the first view: ``"fast"``, ``"full"`` or
+            ``"none"`` (:func:`mask_keras.pipeline.files.check_images`).
         progress: show a progress bar.
 
     Returns:

@@ -38,7 +38,15 @@ from .keras_util import all_layers
 
 
 def batch_norm_layers(model) -> list:
-    """The BatchNormalization layers of ``model`` (nested ones included) that update statistics."""
+    """The BatchNormalization layers of ``model`` (nested ones included) that update statistics.
+
+    Args:
+        model: a Keras model or layer.
+
+    Returns:
+        A list of its ``keras.layers.BatchNormalization`` layers with ``trainable=True``
+        (frozen ones keep their statistics), depth first.
+    """
     return [layer for layer in all_layers(model)
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
@@ -49,6 +57,12 @@ def statistics_mode(model):
 
     BatchNorm momentum 0 (the moving statistics become the batch's), Dropout rate 0, the
     augmentation layer off; restored on exit. These attributes are read when a call is traced.
+
+    Args:
+        model: the model whose nested layers are switched (all BatchNorm layers, frozen too).
+
+    Yields:
+        None; the layers' ``momentum`` / ``rate`` / ``enabled`` are restored on exit.
     """
 
     saved = []
@@ -70,7 +84,15 @@ def statistics_mode(model):
 
 
 class Recomputer:
-    """Recompute a model's BatchNorm statistics over batches; reuses its compiled program."""
+    """Recompute a model's BatchNorm statistics over batches; reuses its compiled program.
+
+    Call it with an iterable of image batches (arrays the model takes, e.g. uint8 or float32
+    ``(B, H, W, 3)`` pixels); every batch of one shape reuses one compiled forward pass.
+
+    Args:
+        model: the model to measure; its trainable BatchNorm layers' ``moving_mean`` and
+            ``moving_variance`` are overwritten.
+    """
 
     def __init__(self, model):
         self.model = model
@@ -88,7 +110,18 @@ class Recomputer:
 
     def __call__(self, batches) -> int:
         """Set every trainable BN layer's moving statistics to the mean over ``batches`` (arrays
-        of images) of its batch statistics; returns the number of batches used."""
+        of images) of its batch statistics; returns the number of batches used.
+
+        Args:
+            batches: an iterable of input batches (each batch weighs the same in the mean).
+
+        Returns:
+            The number of batches used; 0 (and nothing changed) when the model has no trainable
+            BatchNorm layer.
+
+        Raises:
+            ValueError: ``batches`` is empty (and there is a trainable BatchNorm layer).
+        """
 
         model = self.model
         if self._index is None:
@@ -119,5 +152,26 @@ class Recomputer:
 
 
 def recompute(model, batches) -> int:
-    """One-off :class:`Recomputer` call (compiles its program each time; keep a Recomputer to reuse it)."""
+    """One-off :class:`Recomputer` call (compiles its program each time; keep a Recomputer to reuse it).
+
+    Args:
+        model: the model whose trainable BatchNorm statistics are recomputed in place.
+        batches: an iterable of input batches (each weighs the same in the mean).
+
+    Returns:
+        The number of batches used (0 when the model has no trainable BatchNorm layer).
+
+    Raises:
+        ValueError: ``batches`` is empty (and there is a trainable BatchNorm layer).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.BatchNormalization(name="bn")])
+        >>> x = np.array([[1.0, 2.0], [3.0, 6.0]], "float32")  # mean (2, 4), variance (1, 4)
+        >>> recompute(model, [x, x + 2])
+        2
+        >>> bn = model.get_layer("bn")
+        >>> keras.ops.convert_to_numpy(bn.moving_mean).tolist(), keras.ops.convert_to_numpy(bn.moving_variance).tolist()
+        ([3.0, 5.0], [1.0, 4.0])
+    """
     return Recomputer(model)(batches)

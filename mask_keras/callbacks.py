@@ -107,6 +107,14 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         self.best_weights = None
 
     def top_path(self, epoch: int) -> Path:
+        """Where ``keep_top_k`` keeps the model of ``epoch``.
+
+        Args:
+            epoch: the 0-based epoch, as Keras passes it.
+
+        Returns:
+            ``<path's folder>/checkpoints/epoch_NNN.keras`` with NNN the 1-based epoch.
+        """
         return self.path.parent / "checkpoints" / f"epoch_{epoch + 1:03d}.keras"
 
     def on_epoch_end(self, epoch, logs=None):
@@ -136,7 +144,15 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
 
 def save_model_atomic(model, path) -> Path:
-    """``model.save(path)`` via a temporary file and a rename (:func:`mask_keras.files.atomic_path`)."""
+    """``model.save(path)`` via a temporary file and a rename (:func:`mask_keras.files.atomic_path`).
+
+    Args:
+        model: the Keras model to save (saved outside any Keras distribution).
+        path: the destination, a ``.keras`` file; its folder is created when missing.
+
+    Returns:
+        ``Path(path)``.
+    """
 
     # outside the distribution: saving builds a reference optimizer whose variable would
     # otherwise be placed on every host's devices, a collective the other hosts never join
@@ -146,7 +162,18 @@ def save_model_atomic(model, path) -> Path:
 
 
 class CombinedMacroF1(keras.callbacks.Callback):
-    """For multi-head models: macro F1 on the 18 combined classes, as ``logs["val_macro_f1"]``."""
+    """For multi-head models: macro F1 on the 18 combined classes, as ``logs["val_macro_f1"]``.
+
+    At every epoch's end the model predicts ``val_ds``; the three heads' probabilities are
+    combined (:func:`mask_keras.ensemble.combine_tasks`) and their argmax scored against the
+    18-class labels. In a multi-host job every process logs the chief's value.
+
+    Args:
+        val_ds: the evaluation dataset of ``(x, y, sample_weight)`` batches, ``y`` the dict of
+            one-hot ``mask``/``gender``/``age`` targets, pad rows (weight 0) at its end.
+        y_true: the 18-class labels (0..17) of its real rows; None: read from ``val_ds`` once.
+        name: the logs key to set.
+    """
 
     def __init__(self, val_ds, y_true=None, name: str = "val_macro_f1"):
         super().__init__()
@@ -185,6 +212,11 @@ class WandbLogger(keras.callbacks.Callback):
     schedules on the JAX backend; this one reads Keras' public ``optimizer.learning_rate``,
     the schedule evaluated at the optimizer's step. ``mode="offline"`` needs no network
     (``wandb sync`` uploads later).
+
+    Args:
+        cfg: the run's :class:`mask_keras.config.Config` (``train.wandb_project``,
+            ``train.wandb_mode``; its ``to_dict()`` is the run's wandb config).
+        out_dir: the run's folder: wandb writes under it and the run is named after it.
     """
 
     def __init__(self, cfg, out_dir):

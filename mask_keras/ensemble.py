@@ -126,6 +126,23 @@ def combine_tasks(p_mask, p_gender, p_age) -> np.ndarray:
     Inputs are (N, 3), (N, 2), (N, 3) non-negative arrays (rows summing to 1 give rows
     summing to 1; they are not renormalised). See the module docstring for when the
     argmax of this product equals :func:`combine_argmax`.
+
+    Args:
+        p_mask: (N, 3) mask probabilities.
+        p_gender: (N, 2) gender probabilities.
+        p_age: (N, 3) age-group probabilities.
+
+    Returns:
+        float64 (N, 18), columns in :func:`mask_keras.labels.encode` order.
+
+    Raises:
+        ValueError: a wrong shape, a NaN/infinite or negative value, or row counts that differ.
+
+    Example:
+        >>> pm, pg, pa = np.array([[0.8, 0.1, 0.1]]), np.array([[0.3, 0.7]]), np.array([[0.2, 0.5, 0.3]])
+        >>> p18 = combine_tasks(pm, pg, pa)
+        >>> p18.shape, p18.argmax(1), p18[:, 4].round(3)  # class 4: mask 0, gender 1, age 1
+        ((1, 18), array([4]), array([0.28]))
     """
     pm = _probs(p_mask, "p_mask", L.TASK_CLASSES["mask"])
     pg = _probs(p_gender, "p_gender", L.TASK_CLASSES["gender"])
@@ -154,6 +171,23 @@ def combine_argmax(p_mask, p_gender, p_age) -> np.ndarray:
     Each input is an (N, C) probability array or an (N,) label array (e.g. a per-task
     :func:`hard_vote`). Equals ``combine_tasks(...).argmax(1)`` for probability inputs
     (see the module docstring for the reasoning and the all-zero-row exception).
+
+    Args:
+        p_mask: (N, 3) mask probabilities or (N,) labels 0..2.
+        p_gender: (N, 2) gender probabilities or (N,) labels 0..1.
+        p_age: (N, 3) age-group probabilities or (N,) labels 0..2.
+
+    Returns:
+        int64 (N,) class labels 0..17.
+
+    Raises:
+        ValueError: a wrong shape, an invalid value or label, or row counts that differ.
+
+    Example:
+        >>> combine_argmax(np.array([[0.8, 0.1, 0.1]]), np.array([[0.3, 0.7]]), np.array([[0.2, 0.5, 0.3]]))
+        array([4])
+        >>> combine_argmax([0, 2], [1, 0], [2, 1])  # labels: 0*6+1*3+2, 2*6+0*3+1
+        array([ 5, 13])
     """
     m = _task_labels(p_mask, "p_mask", L.TASK_CLASSES["mask"])
     g = _task_labels(p_gender, "p_gender", L.TASK_CLASSES["gender"])
@@ -171,6 +205,17 @@ def split_multi(p18) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     give marginal rows summing to 1. For a product (``combine_tasks``) this recovers the
     factors exactly; for a general 18-way output it is the best per-task summary but the
     product of the marginals is not ``p18`` again.
+
+    Args:
+        p18: (N, 18) non-negative probabilities in :func:`mask_keras.labels.encode` order.
+
+    Returns:
+        float64 ``(p_mask (N, 3), p_gender (N, 2), p_age (N, 3))``.
+
+    Example:
+        >>> p18 = combine_tasks([[0.8, 0.1, 0.1]], [[0.3, 0.7]], [[0.2, 0.5, 0.3]])
+        >>> [p.round(3).tolist() for p in split_multi(p18)]
+        [[[0.8, 0.1, 0.1]], [[0.3, 0.7]], [[0.2, 0.5, 0.3]]]
     """
     p = _probs(p18, "p18", L.NUM_CLASSES).reshape(-1, 3, 2, 3)
     return p.sum(axis=(2, 3)), p.sum(axis=(1, 3)), p.sum(axis=(1, 2))
@@ -189,12 +234,29 @@ def _head_key(keys: list, task: str):
 def from_multihead(outputs, from_logits: bool = False, combine: bool = False):
     """The outputs of a multi-head model -> ``(p_mask, p_gender, p_age)`` (or their (N, 18) product).
 
-    ``outputs`` is a dict keyed by task (``mask``, ``gender``, ``age``, or names holding
-    those words as a ``_``-separated part such as ``mask_output``) or a list/tuple of three
-    arrays in the order mask, gender, age, with shapes (N, 3), (N, 2), (N, 3).
-    ``from_logits=True`` applies a softmax per head first. Returns the checked float64
-    arrays ``(p_mask, p_gender, p_age)``; with ``combine=True`` their :func:`combine_tasks`
-    product (N, 18) instead.
+    Args:
+        outputs: a dict keyed by task (``mask``, ``gender``, ``age``, or names holding
+            those words as a ``_``-separated part such as ``mask_output``) or a list/tuple of
+            three arrays in the order mask, gender, age, with shapes (N, 3), (N, 2), (N, 3).
+        from_logits: apply a softmax per head first.
+        combine: return the :func:`combine_tasks` product instead of the three heads.
+
+    Returns:
+        The checked float64 arrays ``(p_mask, p_gender, p_age)``; with ``combine=True`` their
+        (N, 18) product instead.
+
+    Raises:
+        ValueError: not a dict or a 3-sequence, a head not found (or found twice) among the
+            keys, or a head of the wrong shape or with invalid values.
+
+    Example:
+        >>> out = {"mask_output": np.zeros((2, 3)), "gender_output": np.zeros((2, 2)),
+        ...        "age_output": np.zeros((2, 3))}
+        >>> from_multihead(out, from_logits=True)[1]  # equal logits: uniform probabilities
+        array([[0.5, 0.5],
+               [0.5, 0.5]])
+        >>> from_multihead(out, from_logits=True, combine=True).shape
+        (2, 18)
     """
     if isinstance(outputs, Mapping):
         keys = list(outputs.keys())
@@ -217,6 +279,21 @@ def soft_vote(probs, weights=None) -> np.ndarray:
 
     ``weights=None`` is the plain mean. All arrays must have the same shape; weights one
     per model, finite, non-negative and not all zero.
+
+    Args:
+        probs: a list of M (N, C) non-negative arrays, or a stacked (M, N, C) array.
+        weights: M weights (normalised to sum 1); None: equal weights.
+
+    Returns:
+        float64 (N, C), the weighted mean.
+
+    Raises:
+        ValueError: an empty list, arrays of different shapes or with invalid values, or
+            invalid weights.
+
+    Example:
+        >>> soft_vote([np.array([[0.9, 0.1]]), np.array([[0.5, 0.5]])], weights=[3, 1])
+        array([[0.8, 0.2]])
     """
     arrays = [_probs(p, f"probs[{i}]") for i, p in enumerate(_as_list(probs, "soft_vote"))]
     _same_shapes(arrays, "soft_vote")
@@ -227,7 +304,15 @@ def soft_vote(probs, weights=None) -> np.ndarray:
 def tta_mean(views) -> np.ndarray:
     """Mean of the (N, C) predictions of V augmented views of the same images -> (N, C).
 
-    ``views`` is a list of arrays or a stacked (V, N, C) array.
+    Args:
+        views: a list of V (N, C) non-negative arrays or a stacked (V, N, C) array.
+
+    Returns:
+        float64 (N, C), the plain mean (:func:`soft_vote` without weights).
+
+    Example:
+        >>> tta_mean([np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])])
+        array([[0.5, 0.5]])
     """
     return soft_vote(views)
 
@@ -248,7 +333,28 @@ def hard_vote(preds, weights=None, tie: str = "mean_prob", num_classes: int | No
     * ``"first_model"``: the vote of the first model (in list order, ignoring zero-weight
       models) whose vote is one of the tied classes.
 
-    ``num_classes`` is needed only for label-only input if it should exceed ``max label + 1``.
+    Args:
+        preds: a list of M arrays, each (N, C) probabilities or (N,) integer labels, or a
+            stacked (M, N, C) / (M, N) array.
+        weights: M weights (normalised to sum 1); None: one vote each.
+        tie: ``"mean_prob"``, ``"lowest"`` or ``"first_model"`` (above).
+        num_classes: the number of classes C; needed only for label-only input if it should
+            exceed ``max label + 1`` (must equal C when probabilities are given).
+
+    Returns:
+        int64 (N,) labels.
+
+    Raises:
+        ValueError: an unknown ``tie``, an empty list, row counts or probability shapes
+            that differ, a label out of range, invalid values or weights.
+
+    Example:
+        >>> hard_vote([np.array([0, 1, 2]), np.array([0, 2, 2]), np.array([1, 1, 0])])
+        array([0, 1, 2])
+        >>> hard_vote([np.array([0, 1]), np.array([1, 0])], tie="first_model")  # 1-1 ties
+        array([0, 1])
+        >>> hard_vote([np.array([[0.6, 0.4]]), np.array([[0.1, 0.9]])])  # tie: mean (0.35, 0.65)
+        array([1])
     """
     if tie not in TIE_RULES:
         raise ValueError(f"hard_vote: unknown tie rule {tie!r}; choose one of {', '.join(TIE_RULES)}")

@@ -101,8 +101,25 @@ def _check(df: pd.DataFrame, name: str, from_file: bool) -> pd.DataFrame:
 def read_answers(x, role: str = "gt") -> pd.Series:
     """A checked ``ImageID,ans`` table (CSV path or DataFrame) as a Series ``ImageID -> class``.
 
-    Raises :class:`EvaluationError` naming the file, row and fix for a missing file, wrong
-    columns, a class outside 0..17 or a duplicated ``ImageID``.
+    Args:
+        x: a CSV path (UTF-8, a BOM allowed) or a DataFrame with columns ``ImageID`` and ``ans``.
+        role: what the table is, for error messages (``"gt"`` or ``"pred"``).
+
+    Returns:
+        An int64 ``pd.Series`` of classes 0..17 indexed by ``ImageID`` (str, stripped), in
+        the table's row order.
+
+    Raises:
+        EvaluationError: naming the file, row and fix for a missing file, wrong columns, an
+            empty ``ImageID``, a class outside 0..17 or a duplicated ``ImageID``.
+
+    Example:
+        >>> read_answers(pd.DataFrame({"ImageID": ["a", "b"], "ans": [0, 17]})).to_dict()
+        {'a': 0, 'b': 17}
+        >>> read_answers(pd.DataFrame({"ImageID": ["a"], "ans": [18]}))
+        Traceback (most recent call last):
+        ...
+        mask_keras.evaluate.EvaluationError: <gt DataFrame>: ans must be an integer class in 0..17, got 18 at row 0 ...
     """
     return _check(*_load(x, role)).set_index("ImageID")["ans"]
 
@@ -114,7 +131,24 @@ def _few(values) -> str:
 
 
 def read_pair(gt, pred) -> tuple[np.ndarray, np.ndarray]:
-    """Load and check both tables -> (y_true, y_pred) in the truth's row order."""
+    """Load and check both tables -> (y_true, y_pred) in the truth's row order.
+
+    Args:
+        gt: the truth, a CSV path or a DataFrame with columns ``ImageID,ans``.
+        pred: the prediction, likewise; matched to ``gt`` by ``ImageID`` (any row order).
+
+    Returns:
+        ``(y_true, y_pred)``: two aligned int64 (N,) arrays of classes 0..17.
+
+    Raises:
+        EvaluationError: either table is invalid (:func:`read_answers`), or their row counts
+            or ImageID sets differ.
+
+    Example:
+        >>> gt = pd.DataFrame({"ImageID": ["a", "b", "c"], "ans": [0, 4, 17]})
+        >>> read_pair(gt, pd.DataFrame({"ImageID": ["c", "a", "b"], "ans": [17, 0, 5]}))
+        (array([ 0,  4, 17]), array([ 0,  5, 17]))
+    """
     g, gname, gfile = _load(gt, "gt")
     p, pname, pfile = _load(pred, "pred")
     g = _check(g, gname, gfile)
@@ -143,6 +177,20 @@ def task_scores(y_true, y_pred, task: str) -> dict:
     every class of the task, 0 for a class never seen or predicted). For the 18 classes
     (``task`` ``multi`` or ``multihead``) also ``f1_mask``, ``f1_gender``, ``f1_age``: the
     macro F1 of each task decoded from the 18-class ids.
+
+    Args:
+        y_true: (N,) true class ids.
+        y_pred: (N,) predicted class ids, aligned with ``y_true``.
+        task: ``mask``, ``gender``, ``age`` (3/2/3 classes), ``multi`` or ``multihead`` (18).
+
+    Returns:
+        A dict: ``macro_f1`` and ``accuracy`` (floats), ``per_class_f1`` (a float64 numpy array
+        of the task's classes), and for 18 classes ``f1_mask``, ``f1_gender``, ``f1_age``.
+
+    Example:
+        >>> s = task_scores([0, 1, 1, 2], [0, 1, 2, 2], "mask")
+        >>> round(s["macro_f1"], 4), s["accuracy"], s["per_class_f1"].round(4).tolist()
+        (0.7778, 0.75, [1.0, 0.6667, 0.6667])
     """
 
     yt = np.asarray(y_true, dtype=np.int64)
@@ -160,7 +208,24 @@ def task_scores(y_true, y_pred, task: str) -> dict:
 
 
 def metrics_from_labels(y_true, y_pred) -> dict:
-    """All metrics of two (N,) arrays of classes 0..17 (already aligned), JSON-ready."""
+    """All metrics of two (N,) arrays of classes 0..17 (already aligned), JSON-ready.
+
+    Args:
+        y_true: (N,) true classes 0..17.
+        y_pred: (N,) predicted classes 0..17, aligned with ``y_true``.
+
+    Returns:
+        The dict of :func:`evaluate` without ``gt`` and ``pred``.
+
+    Raises:
+        EvaluationError: the arrays are not 1-D of one length, are empty, or hold a class
+            outside 0..17.
+
+    Example:
+        >>> d = metrics_from_labels([0, 4, 17], [0, 5, 17])
+        >>> d["macro_f1"], d["n"], d["support"][:6]
+        (0.5, 3, [1, 0, 0, 0, 1, 0])
+    """
 
     yt = np.asarray(y_true, dtype=np.int64)
     yp = np.asarray(y_pred, dtype=np.int64)
@@ -187,17 +252,30 @@ def metrics_from_labels(y_true, y_pred) -> dict:
 def evaluate(gt, pred, out_dir=None) -> dict:
     """Score ``pred`` against ``gt`` (CSV paths or DataFrames with columns ``ImageID,ans``).
 
-    Returns a JSON-ready dict: ``macro_f1``, ``accuracy``, ``f1_mask``, ``f1_gender``,
-    ``f1_age``, ``per_class_f1`` (18), ``support`` (18 true counts), ``n``,
-    ``confusion_matrix`` (18x18, rows = truth), ``task_confusion_matrices``
-    ({task: KxK}), ``gt`` and ``pred`` (where the tables came from).
-
     With ``out_dir`` also writes :data:`OUTPUT_FILES` there: ``metrics.json`` (atomically),
     ``report.txt`` (:func:`format_report`), ``confusion_matrix.png`` (18 classes) and
     ``confusion_{mask,gender,age}.png``.
 
-    Raises :class:`EvaluationError` for missing columns, ``ans`` not an integer in 0..17
-    (naming file and row), duplicate ImageIDs, different row counts or ImageID sets.
+    Args:
+        gt: the truth, a CSV path or a DataFrame with columns ``ImageID,ans`` (``ans`` 0..17).
+        pred: the prediction, likewise; rows are matched by ``ImageID``, in any order.
+        out_dir: a folder to write the report files into (created); None: write nothing.
+
+    Returns:
+        A JSON-ready dict: ``macro_f1``, ``accuracy``, ``f1_mask``, ``f1_gender``,
+        ``f1_age``, ``per_class_f1`` (18), ``support`` (18 true counts), ``n``,
+        ``confusion_matrix`` (18x18, rows = truth), ``task_confusion_matrices``
+        ({task: KxK}), ``gt`` and ``pred`` (where the tables came from).
+
+    Raises:
+        EvaluationError: for missing columns, ``ans`` not an integer in 0..17 (naming file
+            and row), duplicate ImageIDs, different row counts or ImageID sets.
+
+    Example:
+        >>> gt = pd.DataFrame({"ImageID": ["a", "b", "c"], "ans": [0, 4, 17]})
+        >>> d = evaluate(gt, pd.DataFrame({"ImageID": ["c", "a", "b"], "ans": [17, 0, 5]}))
+        >>> d["macro_f1"], d["f1_mask"], d["gt"]  # macro F1 over the classes 0, 4, 5, 17
+        (0.5, 1.0, '<DataFrame>')
     """
     y_true, y_pred = read_pair(gt, pred)
     d = metrics_from_labels(y_true, y_pred)
@@ -209,7 +287,15 @@ def evaluate(gt, pred, out_dir=None) -> dict:
 
 
 def write_outputs(d: dict, out_dir) -> dict[str, Path]:
-    """Write metrics.json, report.txt and the confusion PNGs of a metrics dict -> paths."""
+    """Write metrics.json, report.txt and the confusion PNGs of a metrics dict -> paths.
+
+    Args:
+        d: a metrics dict from :func:`evaluate` or :func:`metrics_from_labels`.
+        out_dir: the folder to write into (created when missing).
+
+    Returns:
+        ``{file name: Path}`` for each of :data:`OUTPUT_FILES`.
+    """
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +317,21 @@ def write_outputs(d: dict, out_dir) -> dict[str, Path]:
 
 # ---- text -------------------------------------------------------------------------
 def format_report(d: dict) -> str:
-    """A short plain-text report of a metrics dict (from :func:`evaluate`)."""
+    """A short plain-text report of a metrics dict (from :func:`evaluate`).
+
+    Args:
+        d: a metrics dict; ``macro_f1``, ``accuracy`` and ``f1_*`` are required, ``n``,
+            ``per_class_f1``, ``support`` and ``confusion_matrix`` add to the report.
+
+    Returns:
+        The report: the headline scores, then (with ``per_class_f1``) one line per class
+        with its support, predicted count and F1; ends with a newline.
+
+    Example:
+        >>> d = metrics_from_labels([0, 4, 17], [0, 5, 17])
+        >>> format_report(d).splitlines()[:3]
+        ['images:    3', 'macro F1:  0.5000', 'accuracy:  0.6667']
+    """
     lines = [
         f"images:    {d.get('n', '?')}",
         f"macro F1:  {d['macro_f1']:.4f}",
@@ -255,5 +355,16 @@ def format_report(d: dict) -> str:
 
 
 def cli_json(d: dict) -> str:
-    """The one-line JSON object ``mask-keras evaluate --json`` prints (keys :data:`CLI_KEYS`)."""
+    """The one-line JSON object ``mask-keras evaluate --json`` prints (keys :data:`CLI_KEYS`).
+
+    Args:
+        d: a metrics dict from :func:`evaluate` (holding every key of :data:`CLI_KEYS`).
+
+    Returns:
+        A JSON string of those keys, as floats, in :data:`CLI_KEYS` order.
+
+    Example:
+        >>> cli_json(metrics_from_labels([0, 4, 17], [0, 4, 17]))
+        '{"macro_f1": 1.0, "accuracy": 1.0, "f1_mask": 1.0, "f1_gender": 1.0, "f1_age": 1.0}'
+    """
     return json.dumps({k: float(d[k]) for k in CLI_KEYS})

@@ -186,6 +186,11 @@ def export_in_this_process(run_dir, target, format: str) -> None:
 
     What :func:`export_artifact` runs in its subprocess; the SavedModel gets three
     endpoints (bytes, full-size photos, cropped pixels), ONNX and LiteRT the photo one.
+
+    Args:
+        run_dir: the run directory (or its ``model.keras``).
+        target: where to write: the SavedModel folder or the ``.onnx`` / ``.tflite`` file.
+        format: ``tf_saved_model``, ``onnx`` or ``litert`` (:class:`ExportError` otherwise).
     """
     run, cfg = check_run_dir(run_dir)
     p, task = cfg.preprocess, cfg.train.task

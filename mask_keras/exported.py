@@ -48,7 +48,14 @@ class ExportError(RuntimeError):
 
 def check_run_dir(run_dir) -> tuple[Path, Config]:
     """The run directory of ``run_dir`` (or of its ``model.keras``) and its config, checked as
-    :func:`mask_keras.artifact.load_artifact` checks it; :class:`ExportError` if not one."""
+    :func:`mask_keras.artifact.load_artifact` checks it; :class:`ExportError` if not one.
+
+    Args:
+        run_dir: a run directory written by ``mask-keras train``, or its ``model.keras``.
+
+    Returns:
+        ``(run directory Path, its Config)``.
+    """
     try:
         art = load_artifact(run_dir)
     except ArtifactError as e:
@@ -57,14 +64,25 @@ def check_run_dir(run_dir) -> tuple[Path, Config]:
 
 
 def check_runtime(format: str) -> None:
-    """:class:`ExportError` naming the extra to install when ``format``'s runtime is missing."""
+    """:class:`ExportError` naming the extra to install when ``format``'s runtime is missing.
+
+    Args:
+        format: one of :data:`FORMATS` (only ``onnx`` and ``litert`` need extras, :data:`RUNTIMES`).
+    """
     missing = [m for m in RUNTIMES.get(format, ()) if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f"format={format!r} needs {', '.join(missing)}: pip install 'mask_keras[export]'")
 
 
 def load_keras(run: Path):
-    """The run's model.keras (the package's custom objects are registered by importing it)."""
+    """The run's model.keras (the package's custom objects are registered by importing it).
+
+    Args:
+        run: the run directory (a ``Path``).
+
+    Returns:
+        The ``keras.Model``, not compiled.
+    """
     return keras.saving.load_model(run / "model.keras", compile=False)
 
 
@@ -114,10 +132,12 @@ class ExportedModel:
 
     @property
     def task(self) -> str:
+        """The run's task (``config.train.task``)."""
         return self.config.train.task
 
     @property
     def format(self) -> str:
+        """The export's format, one of :data:`FORMATS` (from ``export.json``)."""
         return self.meta["format"]
 
     @property
@@ -145,7 +165,19 @@ class ExportedModel:
 
     def predict(self, x, batch_size: int = 64):
         """Cropped and resized pixels ``(N, h, w, 3)`` (uint8 or float 0..255) -> probabilities
-        (N, C), or a dict of heads for a multi-head model (the model alone, no crop)."""
+        (N, C), or a dict of heads for a multi-head model (the model alone, no crop).
+
+        Args:
+            x: the pixels, ``(h, w)`` the run's ``preprocess.image_size`` (ONNX and LiteRT
+                round and clip them to uint8).
+            batch_size: images per runtime call.
+
+        Returns:
+            float32 (N, C), or ``{head: (N, C)}`` for a multi-head model.
+
+        Raises:
+            ValueError: ONNX/LiteRT pixels not of the run's image size.
+        """
         x = np.asarray(x)
         if self.format in ("tf_saved_model", "jax2tf"):
             parts = [self._run_pixels(x[i:i + batch_size].astype(np.float32)) for i in range(0, len(x), batch_size)]
@@ -205,6 +237,17 @@ class ExportedModel:
         for a multihead model. A SavedModel goes through the package's pipeline (so JPEGs are
         decoded scaled in the DCT, as in training) and supports ``tta`` (the flipped view);
         ONNX and LiteRT get the decoded photos and crop and resize in their graph.
+
+        Args:
+            paths: image files, or a table with ``path`` (and ``crop_*`` face boxes for a
+                ``crop="face"`` run; without them the face detector runs).
+            batch_size: images per runtime call.
+            tta: also average the flipped view (SavedModel formats only; ExportError otherwise).
+            check: the file check before any work: ``"fast"``, ``"full"`` or ``"none"``.
+            progress: show a progress bar (SavedModel formats).
+
+        Returns:
+            float32 (N, C) in input order, or ``{head: (N, C)}`` for a multi-head model.
         """
         table = paths if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
         if self.format in ("onnx", "litert"):
@@ -255,14 +298,30 @@ def _concat(parts):
 
 def load_exported(path) -> ExportedModel:
     """Load a folder written by :func:`export_artifact` with its runtime (TensorFlow, ONNX
-    Runtime or the LiteRT interpreter; no JAX, no Keras model code)."""
+    Runtime or the LiteRT interpreter; no JAX, no Keras model code).
+
+    Args:
+        path: the export folder (``export.json``, ``config.json`` and the format's file).
+
+    Returns:
+        An :class:`ExportedModel`; :class:`ExportError` when the folder is not a usable export.
+    """
     return ExportedModel(path)
 
 
 def verification_images(run_dir, n: int = 6, seed: int = 0) -> tuple[list, str]:
     """Up to ``n`` real photos to verify an export on: the run's validation images
     (``val_predictions.csv``), else generated ones (512x384 noise, then 300x200). Returns the
-    paths (None for generated ones) with the decoded uint8 arrays, and a description."""
+    paths (None for generated ones) with the decoded uint8 arrays, and a description.
+
+    Args:
+        run_dir: the run directory.
+        n: at most this many photos (exactly ``n`` when generated).
+        seed: seeds the generated photos.
+
+    Returns:
+        ``([(path or None, uint8 (H, W, 3) array), ...], description)``.
+    """
 
     run = Path(run_dir)
     paths: list = []
@@ -292,7 +351,13 @@ def verify_export(run_dir, export_dir, n: int = 6, seed: int = 0) -> dict:
     ``vs_package_files``: the export on the photos against the package's path on the files
     (:func:`mask_keras.artifact.predict_views`, what :func:`mask_keras.predict.predict_probs`
     runs; JPEGs decoded scaled in the DCT there); reported, not held to 1e-4 for formats that
-    take decoded photos. ``seed``: of the generated photos when the run's are not found.
+    take decoded photos.
+
+    Args:
+        run_dir: the run directory the export was made from.
+        export_dir: the export folder.
+        n: photos to compare on (:func:`verification_images`; random pixel batches for jax2tf).
+        seed: of the generated photos when the run's are not found.
 
     Returns:
         A dict: ``max_abs_difference``, ``vs_package_files`` (None without real files),
@@ -350,5 +415,15 @@ def _max_diff(ref: dict, got) -> float:
 
 def max_abs_difference(run_dir, export_dir, n: int = 4, seed: int = 0) -> float:
     """Largest absolute difference between the Keras model of ``run_dir`` and the export in
-    ``export_dir`` (:func:`verify_export`'s ``max_abs_difference``)."""
+    ``export_dir`` (:func:`verify_export`'s ``max_abs_difference``).
+
+    Args:
+        run_dir: the run directory the export was made from.
+        export_dir: the export folder.
+        n: photos to compare on.
+        seed: of the generated photos when the run's are not found.
+
+    Returns:
+        The difference (float), over every output and photo.
+    """
     return verify_export(run_dir, export_dir, n=n, seed=seed)["max_abs_difference"]

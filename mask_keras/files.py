@@ -21,6 +21,14 @@ def atomic_path(path, fsync: bool = True):
     from it). ``fsync``: flush the file to disk before the rename, so that a crash right
     after cannot leave an empty file under the final name. On error the temporary file is
     removed and the exception propagates.
+
+    Args:
+        path: the destination file (str or ``Path``); its folder is created when missing.
+        fsync: flush the temporary file to disk before the rename.
+
+    Yields:
+        The temporary ``Path`` to write to (it exists, empty); renamed over ``path`` when the
+        ``with`` block exits without an exception.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +46,15 @@ def atomic_path(path, fsync: bool = True):
 
 
 def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_path`).
+
+    Args:
+        path: the destination file (str or ``Path``); its folder is created when missing.
+        text: the whole content, written with the platform's default encoding.
+
+    Returns:
+        ``Path(path)``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)

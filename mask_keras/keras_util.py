@@ -20,6 +20,21 @@ def all_layers(model: keras.Layer) -> Iterator[keras.Layer]:
     ``Model.layers`` lists only the direct children of a functional model; layers nested in
     custom layers (keras-hub blocks, our ``Augmentation`` stages) are reachable only through
     ``Layer._flatten_layers``, which has no public counterpart in Keras 3.
+
+    Args:
+        model: any Keras layer or model.
+
+    Yields:
+        Each nested ``keras.Layer`` once, depth first, ``model`` excluded.
+
+    Example:
+        >>> import keras
+        >>> x = keras.Input((3,))
+        >>> outer = keras.Model(x, keras.Sequential([keras.layers.Dense(2, name="d")])(x))
+        >>> [layer.name for layer in outer.layers if isinstance(layer, keras.layers.Dense)]
+        []
+        >>> [layer.name for layer in all_layers(outer) if isinstance(layer, keras.layers.Dense)]
+        ['d']
     """
     yield from model._flatten_layers(include_self=False, recursive=True)
 
@@ -27,7 +42,11 @@ def all_layers(model: keras.Layer) -> Iterator[keras.Layer]:
 def keras_home() -> str:
     """Keras' home folder (``KERAS_HOME`` or ``~/.keras``), where ``keras.utils.get_file``
     caches downloads: ``keras.src.backend.config.keras_home`` has no public alias in Keras 3;
-    if it moves, the documented default is used."""
+    if it moves, the documented default is used.
+
+    Returns:
+        The folder's path as a string (it may not exist yet).
+    """
     try:
         from keras.src.backend.config import keras_home as home  # no public API (docstring)
 
@@ -43,6 +62,9 @@ def sync_training_state(model: keras.Model) -> None:
     passed from step to step and writes them back into the variables only at the epoch's end
     (or when asked, with ``jax_state_sync``, a JAX-trainer method with no backend-neutral
     counterpart); other backends update the variables in place, so there is nothing to do.
+
+    Args:
+        model: the model being fitted (a no-op when it has no ``jax_state_sync``).
     """
     sync = getattr(model, "jax_state_sync", None)
     if sync is not None:

@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class KFoldResult:
+    """What :func:`train_kfold` returns.
+
+    Attributes:
+        out_dir: the K-fold run's folder (``train.out_dir``).
+        fold_dirs: the trained (or kept) folds' artifact folders, ``out_dir / "fold_<k>"``.
+        oof: the out-of-fold predictions (the folds' ``val_predictions.csv`` with a ``fold``
+            column), as written to ``oof_predictions.csv``.
+        summary: the dict written to ``kfold_summary.json`` (see :func:`train_kfold`).
+    """
+
     out_dir: Path
     fold_dirs: list
     oof: pd.DataFrame
@@ -62,7 +72,19 @@ def _done(fold_dir: Path, fcfg: Config) -> bool:
 def check_oof(oof: pd.DataFrame) -> None:
     """No image predicted twice; no person validated by two folds (the split did not leak).
 
-    ``oof``: the folds' validation predictions with ``path``, ``profile`` and ``fold`` columns.
+    Args:
+        oof: the folds' validation predictions with ``path``, ``profile`` and ``fold`` columns.
+
+    Raises:
+        RuntimeError: an image appears twice, or a person (``profile``) in two folds.
+
+    Example:
+        >>> oof = pd.DataFrame({"path": ["a.jpg", "b.jpg", "c.jpg"], "profile": ["p1", "p1", "p2"],
+        ...                     "fold": [0, 1, 1]})
+        >>> check_oof(oof)
+        Traceback (most recent call last):
+        ...
+        RuntimeError: person p1 is in the validation folds [0, 1]: the split leaked (1 people in all)
     """
     dup = oof["path"][oof["path"].duplicated()]
     if len(dup):
@@ -75,7 +97,21 @@ def check_oof(oof: pd.DataFrame) -> None:
 
 
 def oof_summary(oof: pd.DataFrame, task: str) -> dict:
-    """OOF macro F1 / accuracy (sklearn on ``y_true``/``y_pred``), per-task F1 for 18 classes."""
+    """OOF macro F1 / accuracy (sklearn on ``y_true``/``y_pred``), per-task F1 for 18 classes.
+
+    Args:
+        oof: out-of-fold predictions with integer class columns ``y_true`` and ``y_pred``.
+        task: the task (``mask``, ``gender``, ``age``, ``multi`` or ``multihead``).
+
+    Returns:
+        A dict ``{"oof_macro_f1", "oof_accuracy", "oof_images"}`` (floats; the row count), plus
+        ``oof_f1_mask``, ``oof_f1_gender``, ``oof_f1_age`` for ``multi`` / ``multihead``.
+
+    Example:
+        >>> oof = pd.DataFrame({"y_true": [0, 0, 1, 1], "y_pred": [0, 1, 1, 1]})
+        >>> oof_summary(oof, "gender")  # doctest: +ELLIPSIS
+        {'oof_macro_f1': 0.733..., 'oof_accuracy': 0.75, 'oof_images': 4}
+    """
 
     s = task_scores(oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64), task)
     s.pop("per_class_f1")
@@ -89,6 +125,21 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
     ``resume=True`` keeps a fold already finished with the same config instead of
     training it again, and continues an interrupted fold from its newest backup
     (:mod:`mask_keras.resume`): an interrupted long run picks up where it stopped.
+
+    Args:
+        cfg: the run's config; ``data.folds`` (K >= 2) sets the folds, ``train.out_dir`` the
+            run's folder (each fold trains with ``data.fold`` and ``train.out_dir`` set).
+        folds: the fold ids (0..K-1) to train; None: all K.
+        resume: keep finished folds with the same config, continue interrupted ones.
+
+    Returns:
+        A :class:`KFoldResult`. Its ``summary`` holds ``task``, ``folds``, ``k``, ``fold_dirs``,
+        ``fold_macro_f1`` (per fold), ``mean_fold_macro_f1``, the :func:`oof_summary` keys and,
+        when only some folds ran, a ``note``.
+
+    Raises:
+        ConfigError: ``data.folds`` < 2, a fold id outside 0..K-1, or an invalid config.
+        RuntimeError: the folds' validation sets overlap (:func:`check_oof`).
     """
 
     k = cfg.data.folds

@@ -80,28 +80,43 @@ COMBINES = ("product", "argmax")
 # --------------------------------------------------------------------------- one model
 @dataclass
 class Prediction:
-    """One model's probabilities over the images: ``probs`` maps task -> (N, C)."""
+    """One model's probabilities over the images: ``probs`` maps task -> (N, C).
+
+    Attributes:
+        artifact: the model's :class:`~mask_keras.artifact.Artifact` (``name``, ``task``).
+        probs: ``{task: (N, C)}``: ``mask``/``gender``/``age`` or ``multi`` (N, 18).
+    """
 
     artifact: Artifact
     probs: dict
 
     @property
     def name(self) -> str:
+        """The artifact's short name (:attr:`mask_keras.artifact.Artifact.name`)."""
         return self.artifact.name
 
     @property
     def task(self) -> str:
+        """The model's task (``mask``, ``gender``, ``age``, ``multi`` or ``multihead``)."""
         return self.artifact.task
 
     def tasks(self) -> dict:
-        """Per-task probabilities ``{task: (N, C)}`` (18-way: marginals; multihead: heads)."""
+        """Per-task probabilities ``{task: (N, C)}`` (18-way: marginals; multihead: heads).
+
+        Returns:
+            A new dict ``{task: (N, C) array}`` of the tasks the model covers.
+        """
 
         if "multi" in self.probs:
             return dict(zip(TASK_ORDER, split_multi(self.probs["multi"])))
         return dict(self.probs)
 
     def p18(self):
-        """(N, 18) probabilities, or None for a single-task model."""
+        """(N, 18) probabilities, or None for a single-task model.
+
+        Returns:
+            float64 (N, 18): an 18-way model's own, a multi-head model's product of heads.
+        """
 
         if "multi" in self.probs:
             return np.asarray(self.probs["multi"], dtype=np.float64)
@@ -114,17 +129,33 @@ def predict_probs(art: Artifact, paths, batch_size: int = 64, tta: bool = False,
                   check: str = "fast", progress: bool = False):
     """Probabilities of one artifact over image files (or a table with ``path``).
 
-    Returns (N, C) for single-output models, a dict ``{"mask", "gender", "age"}`` for a
-    multi-head model. ``tta=True`` averages with the horizontally flipped view(s);
-    ``crops`` adds crop views at these scales (each also flipped when ``tta``)
-    (:func:`mask_keras.artifact.predict_views`).
+    Args:
+        art: the artifact (its model is loaded on first use).
+        paths: image files, or a table with ``path`` (and ``crop_*`` for a face crop).
+        batch_size: images per batch.
+        tta: average with the horizontally flipped view(s).
+        crops: add crop views at these scales (each also flipped when ``tta``).
+        check: the file check before the first view: ``"fast"``, ``"full"`` or ``"none"``.
+        progress: show a progress bar.
+
+    Returns:
+        float32 (N, C), or a dict ``{"mask", "gender", "age"}`` for a multi-head model.
     """
     return predict_views(lambda ds: art.model.predict(ds, verbose=0), paths, art.config.preprocess,
                          batch_size=batch_size, tta=tta, crops=crops, check=check, progress=progress)
 
 
 def predict_artifact(art: Artifact, paths, **kw) -> Prediction:
-    """:func:`predict_probs` wrapped as a :class:`Prediction` (task-keyed dict)."""
+    """:func:`predict_probs` wrapped as a :class:`Prediction` (task-keyed dict).
+
+    Args:
+        art: the artifact.
+        paths: image files, or a table with ``path``.
+        **kw: :func:`predict_probs`'s keyword arguments.
+
+    Returns:
+        A :class:`Prediction`; a single-output model's array is keyed by its task.
+    """
     p = predict_probs(art, paths, **kw)
     return Prediction(art, p if isinstance(p, dict) else {art.task: p})
 
@@ -132,10 +163,19 @@ def predict_artifact(art: Artifact, paths, **kw) -> Prediction:
 # --------------------------------------------------------------------------- combining
 @dataclass
 class Combined:
-    labels: np.ndarray  # (N,) classes 0..17
-    p18: np.ndarray  # (N, 18) the soft combination (also reported for hard votes)
-    level: str  # the level actually used: task | class
-    task_probs: dict  # task -> (N, C) soft per-task probabilities
+    """The ensemble's answer (:func:`combine_predictions`).
+
+    Attributes:
+        labels: int64 (N,) classes 0..17.
+        p18: (N, 18) the soft combination (also reported for hard votes).
+        level: the level actually used: ``task`` or ``class``.
+        task_probs: ``{task: (N, C)}`` soft per-task probabilities.
+    """
+
+    labels: np.ndarray
+    p18: np.ndarray
+    level: str
+    task_probs: dict
 
 
 def _check_choice(name, value, choices):
@@ -170,7 +210,23 @@ def _per_task(preds, w):
 
 def combine_predictions(preds, vote: str = "soft", level: str = "auto", weights=None, tie: str = "mean_prob",
                         combine: str = "product") -> Combined:
-    """The 18-class answer of a list of :class:`Prediction` (see the module docstring)."""
+    """The 18-class answer of a list of :class:`Prediction` (see the module docstring).
+
+    Args:
+        preds: the models' :class:`Prediction` s, together covering mask, gender and age.
+        vote: ``"soft"`` or ``"hard"``.
+        level: ``"auto"``, ``"task"`` or ``"class"``.
+        weights: one non-negative weight per prediction; None: equal.
+        tie: the hard-vote tie rule (:data:`mask_keras.ensemble.TIE_RULES`).
+        combine: soft votes at the task level: ``"product"`` or ``"argmax"``.
+
+    Returns:
+        A :class:`Combined`.
+
+    Raises:
+        ValueError: an unknown choice or invalid weights.
+        ArtifactError: no predictions, or a task no model covers.
+    """
 
     _check_choice("vote", vote, VOTES)
     _check_choice("level", level, LEVELS)
@@ -232,6 +288,15 @@ def compare_table(preds, combined: Combined, y_true, name: str = "ensemble") -> 
     (NaN for a single-task model); ``f1_mask``/``f1_gender``/``f1_age`` the macro F1 of
     each task a model covers: for a single-task model from its argmax, otherwise from
     its 18-class answer decoded (as ``mask-keras evaluate`` scores a submission).
+
+    Args:
+        preds: the models' :class:`Prediction` s.
+        combined: their :func:`combine_predictions` answer.
+        y_true: (N,) true classes 0..17, aligned with the predictions.
+        name: the ensemble row's ``model``.
+
+    Returns:
+        A DataFrame (``model``, ``task``, ``macro_f1``, ``accuracy``, ``f1_<task>``): the models, then the ensemble.
     """
 
     y_true = np.asarray(y_true, np.int64)
@@ -262,17 +327,41 @@ def compare_table(preds, combined: Combined, y_true, name: str = "ensemble") -> 
 # --------------------------------------------------------------------------- submission
 @dataclass
 class PredictResult:
-    submission: pd.DataFrame  # ImageID, ans in info.csv order
+    """What :func:`predict_submission` returns.
+
+    Attributes:
+        submission: ``ImageID, ans`` in info.csv order.
+        combined: the :class:`Combined` answer.
+        predictions: one :class:`Prediction` per model.
+        out_csv: the submission file written.
+        probs_csv: the ``ImageID,p0..p17`` file written, or None.
+        metrics: :func:`mask_keras.evaluate.evaluate` of the submission, when gt was given.
+        table: :func:`compare_table` (ensemble vs each model), when gt was given.
+    """
+
+    submission: pd.DataFrame
     combined: Combined
-    predictions: list  # one Prediction per model
+    predictions: list
     out_csv: Path
     probs_csv: Path | None = None
-    metrics: dict | None = None  # evaluate() of the submission, when gt was given
-    table: pd.DataFrame | None = None  # compare_table (ensemble vs each model), when gt was given
+    metrics: dict | None = None
+    table: pd.DataFrame | None = None
 
 
 def open_models(models=(), kfold_dirs=(), roles: dict | None = None) -> list[Artifact]:
-    """Open (not yet load) every artifact: plain ``models``, K-fold dirs, ``roles={task: [dirs]}``."""
+    """Open (not yet load) every artifact: plain ``models``, K-fold dirs, ``roles={task: [dirs]}``.
+
+    Args:
+        models: run directories (any task).
+        kfold_dirs: K-fold run directories (all their folds).
+        roles: ``{task: dir or [dirs]}`` (run or K-fold directories) whose task is checked.
+
+    Returns:
+        The :class:`~mask_keras.artifact.Artifact` s, in the order models, folds, roles.
+
+    Raises:
+        ArtifactError: none given, one given twice, an unknown role, a missing or wrong artifact.
+    """
     arts = [load_artifact(m) for m in expand_models(models, kfold_dirs)]
     for task, dirs in (roles or {}).items():
         if task not in L.TASKS:
@@ -300,15 +389,29 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
                        batch_size: int = 64, probs_csv=None, gt=None, progress: bool = True) -> PredictResult:
     """Run the models over ``data_dir/eval`` and write ``ImageID,ans`` in info.csv order.
 
-    ``models``: run directories (any task); ``kfold_dirs``: K-fold run directories (all
-    their folds); ``roles``: ``{task: dir or [dirs]}`` whose tasks are checked (e.g.
-    ``{"mask": "runs/mask"}``). ``weights``: one per model, in the order models, folds
-    of kfold_dirs, roles. ``probs_csv``: also write ``ImageID,p0..p17`` (the soft 18-class
-    combination). ``gt``: a truth CSV/DataFrame; then ``metrics`` and ``table`` (the
-    ensemble against each model) are filled in.
-
     Nothing is written unless every model ran on every image; errors name the artifact,
     image or info.csv row (see the module docstring).
+
+    Args:
+        models: run directories (any task).
+        data_dir: the data root; its ``eval/info.csv`` and ``eval/images`` are predicted.
+        out_csv: the submission file (``ImageID,ans``).
+        kfold_dirs: K-fold run directories (all their folds).
+        roles: ``{task: dir or [dirs]}`` whose tasks are checked (e.g. ``{"mask": "runs/mask"}``).
+        tta: also the horizontally flipped view.
+        crops: extra TTA crop view scales.
+        vote: ``"soft"`` or ``"hard"``.
+        level: ``"auto"``, ``"task"`` or ``"class"``.
+        weights: one per model, in the order models, folds of kfold_dirs, roles.
+        tie: the hard-vote tie rule.
+        combine: ``"product"`` or ``"argmax"`` (soft votes at the task level).
+        batch_size: images per batch.
+        probs_csv: also write ``ImageID,p0..p17`` (the soft 18-class combination) here.
+        gt: a truth CSV/DataFrame; then ``metrics`` and ``table`` are filled in.
+        progress: show the file check's progress bar.
+
+    Returns:
+        A :class:`PredictResult`.
     """
 
     _check_choice("vote", vote, VOTES)
@@ -352,5 +455,12 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """The comparison table as aligned text (NaN shown as ``-``)."""
+    """The comparison table as aligned text (NaN shown as ``-``).
+
+    Args:
+        table: a :func:`compare_table` DataFrame.
+
+    Returns:
+        The text, floats with 4 decimals, without the index.
+    """
     return table.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")

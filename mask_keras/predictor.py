@@ -58,6 +58,14 @@ TASK_ORDER = L.HEADS
 def find_images(paths, recursive: bool = True) -> list[str]:
     """Files given by name, and the image files (:data:`IMAGE_SUFFIXES`) under folders, sorted.
 
+    Args:
+        paths: files (any image, kept as given) and folders (searched for
+            :data:`IMAGE_SUFFIXES`, case-insensitive; AppleDouble ``._*`` files skipped).
+        recursive: search folders' subfolders too.
+
+    Returns:
+        The files as strings, in the order of ``paths``, each folder's images sorted by path.
+
     Raises:
         FileNotFoundError: a path that does not exist, or a folder without any image.
     """
@@ -92,6 +100,9 @@ class Predictor:
         tta: also predict the horizontally flipped view and average.
         crops: extra TTA crop views (crop region scale factors, e.g. ``(0.9, 1.1)``).
         batch_size: images per model call.
+        sources: the paths :meth:`load` was given (reported by :meth:`metadata`).
+        detector: the face detector, once a face-crop model needs it (None until then;
+            :meth:`close` stops it).
     """
 
     artifacts: list
@@ -101,7 +112,7 @@ class Predictor:
     crops: tuple = ()
     batch_size: int = 64
     sources: list = field(default_factory=list)
-    detector: object = field(default=None, repr=False)  # the face detector, once a face-crop model needs it
+    detector: object = field(default=None, repr=False)
 
     @classmethod
     def load(cls, *paths, vote: str | None = None, level: str | None = None, tta: bool | None = None,
@@ -111,9 +122,21 @@ class Predictor:
         Settings left at None come from an ensemble directory's ``ensemble.json`` when one is
         given, else the defaults (soft vote, auto level, no TTA).
 
+        Args:
+            *paths: run directories (or their ``model.keras``), K-fold directories (every
+                ``fold_*`` votes) and ensemble directories (their ``ensemble.json`` models).
+            vote: ``"soft"`` or ``"hard"``.
+            level: ``"auto"``, ``"task"`` or ``"class"``.
+            tta: also predict the horizontally flipped view.
+            crops: extra TTA crop view scales.
+            batch_size: images per model call.
+
+        Returns:
+            The :class:`Predictor`, every model loaded.
+
         Raises:
-            mask_keras.predict.ArtifactError: a path that is none of the three, or a model
-                that cannot be loaded or does not match its config.
+            mask_keras.predict.ArtifactError: no path, a path that is none of the three, a
+                model given twice, or a model that cannot be loaded or does not match its config.
         """
 
         if not paths:
@@ -199,6 +222,9 @@ class Predictor:
 
         Each image goes through the same path as a file (written losslessly as PNG first),
         so the crop (including ``crop="face"`` detection) and resize are the run's own.
+
+        Args:
+            images: a list of uint8 (H, W, 3) RGB arrays, or a uint8 (N, H, W, 3) batch.
 
         Returns:
             The columns of :meth:`predict_files`, with ``index`` (position in ``images``)
@@ -286,7 +312,13 @@ class Predictor:
         return pd.DataFrame(out)
 
     def metadata(self) -> dict:
-        """What a caller needs to know: tasks, models (task, backbone, image size, crop), settings."""
+        """What a caller needs to know: tasks, models (task, backbone, image size, crop), settings.
+
+        Returns:
+            A JSON-ready dict: ``tasks``, ``vote``, ``level``, ``tta``, ``crops``, ``sources``
+            and ``models`` (one dict per model: ``path``, ``task``, ``backbone``,
+            ``image_size``, ``crop``).
+        """
         return {"tasks": list(self.tasks), "vote": self.vote, "level": self.level, "tta": self.tta,
                 "crops": list(self.crops), "sources": self.sources,
                 "models": [{"path": str(a.path), "task": a.task, "backbone": a.config.model.backbone,
@@ -300,7 +332,21 @@ def _size(path) -> tuple[int, int]:
 
 
 def answer_records(table: pd.DataFrame, drop=()) -> list[dict]:
-    """The rows of an answer table as JSON-ready dicts (numpy scalars as Python numbers, NA as None)."""
+    """The rows of an answer table as JSON-ready dicts (numpy scalars as Python numbers, NA as None).
+
+    Args:
+        table: an answer table (:meth:`Predictor.predict_files`).
+        drop: column names to leave out.
+
+    Returns:
+        One dict per row, column name -> value (NaN and ``pd.NA`` as None).
+
+    Example:
+        >>> t = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "class": pd.array([4, pd.NA], dtype="Int64"),
+        ...                   "gender_prob": [0.93, np.nan], "error": ["", "truncated"]})
+        >>> answer_records(t, drop=("error",))
+        [{'path': 'a.jpg', 'class': 4, 'gender_prob': 0.93}, {'path': 'b.jpg', 'class': None, 'gender_prob': None}]
+    """
 
     def plain(v):
         if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
@@ -316,7 +362,16 @@ def answer_records(table: pd.DataFrame, drop=()) -> list[dict]:
 
 def write_answers(table: pd.DataFrame, out) -> Path:
     """Write :meth:`Predictor.predict_files` answers as CSV, or JSON lines when ``out`` ends in
-    ``.jsonl``/``.json`` (atomically: a temporary file, then a rename)."""
+    ``.jsonl``/``.json`` (atomically: a temporary file, then a rename).
+
+    Args:
+        table: the answer table.
+        out: the destination file; ``.jsonl`` or ``.json`` (any case): one JSON object per
+            line (:func:`answer_records`); anything else: CSV without the index.
+
+    Returns:
+        ``Path(out)``.
+    """
 
     out = Path(out)
     if out.suffix.lower() in (".jsonl", ".json"):

@@ -93,6 +93,17 @@ def apply_demo(c: Config) -> Config:
     answer: EfficientNet-B0 0.40 after one epoch and 0.68-0.72 after 3-4; tiny_cnn 0.79 after
     one; 18 classes, ResNet50 3 epochs: 0.004); a recipe's demo branch may name another backbone
     after calling this.
+
+    Args:
+        c: the recipe's config, changed in place.
+
+    Returns:
+        ``c``.
+
+    Example:
+        >>> c = apply_demo(Config())
+        >>> c.model.backbone, c.preprocess.image_size, c.train.epochs, c.model.weights
+        ('tiny_cnn', (96, 64), 4, None)
     """
     c.preprocess.image_size = (96, 64)
     c.data.max_people = 300
@@ -108,7 +119,15 @@ def apply_demo(c: Config) -> Config:
 
 
 def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
-    """Generate the synthetic default set at ``data_dir`` unless it is already there."""
+    """Generate the synthetic default set at ``data_dir`` unless it is already there.
+
+    Args:
+        data_dir: the data root; kept as is when ``train/train.csv`` exists.
+        **synth: :func:`mask_keras.data.synth.generate` arguments over :data:`DEFAULT_SYNTH`.
+
+    Returns:
+        ``Path(data_dir)``.
+    """
     data_dir = Path(data_dir)
     if (data_dir / "train" / "train.csv").is_file():
         return data_dir
@@ -120,6 +139,14 @@ def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
 
 
 def parser(description: str) -> argparse.ArgumentParser:
+    """The recipe's command line: ``mask-keras train``'s flags (:func:`mask_keras.cli.add_train_args`).
+
+    Args:
+        description: the ``--help`` text (the recipe's module docstring).
+
+    Returns:
+        The ``argparse.ArgumentParser``.
+    """
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_args(p)
     return p
@@ -143,7 +170,16 @@ def _scaled(get_config, demo: bool, data_dir=None, member: str | None = None) ->
 
 def resolve(get_config, argv=None, description: str = "") -> Config:
     """The config a recipe runs: full scale with ``--data-dir``, else demo scale on the default
-    data; then the flags."""
+    data; then the flags.
+
+    Args:
+        get_config: the recipe's ``get_config(demo=False) -> Config``.
+        argv: the command line (None: ``sys.argv[1:]``).
+        description: the ``--help`` text.
+
+    Returns:
+        The resolved :class:`~mask_keras.config.Config`.
+    """
 
     args = parser(description).parse_args(argv)
     demo = _is_demo(args)
@@ -154,8 +190,16 @@ def resolve(get_config, argv=None, description: str = "") -> Config:
 
 
 def run(get_config, argv=None, description: str = ""):
-    """Resolve the config, train, print the validation result; returns the TrainResult
-    (a KFoldResult with ``data.folds >= 2``)."""
+    """Resolve the config, train, print the validation result.
+
+    Args:
+        get_config: the recipe's ``get_config(demo=False) -> Config``.
+        argv: the command line (None: ``sys.argv[1:]``).
+        description: the ``--help`` text.
+
+    Returns:
+        The ``TrainResult`` (a :class:`~mask_keras.kfold.KFoldResult` with ``data.folds >= 2``).
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = resolve(get_config, argv, description)
     if cfg.data.folds and cfg.data.folds > 1:
@@ -169,7 +213,20 @@ def run(get_config, argv=None, description: str = ""):
 
 
 def summary_line(metrics: dict) -> str:
-    """``gender: validation macro F1 = 0.8123, accuracy = 0.8310 (answering 'female' for every face: 0.3750 / 0.6000)``."""
+    """The validation result as one line, after a newline.
+
+    Args:
+        metrics: a run's metrics (``task``, ``macro_f1``, ``accuracy``; ``constant_class``,
+            ``constant_macro_f1`` and ``constant_accuracy`` add the constant answer's score).
+
+    Returns:
+        The line, after a ``"\\n"``; the constant answer's score in brackets when given.
+
+    Example:
+        >>> print(summary_line({"task": "gender", "macro_f1": 0.8123, "accuracy": 0.831, "constant_class": "female",
+        ...                     "constant_macro_f1": 0.375, "constant_accuracy": 0.6}).strip())
+        gender: validation macro F1 = 0.8123, accuracy = 0.8310 (answering 'female' for every face: 0.3750 / 0.6000)
+    """
     m = metrics
     line = f"\n{m['task']}: validation macro F1 = {m['macro_f1']:.4f}, accuracy = {m['accuracy']:.4f}"
     if "constant_macro_f1" in m:
@@ -180,7 +237,14 @@ def summary_line(metrics: dict) -> str:
 
 # --------------------------------------------------------------------------- ensembles
 def load_recipe(path):
-    """Import a recipe file (``recipes/<name>.py``) as a module, e.g. to reuse its ``get_config``."""
+    """Import a recipe file (``recipes/<name>.py``) as a module, e.g. to reuse its ``get_config``.
+
+    Args:
+        path: the recipe file (FileNotFoundError when missing).
+
+    Returns:
+        The module, named ``_recipe_<stem>`` (not added to ``sys.modules``).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: recipe not found")
@@ -191,7 +255,16 @@ def load_recipe(path):
 
 
 def recipe_config(path, demo: bool = False, member: str | None = None) -> Config:
-    """The config a recipe file states: its ``get_config(demo=demo)`` (with ``member=`` when given)."""
+    """The config a recipe file states: its ``get_config(demo=demo)`` (with ``member=`` when given).
+
+    Args:
+        path: the recipe file.
+        demo: demo scale.
+        member: passed to ``get_config`` as ``member=`` when not None.
+
+    Returns:
+        The :class:`~mask_keras.config.Config` (ConfigError when the file has no ``get_config``).
+    """
     mod = load_recipe(path)
     if not callable(getattr(mod, "get_config", None)):
         raise ConfigError(f"{path}: defines no get_config(demo=False)")
@@ -206,6 +279,14 @@ def member_configs(get_config, demo: bool = False, cfg: Config | None = None) ->
     ``(name, "recipe")`` is ``recipes/<recipe>.py``'s ``get_config(demo)`` (the folder of
     ``get_config``'s own file), ``(name, "recipe:m")`` its ``get_config(demo, member="m")``. No
     members: the recipe's own config is the one member, named after its full-scale backbone.
+
+    Args:
+        get_config: the recipe's ``get_config``.
+        demo: demo scale.
+        cfg: the config whose ``ensemble.members`` are read.
+
+    Returns:
+        ``{member name: Config}`` (ConfigError for a member recipe that does not exist).
     """
     cfg = _scaled(get_config, demo) if cfg is None else cfg
     if not cfg.ensemble.members:
@@ -223,14 +304,25 @@ def member_configs(get_config, demo: bool = False, cfg: Config | None = None) ->
 
 @dataclass
 class EnsembleResult:
+    """What :func:`run_ensemble` returns.
+
+    Attributes:
+        out_dir: the ensemble directory.
+        configs: member name -> resolved Config.
+        runs: member name -> TrainResult | KFoldResult | loaded Path.
+        prediction: the :class:`mask_keras.predict.PredictResult` (None with ``--no-submit``).
+        ensemble: how the members were combined (the recipe's, after flags).
+    """
+
     out_dir: Path
-    configs: dict  # member name -> resolved Config
-    runs: dict = field(default_factory=dict)  # member name -> TrainResult | KFoldResult | loaded Path
-    prediction: object = None  # mask_keras.predict.PredictResult (None with --no-submit)
-    ensemble: EnsembleConfig | None = None  # how the members were combined (the recipe's, after flags)
+    configs: dict
+    runs: dict = field(default_factory=dict)
+    prediction: object = None
+    ensemble: EnsembleConfig | None = None
 
     @property
     def metrics(self):
+        """The submission's metrics (None without a prediction or ``eval/gt.csv``)."""
         return None if self.prediction is None else self.prediction.metrics
 
 
@@ -242,6 +334,15 @@ def _kv_path(text: str):
 
 
 def ensemble_parser(description: str, members) -> argparse.ArgumentParser:
+    """:func:`parser` with ``--load``, ``--vote``, ``--level``, ``--tta`` and ``--no-submit``.
+
+    Args:
+        description: the ``--help`` text.
+        members: the member names (listed in ``--load``'s help).
+
+    Returns:
+        The ``argparse.ArgumentParser``.
+    """
     p = parser(description)
     g = p.add_argument_group("ensemble and submission")
     g.add_argument("--load", type=_kv_path, action="append", default=[], metavar="NAME=DIR",
@@ -269,6 +370,14 @@ def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult
     Writes ``<out_dir>/submission.csv``, ``probs.csv``, ``ensemble.json`` and, when
     ``eval/gt.csv`` exists, ``eval/`` (report, metrics, confusion PNGs) and
     ``comparison.csv`` (the ensemble against each model).
+
+    Args:
+        get_config: the recipe's ``get_config(demo=False)``.
+        argv: the command line (None: ``sys.argv[1:]``).
+        description: the ``--help`` text.
+
+    Returns:
+        An :class:`EnsembleResult`.
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

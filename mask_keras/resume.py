@@ -77,7 +77,13 @@ class ResumeError(RuntimeError):
 
 @dataclass
 class Backup:
-    """A loaded backup: ``state`` (state.json) and ``arrays`` (:func:`capture`'s keys -> arrays)."""
+    """A loaded backup: ``state`` (state.json) and ``arrays`` (:func:`capture`'s keys -> arrays).
+
+    Attributes:
+        path: the backup folder (``backup/epoch_NNNN[_step_SSSSSS]``).
+        state: its ``state.json`` (epochs done, step, phase, history, callbacks' state, config).
+        arrays: :func:`capture`'s keys -> numpy arrays.
+    """
 
     path: Path
     state: dict
@@ -114,7 +120,15 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """``key: saved -> current`` for every config key that differs, except :data:`MAY_DIFFER`."""
+    """``key: saved -> current`` for every config key that differs, except :data:`MAY_DIFFER`.
+
+    Args:
+        saved: the backup's config as a (nested) dict.
+        current: this run's config as a dict.
+
+    Returns:
+        One string per differing dotted key, sorted by key (empty when they agree).
+    """
     a, b = _flat(saved), _flat(current)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if k not in MAY_DIFFER and a.get(k) != b.get(k)]
@@ -122,7 +136,14 @@ def config_differences(saved: dict, current: dict) -> list[str]:
 
 def clean_partial_writes(out: Path) -> list[Path]:
     """Remove what a killed process left half-written in ``out``: temporary backup folders and
-    the temporary files of :func:`mask_keras.files.atomic_path` (``.NAME.*.tmp*``)."""
+    the temporary files of :func:`mask_keras.files.atomic_path` (``.NAME.*.tmp*``).
+
+    Args:
+        out: the run directory (searched recursively).
+
+    Returns:
+        The removed paths.
+    """
     removed = []
     for p in list(out.glob(f"{BACKUP_DIR}/.tmp-*")) + list(out.rglob(".*.tmp*")):
         if p.is_dir():
@@ -159,6 +180,12 @@ def load_latest(out) -> Backup | None:
 
     A damaged newest backup is skipped with a warning; if backups exist but none is usable,
     :class:`ResumeError` names them and the fix.
+
+    Args:
+        out: the run directory (its ``backup/`` folder is read).
+
+    Returns:
+        The newest usable :class:`Backup`, or None.
     """
     root = Path(out) / BACKUP_DIR
     found = sorted(root.glob("epoch_*"), reverse=True) if root.is_dir() else []
@@ -188,7 +215,15 @@ def capture(model, metrics: bool = False) -> dict:
     """Every model and optimizer variable of ``model`` as host arrays: ``model/<i>`` and
     ``optimizer/<i>`` in variable order, ``optimizer/iteration`` (the step count), and
     ``paths`` (what each one is); with ``metrics``, also the metrics' running totals
-    (``metrics/<i>``, for a backup in the middle of an epoch)."""
+    (``metrics/<i>``, for a backup in the middle of an epoch).
+
+    Args:
+        model: the model being trained (its optimizer is captured once built).
+        metrics: also capture the metrics' variables.
+
+    Returns:
+        A dict of numpy arrays keyed as above.
+    """
     arrays, paths = {}, []
     for i, v in enumerate(model.variables):
         arrays[f"model/{i}"] = np.asarray(keras.ops.convert_to_numpy(v.value))
@@ -224,7 +259,13 @@ def restore(model, arrays: dict, optimizer: bool = True) -> None:
     """Assign captured arrays to ``model`` (and to its optimizer, built first when needed).
 
     Raises :class:`ResumeError` when the number or shapes of the variables differ: the model
-    is not the one the backup was made from."""
+    is not the one the backup was made from.
+
+    Args:
+        model: the rebuilt model (compiled, when ``optimizer``).
+        arrays: :func:`capture`'s arrays (:attr:`Backup.arrays`).
+        optimizer: also restore the optimizer's variables.
+    """
     _assign("model", model.variables, arrays)
     if optimizer:
         opt = model.optimizer
@@ -234,19 +275,35 @@ def restore(model, arrays: dict, optimizer: bool = True) -> None:
 
 
 def restore_metrics(model, arrays: dict) -> None:
-    """Put a mid-epoch backup's metric totals (``metrics/<i>``) back into ``model``'s metrics."""
+    """Put a mid-epoch backup's metric totals (``metrics/<i>``) back into ``model``'s metrics.
+
+    Args:
+        model: the model being trained.
+        arrays: a mid-epoch backup's arrays (ResumeError when they do not match).
+    """
     _assign("metrics", model.metrics_variables, arrays)
 
 
 def iterations(arrays: dict) -> int:
-    """The optimizer step count stored in a backup."""
+    """The optimizer step count stored in a backup.
+
+    Args:
+        arrays: :func:`capture`'s arrays (with an optimizer).
+
+    Returns:
+        The step count (int).
+    """
     return int(arrays["optimizer/iteration"])
 
 
 # --------------------------------------------------------------------------- the callback
 class Capture(keras.callbacks.Callback):
     """First callback of the list: takes the training state at the end of an epoch, before
-    ``SwapEMAWeights`` puts the averaged weights into the model for validation's checkpoints."""
+    ``SwapEMAWeights`` puts the averaged weights into the model for validation's checkpoints.
+
+    Args:
+        owner: the :class:`RunState` whose ``arrays`` it sets (its ``capture`` attribute).
+    """
 
     def __init__(self, owner: "RunState"):
         super().__init__()
@@ -297,7 +354,11 @@ class RunState(keras.callbacks.Callback):
 
     # ---- restore
     def load(self, b: Backup) -> None:
-        """Take the history, best score, top-k and counters of backup ``b``."""
+        """Take the history, best score, top-k and counters of backup ``b``.
+
+        Args:
+            b: the backup to continue from.
+        """
         s = b.state
         self.history = {k: list(v) for k, v in s["history"].items()}
         if self.checkpoint is not None:
@@ -310,7 +371,12 @@ class RunState(keras.callbacks.Callback):
     def resume_mid_epoch(self, b: Backup, release) -> None:
         """Continue epoch ``b.epochs`` after its first ``b.step`` steps (mid-epoch backup ``b``):
         its metric totals come back when it begins, and ``release()`` (which ends the
-        dataset's skipping, see :func:`mask_keras.pipeline.skip_first_batches`) runs when it ends."""
+        dataset's skipping, see :func:`mask_keras.pipeline.skip_first_batches`) runs when it ends.
+
+        Args:
+            b: the mid-epoch backup.
+            release: the ``release`` that :func:`~mask_keras.pipeline.skip_first_batches` returned.
+        """
         self._mid = (b.epochs, b.step, b.arrays, release)
 
     def on_train_begin(self, logs=None):
@@ -351,7 +417,11 @@ class RunState(keras.callbacks.Callback):
 
     def write_history(self) -> Path:
         """``history.csv``: one row per epoch of the whole run (``epoch`` 0-based, then the
-        logged values in name order), rewritten atomically."""
+        logged values in name order), rewritten atomically.
+
+        Returns:
+            The file's ``Path``.
+        """
         n = max((len(v) for v in self.history.values()), default=0)
         cols = {"epoch": list(range(n))}
         for k in sorted(self.history):
@@ -360,6 +430,17 @@ class RunState(keras.callbacks.Callback):
         return atomic_write_text(self.out / "history.csv", pd.DataFrame(cols).to_csv(index=False))
 
     def state(self, epochs_done: int, stopped: bool, step: int = 0) -> dict:
+        """The backup's ``state.json`` content (without the arrays' names and checksum).
+
+        Args:
+            epochs_done: whole epochs done.
+            stopped: whether early stopping ended the run at this epoch.
+            step: steps done of the next epoch (0 at an epoch's end).
+
+        Returns:
+            A JSON-ready dict: epochs, step, phase, history, checkpoint and early-stopping
+            state, config.
+        """
         es = self.early_stopping
         c = self.checkpoint
         return {
@@ -377,7 +458,16 @@ class RunState(keras.callbacks.Callback):
     def write_backup(self, epochs_done: int, stopped: bool = False, step: int = 0) -> Path:
         """``backup/epoch_NNNN/`` (``epoch_NNNN_step_SSSSSS/`` in the middle of an epoch):
         arrays.npz, then state.json with its checksum, via a temporary folder renamed into
-        place; older backups beyond :data:`KEEP` are removed (names sort by position)."""
+        place; older backups beyond :data:`KEEP` are removed (names sort by position).
+
+        Args:
+            epochs_done: whole epochs done (NNNN).
+            stopped: whether early stopping ended the run at this epoch.
+            step: steps done of the next epoch (SSSSSS; 0 at an epoch's end).
+
+        Returns:
+            The backup folder.
+        """
         root = self.out / BACKUP_DIR
         root.mkdir(parents=True, exist_ok=True)
         final = root / (f"epoch_{epochs_done:04d}" + (f"_step_{step:06d}" if step else ""))
@@ -409,16 +499,35 @@ class RunState(keras.callbacks.Callback):
 
 
 def finished_marker(out) -> Path:
+    """Where :func:`mark_finished` records a finished run.
+
+    Args:
+        out: the run directory.
+
+    Returns:
+        ``out/backup/finished.json``.
+    """
     return Path(out) / BACKUP_DIR / "finished.json"
 
 
 def mark_finished(out, epochs_done: int) -> None:
-    """Record that the run in ``out`` finished (its final report written)."""
+    """Record that the run in ``out`` finished (its final report written).
+
+    Args:
+        out: the run directory.
+        epochs_done: the epochs the run trained.
+    """
     atomic_write_text(finished_marker(out), json.dumps({"epochs_done": int(epochs_done)}) + "\n")
 
 
 def check_config(b: Backup, cfg_dict: dict, out) -> None:
-    """ConfigError naming every key where ``cfg_dict`` differs from the backup's config."""
+    """ConfigError naming every key where ``cfg_dict`` differs from the backup's config.
+
+    Args:
+        b: the backup.
+        cfg_dict: this run's config as a dict (:data:`MAY_DIFFER` keys may differ).
+        out: the run directory (named in the message).
+    """
     diff = config_differences(b.state["config"], cfg_dict)
     if diff:
         raise ConfigError(f"train.resume: the config differs from the backup in {out} ({'; '.join(diff)}); "

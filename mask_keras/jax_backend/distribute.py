@@ -81,7 +81,11 @@ def _is_jax() -> bool:
 def enable_compilation_cache(cache_dir=None) -> str | None:
     """Turn on JAX's persistent compilation cache so repeated runs skip XLA compiles.
 
-    Returns the cache directory, or None when the backend is not JAX.
+    Args:
+        cache_dir: the cache folder (created); None: ``DEFAULT_CACHE_DIR``.
+
+    Returns:
+        The cache directory (str), or None when the backend is not JAX (nothing is changed).
     """
     global _cache_enabled
     if not _is_jax():
@@ -106,6 +110,12 @@ def compile_function(fn):
 
     For package code that runs a model outside ``fit``/``predict`` (e.g. the forward passes of
     :mod:`mask_keras.bn_stats`): eager JAX would compile every primitive for every shape.
+
+    Args:
+        fn: a function of arrays (pure on JAX: no side effects on variables).
+
+    Returns:
+        The compiled callable, or ``fn`` itself on other backends.
     """
     backend = keras.backend.backend()
     if backend == "jax":
@@ -154,10 +164,25 @@ class CompileCounter:
         self.seconds: Counter = Counter()
 
     def count(self, name: str) -> int:
-        """Compiles of the function ``name`` (``"train_step"`` matches ``jit(train_step)``)."""
+        """Compiles of the function ``name`` (``"train_step"`` matches ``jit(train_step)``).
+
+        Args:
+            name: the jitted function's name, with or without ``jit(...)``.
+
+        Returns:
+            The number of programs built for it while the counter was active (int).
+        """
         return sum(v for k, v in self.counts.items() if k == name or k == f"jit({name})")
 
     def compile_seconds(self, name: str) -> float:
+        """Seconds spent building the programs of ``name``.
+
+        Args:
+            name: as in :meth:`count`.
+
+        Returns:
+            The total in seconds (0 when none was built).
+        """
         return sum(v for k, v in self.seconds.items() if k == name or k == f"jit({name})")
 
     def __enter__(self) -> "CompileCounter":
@@ -183,7 +208,11 @@ class CompileCounter:
 
 # --------------------------------------------------------------------------- devices
 def device_count() -> int:
-    """Devices a ``devices="all"`` run would use (every host's, after multi-host initialise)."""
+    """Devices a ``devices="all"`` run would use (every host's, after multi-host initialise).
+
+    Returns:
+        ``jax.device_count()``; 1 when the backend is not JAX.
+    """
     if not _is_jax():
         return 1
     import jax
@@ -192,6 +221,11 @@ def device_count() -> int:
 
 
 def local_device_count() -> int:
+    """Devices attached to this process.
+
+    Returns:
+        ``jax.local_device_count()``; 1 when the backend is not JAX.
+    """
     if not _is_jax():
         return 1
     import jax
@@ -200,6 +234,11 @@ def local_device_count() -> int:
 
 
 def process_count() -> int:
+    """Processes in the job (1 unless a multi-host job was joined).
+
+    Returns:
+        ``jax.process_count()``; 1 when the backend is not JAX.
+    """
     if not _is_jax():
         return 1
     import jax
@@ -208,7 +247,11 @@ def process_count() -> int:
 
 
 def process_index() -> int:
-    """This process's index in a multi-host job (0 in a single-process run)."""
+    """This process's index in a multi-host job.
+
+    Returns:
+        ``jax.process_index()``, 0..N-1; 0 in a single-process run or without JAX.
+    """
     if not _is_jax():
         return 0
     import jax
@@ -217,7 +260,11 @@ def process_index() -> int:
 
 
 def is_chief() -> bool:
-    """True on the process that writes artifacts (process 0; always true in one process)."""
+    """Whether this process writes the artifacts.
+
+    Returns:
+        True on process 0 (always in a single-process run).
+    """
     return process_index() == 0
 
 
@@ -226,6 +273,12 @@ def from_chief(value: float) -> float:
 
     For numbers that steer training (a callback's ``val_macro_f1``): every host must take
     the same early-stopping and checkpoint decisions, or the collectives deadlock.
+
+    Args:
+        value: a number this process computed; every process must call this (a collective).
+
+    Returns:
+        Process 0's ``value`` as a float (``value`` unchanged in a single-process run).
     """
     if process_count() == 1:
         return value
@@ -236,7 +289,11 @@ def from_chief(value: float) -> float:
 
 @contextlib.contextmanager
 def no_distribution():
-    """Run the body with no Keras distribution set (single-device placement); restore after."""
+    """Run the body with no Keras distribution set (single-device placement); restore after.
+
+    Yields:
+        None; the previous ``keras.distribution.distribution()`` is set again on exit.
+    """
     prev = keras.distribution.distribution()
     keras.distribution.set_distribution(None)
     try:
@@ -254,6 +311,9 @@ class LocalPredictor:
     the current weights into it on each call (the replica's compiled predict function is
     reused: same shapes) and predicts the *whole* dataset locally. In a single-process run
     (one or many local devices) it is ``model.predict``.
+
+    Args:
+        model: the (distributed) model; call with ``(ds, **predict_kwargs)`` (``verbose=0``).
     """
 
     def __init__(self, model):
@@ -275,7 +335,11 @@ class LocalPredictor:
 
 
 def multihost_requested() -> bool:
-    """True when the environment asks for a multi-process job (see the module docstring)."""
+    """Whether the environment asks for a multi-process job (see the module docstring).
+
+    Returns:
+        True when ``MASK_KERAS_MULTIHOST`` is set and not 0, or ``KERAS_DISTRIBUTION_NUM_PROCESSES`` not 1.
+    """
     if os.environ.get("MASK_KERAS_MULTIHOST", "").strip() not in ("", "0"):
         return True
     n = os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "").strip()
@@ -319,13 +383,22 @@ def join_job(devices: str = "auto") -> None:
     Call before anything asks :func:`is_chief` / :func:`process_index` or touches a JAX
     device: JAX can only join a cluster before its backend starts. :func:`setup_distribution`
     does it; drivers that decide per process before training (K-fold) call this first.
+
+    Args:
+        devices: ``train.devices``; only ``"all"`` joins a job.
     """
     if devices == "all" and multihost_requested():
         initialize_multihost()
 
 
 def check_batch_size(batch_size: int, n_devices: int | None = None, n_processes: int | None = None) -> None:
-    """ConfigError unless the global batch splits evenly over the devices and processes."""
+    """ConfigError unless the global batch splits evenly over the devices and processes.
+
+    Args:
+        batch_size: the global batch (``train.batch_size``).
+        n_devices: devices to split over; None: :func:`device_count`.
+        n_processes: processes to split over; None: :func:`process_count`.
+    """
     n_devices = device_count() if n_devices is None else int(n_devices)
     n_processes = process_count() if n_processes is None else int(n_processes)
     for n, what in ((n_devices, "devices"), (n_processes, "processes")):
@@ -348,6 +421,14 @@ class DataParallel(keras.distribution.DataParallel):
     """
 
     def distribute_dataset(self, dataset):
+        """Keras' per-process sharding of ``dataset``, asserted to keep its batch count when known.
+
+        Args:
+            dataset: a ``tf.data.Dataset`` of global batches.
+
+        Returns:
+            The dataset this process iterates (``dataset`` itself when Keras does not shard).
+        """
         out = super().distribute_dataset(dataset)
         if out is dataset:
             return out
@@ -360,10 +441,15 @@ class DataParallel(keras.distribution.DataParallel):
 def setup_distribution(devices: str = "auto", batch_size: int | None = None):
     """``devices="all"``: data-parallel over every device (keras.distribution.DataParallel).
 
-    ``batch_size`` is the global batch, checked to split evenly over the devices (and hosts).
     Joins a multi-host job first when the environment asks for one (module docstring).
-    Returns the DataParallel distribution (now the global one), or None for ``"auto"``
-    (single device; nothing is changed). Undo with ``keras.distribution.set_distribution(None)``.
+    Undo with ``keras.distribution.set_distribution(None)``.
+
+    Args:
+        devices: ``"auto"``/None (one device, nothing changed) or ``"all"``; else ConfigError.
+        batch_size: the global batch, checked to split evenly over the devices (and hosts).
+
+    Returns:
+        The :class:`DataParallel` distribution (now the global one), or None for ``"auto"``.
     """
     if devices in ("auto", None):
         if multihost_requested():
