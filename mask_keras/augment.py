@@ -136,7 +136,13 @@ def _randaugment(seed):
 
 @dataclass(frozen=True)
 class Preset:
-    """A named augmentation recipe: ``build(seed)`` returns the stages (layers), applied in order."""
+    """A named augmentation recipe: ``build(seed)`` returns the stages (layers), applied in order.
+
+    Attributes:
+        name: the registry name (``AugmentConfig.preset``), e.g. ``"team000"``.
+        description: a one-line summary of the stages.
+        build: ``seed -> list of Keras layers``; ``seed`` (int or None) seeds every stage.
+    """
 
     name: str
     description: str
@@ -181,6 +187,9 @@ class Augmentation(keras.layers.Layer):
             (same as :meth:`from_preset`).
         seed: seeds a preset's stages (``None``: fresh seeds); stages passed as layers keep
             their own seeds.
+        preset: the name of a preset in ``PRESETS`` (keyword only; not with ``stages``:
+            ValueError).
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
 
     Call arguments:
         images: ``(B, H, W, 3)`` (or one ``(H, W, 3)``) pixels in ``[0, 255]``, uint8 or float.
@@ -227,6 +236,7 @@ class Augmentation(keras.layers.Layer):
             preset: a registered preset name; an unknown one raises
                 :class:`mask_keras.errors.ConfigError` naming the choices.
             seed: seeds every stage (``None``: fresh seeds).
+            **kwargs: Keras layer arguments (``name``, ...).
 
         Returns:
             An :class:`Augmentation` whose config is just the name and seed.
@@ -266,6 +276,19 @@ def build_augmentation(preset: str, seed: int | None = None) -> Augmentation | N
     """The :class:`Augmentation` layer of a named preset (see ``PRESETS``); None for ``"none"``.
 
     Raises :class:`mask_keras.config.ConfigError` for an unknown preset.
+
+    Args:
+        preset: a name in ``PRESETS``.
+        seed: seeds every stage (``None``: fresh seeds).
+
+    Returns:
+        ``Augmentation.from_preset(preset, seed)``, or None for ``"none"``.
+
+    Example:
+        >>> build_augmentation("none") is None
+        True
+        >>> build_augmentation("team000", seed=1)
+        Augmentation('team000', seed=1, stages=['RandomFlip', 'ColorJitter', 'ShiftScaleRotate'])
     """
     _check_preset(preset)
     return None if preset == "none" else Augmentation.from_preset(preset, seed)
@@ -279,7 +302,19 @@ def augmentation_gallery(table, cfg, path, n: int = 16, seed: int | None = None)
 
     The :class:`Augmentation` layer runs eagerly with ``training=True``, then the
     :class:`BatchMixer`, as in training. The first row shows the same images without
-    augmentation for comparison.
+    augmentation for comparison. Imports TensorFlow (the pipeline decodes the images).
+
+    Args:
+        table: the image table (one row per image with ``path``, as the pipeline reads it;
+            ``stem``, ``gender``, ``age_group`` and ``label`` feed the captions and MixUp).
+        cfg: the run's :class:`~mask_keras.config.Config` (``preprocess``, ``augment``,
+            ``train.seed``).
+        path: where to write the PNG.
+        n: number of samples (at most the table's rows).
+        seed: picks the samples and seeds the augmentation (None: ``cfg.train.seed``).
+
+    Returns:
+        The :class:`~pathlib.Path` of the written PNG (:func:`mask_keras.plots.image_grid`).
     """
 
     from .pipeline import (

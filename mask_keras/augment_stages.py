@@ -109,6 +109,13 @@ class GaussianNoise(_RandomStage):
     with probability ``p`` per image.
 
     ``keras.layers.GaussianNoise`` is not the same: one fixed stddev for the whole batch.
+    The result is not clipped (:class:`~mask_keras.augment.Augmentation` clips at the end).
+
+    Args:
+        max_sigma: largest noise stddev, in 0..255 pixel units.
+        p: probability that an image gets noise.
+        seed: seeds the layer's ``SeedGenerator`` (None: a fresh seed).
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
     """
 
     def __init__(self, max_sigma: float = 10.0, p: float = 0.5, seed: int | None = None, **kwargs):
@@ -135,6 +142,12 @@ class RandomApply(_RandomStage):
     """Apply ``stages`` (layers, in order) to each image with probability ``p``, else leave it unchanged.
 
     The stages run on the whole batch; a per-image draw picks the result or the input.
+
+    Args:
+        stages: a Keras layer or a list of them, called with ``training=True``.
+        p: probability that an image gets the stages' result.
+        seed: seeds the per-image draw (the stages keep their own seeds).
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
     """
 
     def __init__(self, stages, p: float = 0.5, seed: int | None = None, **kwargs):
@@ -172,6 +185,11 @@ class ReflectPadded(_Stage):
     ``keras.layers.RandomGaussianBlur`` convolves with zero padding, which darkens a
     ``kernel_size // 2`` border (a 200-grey image gets edges near 130); padding first avoids
     it. Has no randomness of its own.
+
+    Args:
+        stage: the Keras layer to run, called with ``training=True``.
+        pad: border in pixels, >= 1 (ValueError otherwise) and less than the image sides.
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
     """
 
     def __init__(self, stage, pad: int, **kwargs):
@@ -212,13 +230,25 @@ def _reflect_index(i, size):
 def affine_warp(images, transforms):
     """Bilinear affine warp of a batch with a reflect border, one transform per image.
 
-    images (n, h, w, c) float; transforms (n, 6) ``[a0, a1, a2, b0, b1, b2]``: output pixel
-    (x, y) samples the input at (a0 x + a1 y + a2, b0 x + b1 y + b2), the convention of
-    ``keras.ops.image.affine_transform`` (and TF's ``ImageProjectiveTransform``), whose
-    ``interpolation="bilinear", fill_mode="reflect"`` result it matches. It interpolates in
+    Output pixel (x, y) samples the input at (a0 x + a1 y + a2, b0 x + b1 y + b2), the
+    convention of ``keras.ops.image.affine_transform`` (and TF's ``ImageProjectiveTransform``),
+    whose ``interpolation="bilinear", fill_mode="reflect"`` result it matches. It interpolates in
     (y, x) only (4 gathers per pixel, all channels at once) where the JAX
     ``affine_transform`` goes through ``map_coordinates`` in (y, x, channel): ~4x faster
     on CPU.
+
+    Args:
+        images: ``(n, h, w, c)`` float images.
+        transforms: ``(n, 6)`` float ``[a0, a1, a2, b0, b1, b2]``, one row per image.
+
+    Returns:
+        The warped ``(n, h, w, c)`` images (a backend tensor).
+
+    Example:
+        >>> img = np.arange(12, dtype="float32").reshape(1, 3, 4, 1)
+        >>> shift = np.array([[1, 0, 1, 0, 1, 0]], "float32")  # samples at x + 1
+        >>> ops.convert_to_numpy(affine_warp(img, shift))[0, 0, :, 0]
+        array([1., 2., 3., 3.], dtype=float32)
     """
     n, h, w, c = ops.shape(images)
     yy, xx = ops.meshgrid(ops.arange(h, dtype="float32"), ops.arange(w, dtype="float32"), indexing="ij")
@@ -249,6 +279,14 @@ class ShiftScaleRotate(_RandomStage):
     probability ``p`` (the others get the identity in the same warp). One warp
     (:func:`affine_warp`) instead of three Keras layers (RandomTranslation, RandomZoom,
     RandomRotation): one interpolation, a fraction of the work.
+
+    Args:
+        shift: largest shift, a fraction of the image side.
+        scale: largest relative zoom in or out.
+        rotate: largest rotation in degrees.
+        p: probability that an image is transformed.
+        seed: seeds the layer's ``SeedGenerator`` (None: a fresh seed).
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
     """
 
     def __init__(self, shift: float = 0.0625, scale: float = 0.1, rotate: float = 15.0, p: float = 0.5,
@@ -257,8 +295,17 @@ class ShiftScaleRotate(_RandomStage):
         self.shift, self.scale, self.rotate, self.p = float(shift), float(scale), float(rotate), float(p)
 
     def transforms(self, n, h, w):
-        """(n, 6) random transforms for :func:`affine_warp` of n images of h x w pixels
-        (h and w floats; draws from the generator)."""
+        """(n, 6) random transforms for :func:`affine_warp` of n images of h x w pixels.
+
+        Args:
+            n: number of images.
+            h: image height in pixels, a float (tensor).
+            w: image width in pixels, a float (tensor).
+
+        Returns:
+            A float32 ``(n, 6)`` tensor drawn from the layer's generator; the identity
+            ``[1, 0, 0, 0, 1, 0]`` for images not transformed (probability ``1 - p``).
+        """
         on = ops.cast(self._uniform((n,)) < self.p, "float32")
         theta = self._uniform((n,), -1.0, 1.0) * (self.rotate * math.pi / 180.0) * on
         s = 1.0 + self._uniform((n,), -self.scale, self.scale) * on
@@ -284,7 +331,16 @@ class ShiftScaleRotate(_RandomStage):
 @_register
 class CoarseDropout(_RandomStage):
     """albumentations' CoarseDropout: with probability ``p`` an image gets 1..``max_holes``
-    rectangles (each side ``size`` = (min, max) fraction of the image side) set to ``fill``."""
+    rectangles (each side ``size`` = (min, max) fraction of the image side) set to ``fill``.
+
+    Args:
+        max_holes: most rectangles per image, >= 1 (their number is drawn from 1..max_holes).
+        size: ``(min, max)`` side of a rectangle, a fraction of the image side.
+        fill: the value holes are set to (0..255 units).
+        p: probability that an image gets holes.
+        seed: seeds the layer's ``SeedGenerator`` (None: a fresh seed).
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
+    """
 
     def __init__(self, max_holes: int = 6, size=(0.05, 0.12), fill: float = 0.0, p: float = 0.5,
                  seed: int | None = None, **kwargs):
@@ -337,6 +393,19 @@ class ColorJitter(_RandomStage):
 
     ``keras.layers.RandomColorJitter`` does the same through two RGB<->HSV round trips
     (~15x slower).
+
+    Args:
+        brightness: in ``[0, 1]``.
+        contrast: in ``[0, 1]``.
+        saturation: in ``[0, 1]``.
+        hue: in ``[0, 0.5]`` turns (a value out of range raises ValueError).
+        seed: seeds the layer's ``SeedGenerator`` (None: a fresh seed).
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
+
+    Example:
+        >>> out = ops.convert_to_numpy(ColorJitter(0.5, 0.5, 0.5, 0.25, seed=0)(np.full((2, 4, 4, 3), 100.0)))
+        >>> out.shape, bool(np.allclose(out, out[..., :1], atol=1e-3))  # grey stays grey
+        ((2, 4, 4, 3), True)
     """
 
     def __init__(self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,

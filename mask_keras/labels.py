@@ -21,17 +21,23 @@ AGE_LOWER = 30
 
 
 class Mask(enum.IntEnum):
+    """Mask state: ``WEAR`` (0, worn properly), ``INCORRECT`` (1), ``NOT_WEAR`` (2)."""
+
     WEAR = 0
     INCORRECT = 1
     NOT_WEAR = 2
 
 
 class Gender(enum.IntEnum):
+    """Gender: ``MALE`` (0), ``FEMALE`` (1)."""
+
     MALE = 0
     FEMALE = 1
 
 
 class AgeGroup(enum.IntEnum):
+    """Age group (see :func:`age_group`): ``YOUNG`` (0), ``MIDDLE`` (1), ``OLD`` (2)."""
+
     YOUNG = 0  # < 30
     MIDDLE = 1  # 30 .. upper-1
     OLD = 2  # >= upper (60 by the competition's rule)
@@ -61,6 +67,23 @@ def age_group(age, upper: int = EVAL_AGE_UPPER, lower: int = AGE_LOWER):
 
     ``upper`` is the knob the teams tuned: training with 58 or 59 moves the late
     fifties into the rare >=60 group; evaluation always uses 60.
+
+    Args:
+        age: age in years, a number or array-like of numbers.
+        upper: first age of group 2 (``EVAL_AGE_UPPER``, 60, by default).
+        lower: first age of group 1 (``AGE_LOWER``, 30, by default).
+
+    Returns:
+        An ``int`` for a scalar ``age``, else an int64 array of ``age``'s shape.
+
+    Raises:
+        ValueError: unless ``lower < upper``.
+
+    Example:
+        >>> age_group(29), age_group(59), age_group(59, upper=58)
+        (0, 1, 2)
+        >>> age_group([18, 45, 60])
+        array([0, 1, 2])
     """
     if not lower < upper:
         raise ValueError(f"age_group: need lower < upper, got lower={lower}, upper={upper}")
@@ -70,7 +93,26 @@ def age_group(age, upper: int = EVAL_AGE_UPPER, lower: int = AGE_LOWER):
 
 
 def encode(mask, gender, age_grp):
-    """(mask, gender, age_group) -> class 0..17; works on scalars and arrays."""
+    """(mask, gender, age_group) -> class 0..17; works on scalars and arrays.
+
+    Args:
+        mask: mask state(s) in 0..2 (:class:`Mask`).
+        gender: gender(s) in 0..1 (:class:`Gender`).
+        age_grp: age group(s) in 0..2 (:class:`AgeGroup`).
+
+    Returns:
+        ``mask * 6 + gender * 3 + age_grp``: an ``int`` for scalars, else an int64 array
+        (the inputs broadcast).
+
+    Raises:
+        ValueError: a value outside its range.
+
+    Example:
+        >>> encode(Mask.NOT_WEAR, Gender.FEMALE, AgeGroup.OLD)
+        17
+        >>> encode([0, 1], [1, 0], [2, 0])
+        array([5, 6])
+    """
     m, g, a = (np.asarray(x) for x in (mask, gender, age_grp))
     for name, v, hi in (("mask", m, 3), ("gender", g, 2), ("age_group", a, 3)):
         if np.any((v < 0) | (v >= hi)):
@@ -80,7 +122,24 @@ def encode(mask, gender, age_grp):
 
 
 def decode(label):
-    """class 0..17 -> (mask, gender, age_group); works on scalars and arrays."""
+    """class 0..17 -> (mask, gender, age_group); works on scalars and arrays.
+
+    Args:
+        label: class(es) in 0..17.
+
+    Returns:
+        A tuple ``(mask, gender, age_group)`` of ``int`` for a scalar ``label``, else of
+        three int64 arrays of ``label``'s shape.
+
+    Raises:
+        ValueError: a class outside 0..17.
+
+    Example:
+        >>> decode(17)
+        (2, 1, 2)
+        >>> decode([0, 5])
+        (array([0, 0]), array([0, 1]), array([0, 2]))
+    """
     c = np.asarray(label)
     if np.any((c < 0) | (c >= NUM_CLASSES)):
         raise ValueError(f"decode: class must be in 0..{NUM_CLASSES - 1}, got {c!r}")
@@ -91,12 +150,41 @@ def decode(label):
 
 
 def class_name(label: int) -> str:
+    """Readable name of one 18-class label, ``"mask/gender/age"``.
+
+    Args:
+        label: a class in 0..17 (ValueError otherwise).
+
+    Returns:
+        The names from ``CLASS_NAMES`` joined by ``/``.
+
+    Example:
+        >>> class_name(4)
+        'wear/female/30-59'
+    """
     m, g, a = decode(label)
     return f"{CLASS_NAMES['mask'][m]}/{CLASS_NAMES['gender'][g]}/{CLASS_NAMES['age'][a]}"
 
 
 def task_target(task: str, mask, gender, age_grp):
-    """The integer target of ``task`` for rows with these labels."""
+    """The integer target of ``task`` for rows with these labels.
+
+    Args:
+        task: ``mask``, ``gender``, ``age`` or ``multi`` (``multihead`` has no single
+            target: ValueError, as for an unknown task).
+        mask: mask state(s) in 0..2.
+        gender: gender(s) in 0..1.
+        age_grp: age group(s) in 0..2.
+
+    Returns:
+        The task's labels as an array (``multi``: :func:`encode`, an ``int`` for scalars).
+
+    Example:
+        >>> task_target("gender", [0, 1], [1, 0], [2, 2])
+        array([1, 0])
+        >>> task_target("multi", [0, 1], [1, 0], [2, 2]).tolist()
+        [5, 8]
+    """
     if task == "mask":
         return np.asarray(mask)
     if task == "gender":
@@ -109,6 +197,17 @@ def task_target(task: str, mask, gender, age_grp):
 
 
 def check_task(task: str) -> str:
+    """Validate a task name.
+
+    Args:
+        task: one of ``TASKS`` (``mask``, ``gender``, ``age``, ``multi``, ``multihead``).
+
+    Returns:
+        ``task`` unchanged.
+
+    Raises:
+        ValueError: an unknown task, naming the choices.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return task

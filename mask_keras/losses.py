@@ -87,10 +87,15 @@ def _smooth(y_true, label_smoothing: float):
 def effective_number_weights(samples_per_class, beta: float = 0.999) -> np.ndarray:
     """Class-balanced weights of Cui et al. 2019: ``(1 - beta) / (1 - beta**n_c)``.
 
-    Normalised to sum to C (the number of classes). ``beta = 0`` gives equal weights,
-    ``beta -> 1`` approaches inverse frequency. A class with no samples gets weight 0
-    (its effective number is 0: the formula would divide by zero); the others are
-    normalised so the total is still C.
+    ``beta = 0`` gives equal weights, ``beta -> 1`` approaches inverse frequency.
+
+    Args:
+        samples_per_class: ``n_c``, non-negative counts, not all 0 (else ``ValueError``).
+        beta: in ``[0, 1)``.
+
+    Returns:
+        A float64 ``(C,)`` array summing to C; 0 for a class with no samples (its effective
+        number is 0: the formula would divide by zero).
     """
     n = np.asarray(samples_per_class, dtype=np.float64).reshape(-1)
     if n.size == 0 or np.any(n < 0) or not np.all(np.isfinite(n)):
@@ -111,6 +116,12 @@ def class_weights_from_counts(counts) -> np.ndarray:
     For the "class weights in the loss" option (``SamplingConfig.class_weights``). A class
     with no samples gets weight 0 (it has no sample to weight); the others are scaled so
     the mean over all C classes is still 1.
+
+    Args:
+        counts: non-negative training counts, one per class, not all 0 (else ``ValueError``).
+
+    Returns:
+        A float64 ``(C,)`` array, e.g. ``[10, 0, 30] -> [2.25, 0, 0.75]``.
     """
     n = np.asarray(counts, dtype=np.float64).reshape(-1)
     if n.size == 0 or np.any(n < 0) or not np.all(np.isfinite(n)):
@@ -130,6 +141,14 @@ class CrossEntropy(keras.losses.Loss):
     ``loss_i = w(y_i) * -sum_c y~_ic log p_ic`` where ``y~ = (1 - ls) y + ls / C`` and the
     sample weight ``w(y_i) = sum_c y_ic w_c`` uses the (unsmoothed, possibly soft) target,
     so a MixUp target mixes the weights of its two classes.
+
+    Args:
+        class_weights: ``w_c``, C non-negative values (None: no weighting).
+        label_smoothing: ``ls`` in ``[0, 1)``.
+        from_logits: ``y_pred`` are logits rather than probabilities.
+        name: the loss's name.
+        reduction: Keras reduction of the per-sample losses.
+        dtype: the loss's dtype policy (None: Keras' default).
     """
 
     def __init__(self, class_weights=None, label_smoothing=0.0, from_logits=False,
@@ -158,8 +177,16 @@ class CrossEntropy(keras.losses.Loss):
 class FocalLoss(keras.losses.Loss):
     """Categorical focal loss (Lin et al. 2017): ``-sum_c y_c a_c (1 - p_c)^gamma log p_c``.
 
-    ``alpha``: None (all 1), a scalar, or per-class weights. ``gamma = 0`` with no alpha is
-    exactly :class:`CrossEntropy`. Label smoothing is applied to ``y`` first.
+    ``gamma = 0`` with no alpha is exactly :class:`CrossEntropy`.
+
+    Args:
+        gamma: focusing exponent, >= 0.
+        alpha: ``a_c``: None (all 1), a scalar, or per-class weights.
+        label_smoothing: in ``[0, 1)``, applied to ``y`` first.
+        from_logits: ``y_pred`` are logits rather than probabilities.
+        name: the loss's name.
+        reduction: Keras reduction of the per-sample losses.
+        dtype: the loss's dtype policy (None: Keras' default).
     """
 
     def __init__(self, gamma=2.0, alpha=None, label_smoothing=0.0, from_logits=False,
@@ -203,6 +230,13 @@ class F1Loss(keras.losses.Loss):
 
     A batch-level loss: ``sample_weight`` enters the counts (weight-0 padding rows are
     ignored) and the result is the batch scalar itself; ``reduction`` has no effect.
+
+    Args:
+        epsilon: ``> 0``, keeps ``F1_c`` defined.
+        from_logits: ``y_pred`` are logits rather than probabilities.
+        name: the loss's name.
+        reduction: accepted for Keras' API; no effect.
+        dtype: accepted for Keras' API; the loss computes in float32.
     """
 
     def __init__(self, epsilon=1e-7, from_logits=False, name="f1_loss",
@@ -251,6 +285,17 @@ class ClassBalancedLoss(keras.losses.Loss):
     Class weights ``(1 - beta) / (1 - beta**n_c)`` normalised to sum to C
     (:func:`effective_number_weights`); ``base="focal"`` uses them as the focal ``alpha``,
     ``base="ce"`` as :class:`CrossEntropy` class weights.
+
+    Args:
+        samples_per_class: training counts per class (see :func:`effective_number_weights`).
+        beta: in ``[0, 1)``.
+        base: ``"focal"`` or ``"ce"``.
+        gamma: the focal exponent (``base="focal"`` only).
+        label_smoothing: in ``[0, 1)``.
+        from_logits: ``y_pred`` are logits rather than probabilities.
+        name: the loss's name.
+        reduction: Keras reduction of the per-sample losses.
+        dtype: the loss's dtype policy (None: Keras' default).
     """
 
     BASES = ("focal", "ce")
@@ -288,10 +333,13 @@ class ClassBalancedLoss(keras.losses.Loss):
 class WeightedSum(keras.losses.Loss):
     """``sum_k weight_k * loss_k(y_true, y_pred, sample_weight)``, e.g. 0.4 F1 + 0.6 focal.
 
-    ``terms``: ``[(loss, weight), ...]`` with Keras ``Loss`` instances (or their
-    ``keras.losses.serialize`` dicts). Each term applies its own reduction (so a
-    batch-level :class:`F1Loss` mixes correctly with per-sample losses); ``reduction``
-    of the sum itself has no effect.
+    Args:
+        terms: ``[(loss, weight), ...]``, at least one: Keras ``Loss`` instances (or their
+            ``keras.losses.serialize`` dicts), each applying its own reduction (so a
+            batch-level :class:`F1Loss` mixes correctly with per-sample losses).
+        name: the loss's name.
+        reduction: of the sum itself: no effect.
+        dtype: accepted for Keras' API; the sum is float32.
     """
 
     def __init__(self, terms, name="weighted_sum", reduction="mean_with_sample_weight", dtype=None):
@@ -386,10 +434,19 @@ def build_loss(loss_cfg, num_classes: int, class_counts=None, class_weights=None
     """A ready Keras loss from a :class:`~mask_keras.config.LossConfig` (or a loss name).
 
     ``terms`` (e.g. ``(("f1", 0.4), ("focal", 0.6))``) builds a :class:`WeightedSum`;
-    otherwise ``name`` is looked up in :data:`LOSSES`. ``gamma``, ``label_smoothing`` and
-    ``cb_beta`` go to the losses that use them. ``class_weights`` (per class, e.g. from
-    :func:`class_weights_from_counts`) weight CE and focal (as alpha); ``class_counts`` are
-    required by ``class_balanced``. An unknown name raises ``ValueError`` naming the choices.
+    otherwise ``name`` is looked up in :data:`LOSSES`. An unknown name raises
+    ``ConfigError`` (a ``ValueError``) naming the choices.
+
+    Args:
+        loss_cfg: a ``LossConfig`` (``gamma``, ``label_smoothing`` and ``cb_beta`` go to the
+            losses that use them) or a loss name.
+        num_classes: the model's outputs, >= 2.
+        class_counts: training samples per class, required by ``class_balanced``.
+        class_weights: per class (e.g. :func:`class_weights_from_counts`): weight CE and
+            focal (as alpha).
+
+    Returns:
+        A ``keras.losses.Loss``, e.g. ``build_loss("focal", 3)`` a :class:`FocalLoss`.
     """
 
     if isinstance(loss_cfg, str):

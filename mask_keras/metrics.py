@@ -61,8 +61,25 @@ def _infer_num_classes(y_true, y_pred, num_classes):
 def confusion_matrix(y_true, y_pred, num_classes=None, sample_weight=None) -> np.ndarray:
     """``cm[t, p]`` = (weighted) count of rows with target ``t`` predicted as ``p``.
 
-    ``y_true`` / ``y_pred``: integer labels, or 2-D one-hot / soft targets / probabilities
-    (argmax taken). Integer counts (int64) without weights, float64 with them.
+    Args:
+        y_true: targets: ``(N,)`` or ``(N, 1)`` integer labels, or ``(N, C)`` one-hot / soft
+            targets (argmax taken).
+        y_pred: predictions, same forms (``(N, C)`` probabilities: argmax taken).
+        num_classes: ``C``; None: the width of a 2-D input, else the largest label + 1.
+        sample_weight: ``(N,)`` row weights (None: each row counts 1).
+
+    Returns:
+        A ``(C, C)`` array: int64 counts without weights, float64 sums of weights with them.
+
+    Raises:
+        ValueError: row counts differ, labels outside ``0..C-1``, non-integer 1-D labels, a
+            2-D input whose width is not ``C``, or ``sample_weight`` not of length ``N``.
+
+    Example:
+        >>> confusion_matrix([0, 1, 2, 2], [0, 2, 2, 2])
+        array([[1, 0, 0],
+               [0, 0, 1],
+               [0, 0, 2]])
     """
     c = _infer_num_classes(y_true, y_pred, num_classes)
     t, p = _to_labels(y_true, c), _to_labels(y_pred, c)
@@ -84,7 +101,21 @@ def confusion_matrix(y_true, y_pred, num_classes=None, sample_weight=None) -> np
 
 
 def f1_from_confusion(cm) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class F1 (0 where undefined) and the mask of present classes from a confusion matrix."""
+    """Per-class F1 (0 where undefined) and the mask of present classes from a confusion matrix.
+
+    Args:
+        cm: a ``(C, C)`` confusion matrix, rows targets, columns predictions (counts or
+            weights).
+
+    Returns:
+        ``(f1, present)``: float64 ``(C,)`` F1 ``2tp / (support + predicted)``, and the bool
+        ``(C,)`` mask of classes targeted or predicted at least once.
+
+    Example:
+        >>> f1, present = f1_from_confusion([[1, 0, 0], [0, 0, 0], [0, 0, 3]])
+        >>> f1.tolist(), present.tolist()
+        ([1.0, 0.0, 1.0], [True, False, True])
+    """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
     denom = cm.sum(axis=1) + cm.sum(axis=0)  # support + predicted = 2tp + fp + fn
@@ -97,6 +128,19 @@ def per_class_f1(y_true, y_pred, num_classes=None, sample_weight=None) -> np.nda
     """F1 of every class 0..C-1, 0 for a class never targeted nor predicted.
 
     Equals ``sklearn.metrics.f1_score(..., average=None, labels=range(C), zero_division=0)``.
+
+    Args:
+        y_true: targets, as :func:`confusion_matrix`.
+        y_pred: predictions, as :func:`confusion_matrix`.
+        num_classes: ``C`` (None: inferred, as :func:`confusion_matrix`).
+        sample_weight: ``(N,)`` row weights, or None.
+
+    Returns:
+        A float64 ``(C,)`` array of per-class F1.
+
+    Example:
+        >>> per_class_f1([0, 1, 2, 2], [0, 2, 2, 2]).round(3).tolist()
+        [1.0, 0.0, 0.8]
     """
     f1, _ = f1_from_confusion(confusion_matrix(y_true, y_pred, num_classes, sample_weight))
     return f1
@@ -108,6 +152,26 @@ def macro_f1(y_true, y_pred, num_classes=None, sample_weight=None, labels=None) 
     Averages over the classes present in ``y_true`` or ``y_pred`` (rows of positive
     weight), or over ``labels`` when given (then absent classes count as 0, like sklearn
     with ``labels=...`` and ``zero_division=0``). Inputs as :func:`confusion_matrix`.
+
+    Args:
+        y_true: targets, as :func:`confusion_matrix`.
+        y_pred: predictions, as :func:`confusion_matrix`.
+        num_classes: ``C`` (None: inferred, as :func:`confusion_matrix`).
+        sample_weight: ``(N,)`` row weights; weight-0 rows count nowhere.
+        labels: class ids in ``0..C-1`` to average over (None: the present classes);
+            ``C`` is not widened to fit them: pass ``num_classes``.
+
+    Returns:
+        The macro F1 as a float in ``[0, 1]``; 0.0 when no class is present or
+        ``labels`` is empty.
+
+    Example:
+        >>> round(macro_f1([0, 1, 2, 2], [0, 2, 2, 2]), 4)
+        0.6
+        >>> round(macro_f1([0, 1, 2, 2], [0, 2, 2, 2], sample_weight=[1, 0, 1, 1]), 4)
+        1.0
+        >>> round(macro_f1([0, 0], [0, 0], num_classes=2, labels=[0, 1]), 4)
+        0.5
     """
     f1, present = f1_from_confusion(confusion_matrix(y_true, y_pred, num_classes, sample_weight))
     if labels is not None:
@@ -126,6 +190,18 @@ class MacroF1(keras.metrics.Metric):
     ``(batch, 1)`` work too) and ``argmax(y_pred)``. ``result()`` is the mean F1 over the
     classes present in targets or predictions, i.e. sklearn's
     ``f1_score(average="macro")`` on the rows seen (weight-0 rows excluded).
+
+    Args:
+        num_classes: width of the confusion matrix, the model's number of classes (>= 2;
+            ValueError otherwise).
+        name: the metric's name (its key in the training logs).
+        dtype: the metric's dtype (None: Keras' default); the matrix is float32.
+
+    Example:
+        >>> m = MacroF1(3)
+        >>> m.update_state(np.eye(3)[[0, 1, 2, 2]], np.eye(3)[[0, 2, 2, 2]])
+        >>> round(float(m.result()), 4)
+        0.6
     """
 
     def __init__(self, num_classes, name="macro_f1", dtype=None):

@@ -35,6 +35,17 @@ class BatchMixer:
     ``lam`` is the kept area of the pasted box. Dict targets (multihead) are mixed with the
     same pairs and ratios. ``old_only`` (team 004) mixes only pairs where at least one of
     the two faces is >=60 (age group 2); other images are left unchanged.
+
+    Args:
+        mixup: probability in ``[0, 1]`` that a batch is mixed by MixUp.
+        cutmix: probability in ``[0, 1]`` that a batch is mixed by CutMix; if
+            ``mixup + cutmix > 1`` a warning is logged and CutMix gets ``1 - mixup``.
+        alpha: ``> 0``, the Beta distribution's parameter for the mixing ratio.
+        old_only: mix only pairs with a >=60 face (then the call needs ``age_group``).
+        seed: base of the per-batch seeds (None: drawn from a non-deterministic generator).
+
+    Raises:
+        ValueError: a probability outside ``[0, 1]`` or ``alpha <= 0``.
     """
 
     def __init__(self, mixup: float = 0.0, cutmix: float = 0.0, alpha: float = 0.4,
@@ -58,7 +69,11 @@ class BatchMixer:
         self.enabled = tf.Variable(True, trainable=False, name="mix_enabled")
 
     def set_enabled(self, on: bool) -> None:
-        """Mix (True) or pass batches through unchanged (False) from now on."""
+        """Mix (True) or pass batches through unchanged (False) from now on.
+
+        Args:
+            on: whether to mix; read by the ``tf.data`` function on every batch it makes.
+        """
         self.enabled.assign(bool(on))
 
     @classmethod

@@ -41,6 +41,24 @@ def old_repeat_counts(table: pd.DataFrame, factor: float, seed: int = 0) -> np.n
     deterministically from ``seed``. Everybody else gets 1. A person's images all share the
     same count, so the realised ratio of old images is exactly ``factor`` whenever
     ``frac * n_old_people`` is an integer (the nearest possible ratio otherwise).
+
+    Args:
+        table: one row per image with an ``age_group`` column; a person is its ``profile``
+            column, else ``id``, else each row.
+        factor: >= 1 (1: no oversampling); e.g. 2.5 gives half the >=60 people 3 copies
+            and the other half 2.
+        seed: picks the people who get the extra copy.
+
+    Returns:
+        An int64 array, one count (>= 1) per row of ``table``.
+
+    Raises:
+        ValueError: ``factor < 1`` or no ``age_group`` column.
+
+    Example:
+        >>> t = pd.DataFrame({"id": ["a", "b", "c", "c"], "age_group": [0, 2, 2, 2]})
+        >>> old_repeat_counts(t, 2.0)
+        array([1, 2, 2, 2])
     """
     if factor < 1:
         raise ValueError(f"old_factor must be >= 1 (1 = no oversampling), got {factor}")
@@ -64,7 +82,21 @@ def old_repeat_counts(table: pd.DataFrame, factor: float, seed: int = 0) -> np.n
 
 
 def oversample_old(table: pd.DataFrame, factor: float, seed: int = 0) -> pd.DataFrame:
-    """The table with the >=60 people's rows repeated (see :func:`old_repeat_counts`)."""
+    """The table with the >=60 people's rows repeated (see :func:`old_repeat_counts`).
+
+    Args:
+        table: one row per image with an ``age_group`` column.
+        factor: >= 1, how many times each >=60 person counts.
+        seed: picks the people who get the fractional extra copy.
+
+    Returns:
+        A new table (index reset, ``attrs`` kept) with each row repeated in place.
+
+    Example:
+        >>> t = pd.DataFrame({"id": ["a", "b"], "age_group": [0, 2]})
+        >>> oversample_old(t, 3)["id"].tolist()
+        ['a', 'b', 'b', 'b']
+    """
     counts = old_repeat_counts(table, factor, seed)
     out = table.iloc[np.repeat(np.arange(len(table)), counts)].reset_index(drop=True)
     out.attrs = dict(table.attrs)
@@ -73,7 +105,20 @@ def oversample_old(table: pd.DataFrame, factor: float, seed: int = 0) -> pd.Data
 
 def class_ids(table: pd.DataFrame, task: str) -> np.ndarray:
     """The class of every row for sampling/weighting: the task's target; the 18 classes for
-    ``multi`` and ``multihead``."""
+    ``multi`` and ``multihead``.
+
+    Args:
+        table: one row per image with ``mask``, ``gender`` and ``age_group`` columns.
+        task: a name in ``mask_keras.labels.TASKS`` (ValueError otherwise).
+
+    Returns:
+        An int64 array, one class id per row.
+
+    Example:
+        >>> t = pd.DataFrame({"mask": [0, 2], "gender": [1, 0], "age_group": [2, 1]})
+        >>> class_ids(t, "multihead").tolist(), class_ids(t, "mask").tolist()
+        ([5, 13], [0, 2])
+    """
     L.check_task(task)
     if task in ("multi", "multihead"):
         return L.encode(table["mask"].to_numpy(), table["gender"].to_numpy(), table["age_group"].to_numpy())
@@ -82,10 +127,32 @@ def class_ids(table: pd.DataFrame, task: str) -> np.ndarray:
 
 
 def num_sampling_classes(task: str) -> int:
+    """Number of classes :func:`class_ids` can return for ``task``.
+
+    Args:
+        task: ``mask``, ``gender``, ``age``, ``multi`` or ``multihead`` (KeyError otherwise).
+
+    Returns:
+        3, 2, 3, or 18 for ``multi`` and ``multihead``.
+    """
     return L.NUM_CLASSES if task in ("multi", "multihead") else L.TASK_CLASSES[task]
 
 
 def class_counts(table: pd.DataFrame, task: str) -> np.ndarray:
+    """Rows per class of ``task`` (see :func:`class_ids`).
+
+    Args:
+        table: one row per image with ``mask``, ``gender`` and ``age_group`` columns.
+        task: a name in ``mask_keras.labels.TASKS``.
+
+    Returns:
+        An int64 array of length :func:`num_sampling_classes` (absent classes: 0).
+
+    Example:
+        >>> t = pd.DataFrame({"mask": [0, 0, 2], "gender": [1, 0, 0], "age_group": [2, 1, 1]})
+        >>> class_counts(t, "mask").tolist()
+        [2, 0, 1]
+    """
     return np.bincount(class_ids(table, task), minlength=num_sampling_classes(task))
 
 
@@ -93,10 +160,25 @@ def class_weights(table: pd.DataFrame, task: str):
     """Inverse-frequency class weights ``n / (K * n_c)``, K = number of classes present
     (as sklearn's ``compute_class_weight("balanced")``; the weighted mean over rows is 1).
 
-    Returns a float32 array of shape (K,) for ``mask``/``gender``/``age``/``multi``, and a
-    dict ``{"mask": (3,), "gender": (2,), "age": (3,)}`` for ``multihead``. A class absent
-    from the table gets weight 0 (it has no samples to weight). ``dict(enumerate(w))``
-    turns an array into Keras' ``class_weight`` argument.
+    A class absent from the table gets weight 0 (it has no samples to weight) and a
+    warning is logged. ``dict(enumerate(w))`` turns an array into Keras' ``class_weight``
+    argument.
+
+    Args:
+        table: one row per image with ``mask``, ``gender`` and ``age_group`` columns.
+        task: a name in ``mask_keras.labels.TASKS`` (ValueError otherwise).
+
+    Returns:
+        A float32 array with one weight per class of the task (3, 2, 3 or 18, absent
+        classes included) for ``mask``/``gender``/``age``/``multi``, and a dict
+        ``{"mask": (3,), "gender": (2,), "age": (3,)}`` of such arrays for ``multihead``.
+
+    Example:
+        >>> t = pd.DataFrame({"mask": [0, 0, 0, 1], "gender": [0, 0, 1, 1], "age_group": [0, 0, 0, 0]})
+        >>> class_weights(t, "gender").tolist()
+        [1.0, 1.0]
+        >>> [round(float(w), 3) for w in class_weights(t, "mask")]
+        [0.667, 2.0, 0.0]
     """
     L.check_task(task)
     if task == "multihead":
@@ -114,9 +196,20 @@ def class_weights(table: pd.DataFrame, task: str):
 def balanced_dataset(per_class, seed: int | None = None, weights=None):
     """Draw from the per-class datasets with equal probability (or ``weights``).
 
-    ``per_class``: a list of (infinite, ``.repeat()``-ed) ``tf.data.Dataset`` with the same
-    element structure, one per class present. The draw is re-randomised every epoch.
-    The result is infinite: ``.take(n)`` it.
+    The draw is re-randomised every epoch. The result is infinite: ``.take(n)`` it.
+    Imports TensorFlow.
+
+    Args:
+        per_class: an iterable of (infinite, ``.repeat()``-ed) ``tf.data.Dataset`` with the
+            same element structure, one per class present.
+        seed: seed of the draw (None: unseeded).
+        weights: probability of each dataset, in order (None: equal).
+
+    Returns:
+        The ``tf.data.Dataset`` of ``sample_from_datasets``.
+
+    Raises:
+        ValueError: ``per_class`` is empty.
     """
     from ._tf import tf
 

@@ -58,7 +58,12 @@ RAW_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", 
 
 
 class BadImage(ValueError):
-    """An uploaded image the service refuses; ``status`` is the HTTP code to answer with."""
+    """An uploaded image the service refuses; ``status`` is the HTTP code to answer with.
+
+    Args:
+        message: what is wrong, sent as the JSON ``error``.
+        status: the HTTP status, 400 (bad data), 413 (too large) or 415 (content type).
+    """
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
@@ -81,9 +86,25 @@ class Limits:
 
 
 def check_image(name: str, data: bytes, limits: Limits) -> tuple[int, int]:
-    """``(height, width)`` of an encoded image, or :class:`BadImage` saying why it is refused."""
+    """``(height, width)`` of an encoded image, or :class:`BadImage` saying why it is refused.
 
+    Args:
+        name: how messages name the image (e.g. its form field and file name).
+        data: the encoded bytes (JPEG, PNG, WebP, GIF or BMP), fully decoded as a check.
+        limits: the request :class:`Limits` (``max_pixels``, from the header: 413).
 
+    Returns:
+        ``(height, width)`` in pixels.
+
+    Example:
+        >>> buf = io.BytesIO(); Image.new("RGB", (4, 3)).save(buf, "PNG")
+        >>> check_image("x.png", buf.getvalue(), Limits())
+        (3, 4)
+        >>> check_image("x.png", b"hello", Limits())
+        Traceback (most recent call last):
+        ...
+        mask_keras.serve.BadImage: x.png: not a JPEG/PNG/WebP/GIF/BMP image (starts with b'hello')
+    """
     if not data:
         raise BadImage(f"{name}: empty")
     fmt = sniff_format(data[:16])
@@ -130,14 +151,24 @@ class Batcher:
         self.stats = {"requests": 0, "images": 0, "batches": 0, "largest_batch": 0}
 
     async def start(self) -> None:
+        """Create the queue and start the batching task (in the running event loop)."""
         self.queue = asyncio.Queue()
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Cancel the batching task."""
         if self.task is not None:
             self.task.cancel()
 
     async def predict(self, images: list[bytes]) -> list[dict]:
+        """Queue the images of one request and wait for their answers (after :meth:`start`).
+
+        Args:
+            images: encoded images.
+
+        Returns:
+            One answer dict per image, in order (``/predict``'s ``predictions``).
+        """
         loop = asyncio.get_running_loop()
         items = [_Item(d, loop.create_future()) for d in images]
         for it in items:
@@ -186,7 +217,14 @@ class Batcher:
 
 
 def artifact_digest(predictor) -> str:
-    """SHA-256 over every model's ``model.keras`` and ``config.json``, in order."""
+    """SHA-256 over every model's ``model.keras`` and ``config.json``, in order.
+
+    Args:
+        predictor: a loaded :class:`mask_keras.predictor.Predictor`.
+
+    Returns:
+        The hex digest.
+    """
     h = hashlib.sha256()
     for a in predictor.artifacts:
         for name in ("model.keras", "config.json"):
@@ -203,12 +241,13 @@ def create_app(predictor, *, max_batch: int = 16, max_wait_ms: float = 10.0, lim
         max_wait_ms: how long the first image of a batch waits for others.
         limits: :class:`Limits` of one request.
 
+    Returns:
+        A ``starlette.applications.Starlette`` app (its batcher in ``app.state.batcher``).
+
     Example:
         >>> app = create_app(Predictor.load("runs/efficientnet_gender"))   # doctest: +SKIP
         >>> uvicorn.run(app, host="127.0.0.1", port=8000)                    # doctest: +SKIP
     """
-
-
     limits = limits or Limits()
     batcher = Batcher(predictor, max_batch, max_wait_ms)
     max_bytes = int(limits.max_body_mb * 1024 * 1024)
@@ -312,9 +351,18 @@ def create_app(predictor, *, max_batch: int = 16, max_wait_ms: float = 10.0, lim
 
 def serve(artifacts, host: str = "127.0.0.1", port: int = 8000, *, max_batch: int = 16, max_wait_ms: float = 10.0,
           limits: Limits | None = None, **predictor_kw) -> None:
-    """Load the artifacts (failing now if one cannot be), then serve until interrupted."""
-    import uvicorn
+    """Load the artifacts (failing now if one cannot be), then serve until interrupted.
 
+    Args:
+        artifacts: run, K-fold or ensemble directories, as ``Predictor.load`` takes them.
+        host: the interface to listen on.
+        port: the TCP port.
+        max_batch: images per model call.
+        max_wait_ms: how long the first image of a batch waits for others.
+        limits: :class:`Limits` of one request (None: the defaults).
+        **predictor_kw: ``Predictor.load``'s settings (``vote``, ``tta``, ``batch_size``, ...).
+    """
+    import uvicorn
 
     predictor = Predictor.load(*artifacts, **predictor_kw)
     app = create_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits)
@@ -324,8 +372,14 @@ def serve(artifacts, host: str = "127.0.0.1", port: int = 8000, *, max_batch: in
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now."""
+    """A TCP port nothing listens on now (another process may take it before you do).
 
+    Args:
+        host: the interface to bind to.
+
+    Returns:
+        The port number.
+    """
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -334,6 +388,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class BackgroundServer:
     """uvicorn serving ``app`` in a daemon thread on ``host`` (127.0.0.1) and a free port, for tests
     and benchmarks; it stops on :meth:`stop`, on leaving a ``with`` block, or after ``limit_s``.
+    Args:
+        app: the ASGI app, e.g. from :func:`create_app`.
+        host: the interface to listen on.
+        port: the TCP port (None: :func:`free_port`).
+        limit_s: seconds after which the server stops by itself. The constructor returns
+            once the server listens (RuntimeError if it has not within 60 s).
 
     Example:
         >>> with BackgroundServer(create_app(predictor)) as srv:          # doctest: +SKIP
@@ -358,9 +418,18 @@ class BackgroundServer:
             time.sleep(0.05)
 
     def url(self, path: str = "/") -> str:
+        """The URL of ``path`` on this server.
+
+        Args:
+            path: the route, starting with ``/``.
+
+        Returns:
+            ``http://<host>:<port><path>``.
+        """
         return f"http://{self.host}:{self.port}{path}"
 
     def stop(self) -> None:
+        """Ask the server to exit and wait for its thread (up to 30 s)."""
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.timer.cancel()

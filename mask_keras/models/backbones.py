@@ -104,29 +104,48 @@ class WeightsUnavailableError(RuntimeError):
 class BackboneSpec:
     """How to build one registered backbone.
 
-    ``constructor`` is the keras.applications function name (``"EfficientNetB0"``), the
-    keras-hub class name (``"ResNetBackbone"``) or, for ``source="mask_keras"``, the
-    name of a builder in this module. ``kwargs`` are the architecture arguments used
-    for ``weights=None`` (keras-hub) and must match the ``preset``'s architecture so
-    that weights saved from either load into the other. ``weights_file`` is the
-    keras.applications cache file name for ``weights="imagenet"``.
+    Attributes:
+        name: the registry name (``ModelConfig.backbone``), e.g. ``"efficientnet_b0"``.
+        source: ``"keras.applications"``, ``"keras_hub"`` or ``"mask_keras"``.
+        constructor: the keras.applications function name (``"EfficientNetB0"``), the
+            keras-hub class name (``"ResNetBackbone"``) or, for ``source="mask_keras"``, the
+            name of a builder in this module.
+        input_mode: the pixel convention, a key of ``INPUT_MODES``.
+        preset: the keras-hub preset used for ``weights="imagenet"`` (keras-hub only).
+        kwargs: the architecture arguments used for ``weights=None`` (keras-hub); they must
+            match the ``preset``'s architecture so that weights saved from either load into
+            the other.
+        weights_file: the keras.applications "notop" cache file name for
+            ``weights="imagenet"`` (in ``$KERAS_HOME/models``).
+        weights_url: where that file is downloaded from.
+        native_size: ``(h, w)`` the model resizes its input to (ViT, Swin); None: the
+            pipeline's size.
+        min_size: smallest image side the backbone accepts.
+        teams: which teams used it (README table).
+        note: how it differs from what the teams used (README table).
+
+    Example:
+        >>> spec = get_spec("resnext50")
+        >>> spec.implementation, spec.input_mode
+        ('keras.applications.ResNet50', 'caffe')
     """
 
     name: str
-    source: str  # "keras.applications" | "keras_hub" | "mask_keras"
+    source: str
     constructor: str
-    input_mode: str  # key of INPUT_MODES
-    preset: str | None = None  # keras-hub preset used for weights="imagenet"
+    input_mode: str
+    preset: str | None = None
     kwargs: dict = field(default_factory=dict)
-    weights_file: str | None = None  # keras.applications notop file in $KERAS_HOME/models
+    weights_file: str | None = None
     weights_url: str | None = None
-    native_size: tuple | None = None  # (h, w) the model resizes to (ViT, Swin)
+    native_size: tuple | None = None
     min_size: int = 32
     teams: str = ""
     note: str = ""
 
     @property
     def implementation(self) -> str:
+        """Where the implementation lives, e.g. ``keras_hub.models.ViTBackbone (preset)``."""
         if self.source == "keras_hub":
             return f"keras_hub.models.{self.constructor}" + (f" ({self.preset})" if self.preset else "")
         if self.source == "keras.applications":
@@ -135,6 +154,7 @@ class BackboneSpec:
 
     @property
     def pretrained(self) -> str:
+        """What ``weights="imagenet"`` loads: the keras.applications file or the preset."""
         if self.source == "keras.applications":
             return f"ImageNet, file {self.weights_file}"
         if self.source == "keras_hub":
@@ -215,12 +235,24 @@ for _spec in _SPECS:
 
 
 def get_spec(name: str) -> BackboneSpec:
-    """The spec of a registered backbone; ConfigError naming the choices otherwise."""
+    """The spec of a registered backbone; ConfigError naming the choices otherwise.
+
+    Args:
+        name: a name in ``BACKBONES``.
+
+    Returns:
+        Its :class:`BackboneSpec`.
+    """
     return BACKBONES.get(name)
 
 
 def describe_backbones() -> str:
-    """Markdown table: registered name -> implementation, pretrained weights, input, notes."""
+    """Markdown table: registered name -> implementation, pretrained weights, input, notes.
+
+    Returns:
+        The table (one row per spec of this module, in order) and a paragraph on what is
+        missing and on the input modes, as one string (appended to this module's docstring).
+    """
     rows = ["| name | implementation | `weights=\"imagenet\"` | input (via InputAdapter) | teams | note |",
             "|---|---|---|---|---|---|"]
     for s in _SPECS:
@@ -243,6 +275,18 @@ class InputAdapter(keras.layers.Layer):
     Optionally swaps RGB->BGR, then returns ``pixel * scale + offset`` per output channel
     (keras-hub's ``ImageConverter`` rule). It has no weights and always computes in float32
     (0..255 values are not safe in bfloat16), whatever the global dtype policy.
+
+    Args:
+        scale: per-channel factor (a scalar or 3 values, finite, non-zero).
+        offset: per-channel offset (a scalar or 3 values, finite).
+        channel_order: ``"rgb"``, or ``"bgr"`` to reverse the channels before the affine
+            map; anything else raises ValueError.
+        **kwargs: Keras layer arguments (``name``, ...); the dtype is always float32.
+
+    Example:
+        >>> to_tf = InputAdapter(scale=1 / 127.5, offset=-1.0)
+        >>> keras.ops.convert_to_numpy(to_tf(np.array([[0.0, 127.5, 255.0]])))
+        array([[-1.,  0.,  1.]], dtype=float32)
     """
 
     def __init__(self, scale=(1.0, 1.0, 1.0), offset=(0.0, 0.0, 0.0), channel_order="rgb", **kwargs):
@@ -282,7 +326,21 @@ def _three(name, v) -> tuple:
 
 def make_input_adapter(spec: BackboneSpec, converter: tuple | None = None,
                        name: str = "input_adapter") -> InputAdapter:
-    """The adapter for ``spec`` (or for a preset's own ``converter`` = (scale, offset))."""
+    """The adapter for ``spec`` (or for a preset's own ``converter`` = (scale, offset)).
+
+    Args:
+        spec: the backbone's :class:`BackboneSpec` (its ``input_mode`` is used).
+        converter: ``(scale, offset)`` measured from a keras-hub preset's image converter
+            (as :func:`build_backbone` returns it), applied in RGB; None: the spec's mode.
+        name: the layer's name.
+
+    Returns:
+        An :class:`InputAdapter`.
+
+    Example:
+        >>> make_input_adapter(get_spec("resnet50")).channel_order
+        'bgr'
+    """
     scale, offset, order = INPUT_MODES[spec.input_mode]
     if converter is not None:
         scale, offset = converter
@@ -292,7 +350,12 @@ def make_input_adapter(spec: BackboneSpec, converter: tuple | None = None,
 
 # --------------------------------------------------------------------------- weights
 def keras_cache_dir() -> str:
-    """Where keras.utils.get_file caches keras.applications weights (``.../models``)."""
+    """Where keras.utils.get_file caches keras.applications weights (``.../models``).
+
+    Returns:
+        ``$KERAS_HOME/models`` (default ``~/.keras/models``), or ``/tmp/.keras/models``
+        when that home is not writable, as Keras falls back.
+    """
     base = os.path.expanduser(keras_util.keras_home())
     if not os.access(base, os.W_OK):  # keras falls back to /tmp/.keras the same way
         base = os.path.join("/tmp", ".keras")
@@ -300,7 +363,20 @@ def keras_cache_dir() -> str:
 
 
 def kaggle_handle(preset: str) -> str | None:
-    """``keras/resnet_vd/keras/resnet_vd_34_imagenet/2`` for a built-in keras-hub preset."""
+    """``keras/resnet_vd/keras/resnet_vd_34_imagenet/2`` for a built-in keras-hub preset.
+
+    Args:
+        preset: a keras-hub preset name (looked up in keras-hub's built-in presets, which
+            imports keras_hub) or a ``kaggle://`` handle.
+
+    Returns:
+        The Kaggle handle without ``kaggle://``; None when the preset is not a built-in
+        one on Kaggle.
+
+    Example:
+        >>> kaggle_handle("kaggle://keras/vit/keras/vit_base_patch16_224_imagenet/3")
+        'keras/vit/keras/vit_base_patch16_224_imagenet/3'
+    """
     if preset.startswith("kaggle://"):
         return preset[len("kaggle://"):]
     try:
@@ -325,7 +401,16 @@ def _proxy_configured() -> bool:
 
 
 def host_reachable(host: str, port: int = 443, timeout: float = NET_CHECK_TIMEOUT_S) -> tuple[bool, str]:
-    """(reachable, reason): a TCP connect bounded by ``timeout`` (DNS included)."""
+    """(reachable, reason): a TCP connect bounded by ``timeout`` (DNS included).
+
+    Args:
+        host: host name or address.
+        port: TCP port.
+        timeout: seconds for the connect (the check returns within ``timeout + 0.5``).
+
+    Returns:
+        ``(True, "")``, or ``(False, why)`` with the error or ``"no answer within ..."``.
+    """
     result: dict[str, Any] = {}
 
     def probe():
@@ -385,7 +470,20 @@ def _looks_network(e: BaseException) -> bool:
 # --------------------------------------------------------------------------- builders
 def tiny_cnn(image_shape, name="tiny_cnn") -> keras.Model:
     """Four conv-BN-ReLU-maxpool blocks (32/64/128/256 filters): a fast CPU backbone
-    that learns from a few hundred images from scratch (tests, demos, quick sweeps)."""
+    that learns from a few hundred images from scratch (tests, demos, quick sweeps).
+
+    Args:
+        image_shape: ``(h, w, channels)`` of its input (input layer ``pixels``).
+        name: the model's name.
+
+    Returns:
+        A functional ``keras.Model`` returning the ``(h/16, w/16, 256)`` feature map
+        (each pooling floors).
+
+    Example:
+        >>> tiny_cnn((32, 24, 3)).output.shape
+        (None, 2, 1, 256)
+    """
     L = keras.layers
     inp = keras.Input(shape=image_shape, name="pixels")
     x = inp
@@ -424,15 +522,30 @@ def _probe_converter(preset: str) -> tuple | None:
 def build_backbone(name: str, image_size, weights=None) -> tuple[keras.Model, tuple | None]:
     """Build a registered backbone without its classifier.
 
-    Returns ``(backbone, converter)``: the backbone (named ``"backbone"``, input
-    ``(h, w, 3)`` at ``image_size``; for ViT/Swin the spec's ``native_size`` or the
-    preset's own size, which :func:`build_model` resizes to) and, when the
-    weights came from a keras-hub preset with an image converter, that converter's
-    ``(scale, offset)`` (else ``None``: use the spec's ``input_mode``).
+    Args:
+        name: a name in ``BACKBONES``.
+        image_size: ``(height, width)`` of the pipeline's images.
+        weights: None (random init), ``"imagenet"``, a keras-hub preset name or
+            ``kaggle://``/``hf://`` handle (keras-hub backbones), or a local path (a
+            ``.weights.h5`` file, a keras.applications ``.h5`` file, a preset directory).
 
-    Raises ConfigError (unknown name, bad weights value, too small image),
-    FileNotFoundError (local path missing) and WeightsUnavailableError (download
-    impossible).
+    Returns:
+        ``(backbone, converter)``: the backbone (named ``"backbone"``, input
+        ``(h, w, 3)`` at ``image_size``; for ViT/Swin the spec's ``native_size`` or the
+        preset's own size, which :func:`mask_keras.models.build.create_model` resizes to)
+        and, when the weights came from a keras-hub preset with an image converter, that
+        converter's ``(scale, offset)`` (else ``None``: use the spec's ``input_mode``).
+
+    Raises:
+        ConfigError: unknown name, bad weights value, too small image, or a
+            ``.weights.h5`` that does not fit.
+        FileNotFoundError: a local path that does not exist.
+        WeightsUnavailableError: weights not cached and the download impossible.
+
+    Example:
+        >>> bb, converter = build_backbone("tiny_cnn", (32, 24))
+        >>> bb.name, bb.input.shape, converter
+        ('backbone', (None, 32, 24, 3), None)
     """
     spec = get_spec(name)
     h, w = (int(v) for v in image_size)

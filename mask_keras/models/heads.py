@@ -24,6 +24,17 @@ MULTIHEAD_OUTPUTS = {t: L.TASK_CLASSES[t] for t in L.HEADS}
 
 
 def check_head(head: str) -> str:
+    """Validate a head name.
+
+    Args:
+        head: one of ``HEADS`` (``linear``, ``shallow``).
+
+    Returns:
+        ``head`` unchanged.
+
+    Raises:
+        ConfigError: an unknown head, naming the choices.
+    """
     if head not in HEADS:
         raise ConfigError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
     return head
@@ -35,6 +46,28 @@ def apply_head(x, num_classes: int, head: str = "linear", *, units: int = 128,
 
     Layers are named ``{prefix}dropout``, ``{prefix}hidden``, ``{prefix}logits`` with
     ``prefix = "" if name == "probs" else f"{name}_"``.
+
+    Args:
+        x: pooled features, a ``(B, D)`` Keras tensor.
+        num_classes: outputs (>= 2).
+        head: ``"linear"`` (Dropout -> Dense) or ``"shallow"`` (Dense(units, relu) ->
+            Dropout -> Dense).
+        units: hidden width of the ``shallow`` head (>= 1); unused by ``linear``.
+        dropout: dropout rate in ``[0, 1)``; 0 adds no Dropout layer.
+        name: name of the output (softmax) layer.
+
+    Returns:
+        The ``(B, num_classes)`` float32 softmax tensor.
+
+    Raises:
+        ConfigError: an unknown head.
+        ValueError: ``num_classes < 2``, ``dropout`` outside ``[0, 1)`` or ``units < 1``
+            (shallow).
+
+    Example:
+        >>> probs = apply_head(keras.Input((16,)), 3, "shallow", units=8, name="mask")
+        >>> probs.shape, probs.dtype
+        ((None, 3), 'float32')
     """
     check_head(head)
     if int(num_classes) < 2:
@@ -54,12 +87,39 @@ def apply_head(x, num_classes: int, head: str = "linear", *, units: int = 128,
 
 
 def apply_multihead(x, head: str = "linear", *, units: int = 128, dropout: float = 0.2) -> dict:
-    """Three heads on the same features: ``{"mask": (B,3), "gender": (B,2), "age": (B,3)}``."""
+    """Three heads on the same features: ``{"mask": (B,3), "gender": (B,2), "age": (B,3)}``.
+
+    Args:
+        x: pooled features, a ``(B, D)`` Keras tensor.
+        head: ``"linear"`` or ``"shallow"`` (see :func:`apply_head`).
+        units: hidden width of a ``shallow`` head.
+        dropout: dropout rate in ``[0, 1)``.
+
+    Returns:
+        A dict task -> float32 softmax tensor, in ``MULTIHEAD_OUTPUTS`` order; each head's
+        layers are prefixed with its task (``mask_logits``, ...).
+
+    Example:
+        >>> out = apply_multihead(keras.Input((16,)))
+        >>> {k: v.shape for k, v in out.items()}
+        {'mask': (None, 3), 'gender': (None, 2), 'age': (None, 3)}
+    """
     return {task: apply_head(x, n, head, units=units, dropout=dropout, name=task)
             for task, n in MULTIHEAD_OUTPUTS.items()}
 
 
 def num_classes_for(task: str) -> int | None:
-    """Classes of a single-output task (None for ``multihead``)."""
+    """Classes of a single-output task (None for ``multihead``).
+
+    Args:
+        task: a name in ``mask_keras.labels.TASKS`` (ValueError otherwise).
+
+    Returns:
+        3 (``mask``), 2 (``gender``), 3 (``age``), 18 (``multi``) or None (``multihead``).
+
+    Example:
+        >>> num_classes_for("multi"), num_classes_for("multihead")
+        (18, None)
+    """
     L.check_task(task)
     return L.TASK_CLASSES.get(task)

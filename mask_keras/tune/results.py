@@ -13,13 +13,42 @@ log = logging.getLogger(__name__)
 
 
 def best_params(study) -> dict:
-    """The best trial's parameters as config values (JSON-encoded choices decoded)."""
+    """The best trial's parameters as config values (JSON-encoded choices decoded).
+
+    Args:
+        study: an ``optuna.Study`` with at least one complete trial (Optuna raises
+            ``ValueError`` otherwise); choices are decoded with the space it recorded.
+
+    Returns:
+        ``{"section.option": value}``.
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study(direction="maximize")
+        >>> study.enqueue_trial({"train.lr": 0.01})
+        >>> study.optimize(lambda t: t.suggest_float("train.lr", 1e-5, 1e-2, log=True), n_trials=1)
+        >>> best_params(study)
+        {'train.lr': 0.01}
+        >>> s = summarize(study)
+        >>> s["trials"], s["states"], s["best_trial"], s["best_value"]
+        (1, {'COMPLETE': 1}, 0, 0.01)
+    """
     params = study_space(study)
     return {k: (params[k].decode(v) if k in params else v) for k, v in study.best_trial.params.items()}
 
 
 def summarize(study) -> dict:
-    """Best value and parameters, where the best artifact is, and trial counts by state."""
+    """Best value and parameters, where the best artifact is, and trial counts by state.
+
+    Args:
+        study: an ``optuna.Study``.
+
+    Returns:
+        A JSON-ready dict: ``study`` (name), ``trials`` (count), ``states`` (state name ->
+        count), ``retried`` (trials that retry a failed one), ``surplus`` (trials stopped
+        as surplus); once a trial is complete also ``best_trial`` (number),
+        ``best_value``, ``best_params``, ``best_out_dir`` and ``best_host``.
+    """
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
@@ -35,7 +64,17 @@ def summarize(study) -> dict:
 
 
 def write_best_config(study, base_cfg: Config, path) -> Path | None:
-    """Write the base config with the best parameters (``train.out_dir`` = ``<folder>/best``)."""
+    """Write the base config with the best parameters (``train.out_dir`` = ``<folder>/best``).
+
+    Args:
+        study: an ``optuna.Study``.
+        base_cfg: the config the trials started from.
+        path: the JSON file to write (``<folder>/best_config.json``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`, or None (with a warning) while no trial is
+        complete.
+    """
     import optuna
 
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -47,7 +86,18 @@ def write_best_config(study, base_cfg: Config, path) -> Path | None:
 
 
 def finish(study, base_cfg: Config, root) -> dict:
-    """Write ``best_config.json`` and ``trials.csv`` into ``root``; log and return the summary."""
+    """Write ``best_config.json`` and ``trials.csv`` into ``root``; log and return the summary.
+
+    A failure to write ``trials.csv`` is logged, not raised.
+
+    Args:
+        study: an ``optuna.Study``.
+        base_cfg: the config the trials started from.
+        root: the study's folder (created if missing).
+
+    Returns:
+        :func:`summarize`'s dict.
+    """
     root = Path(root)
     write_best_config(study, base_cfg, root / "best_config.json")
     try:

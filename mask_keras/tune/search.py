@@ -70,10 +70,22 @@ class OptunaPruningCallback(keras.callbacks.Callback):
 
 
 def train_objective(cfg: Config, trial) -> float:
-    """The default objective: train ``cfg`` with pruning, return validation macro F1."""
+    """The default objective: train ``cfg`` with pruning, return validation macro F1.
 
+    Records ``accuracy``, ``f1_mask``, ``f1_gender``, ``f1_age``, ``epochs_run`` and
+    ``train_seconds`` (those the run reports) as the trial's user attributes, and clears
+    the Keras session afterwards.
 
+    Args:
+        cfg: the trial's config (base config with the sampled parameters and its out_dir).
+        trial: the running ``optuna.Trial``, reported to after every epoch.
 
+    Returns:
+        The final validation macro F1 of :func:`mask_keras.train.train`.
+
+    Raises:
+        optuna.TrialPruned: the pruner stopped the trial.
+    """
     try:
         res = training.train(cfg, callbacks=[OptunaPruningCallback(trial, monitor=MONITOR)])
     finally:
@@ -100,7 +112,16 @@ def _environ(values: dict):
 
 
 def is_surplus(study, number: int, n_trials: int) -> bool:
-    """True when ``n_trials`` lower-numbered trials are already finished or running."""
+    """True when ``n_trials`` lower-numbered trials are already finished or running.
+
+    Args:
+        study: the ``optuna.Study``.
+        number: the trial's number.
+        n_trials: the study's size.
+
+    Returns:
+        Whether trial ``number`` is beyond the study's size (it is then not run).
+    """
     import optuna
 
     S = optuna.trial.TrialState
@@ -118,6 +139,26 @@ def _retried_from(trial) -> int | None:
 
 def make_objective(study_name: str, base_cfg: Config, params: list[Param], root: Path,
                     objective_fn: Callable, n_trials: int, wandb: bool):
+    """The function each worker hands to ``study.optimize``: one trial, start to end.
+
+    A surplus trial (see :func:`is_surplus`) is marked ``surplus`` and not run; the retry of
+    a dead worker's trial resumes that trial's folder (``train.resume``) and first reports
+    its epochs. Every other trial samples ``params``, writes ``config.json`` into
+    ``<root>/trial_<number:04d>``, records ``out_dir``, ``host`` and ``pid`` as user
+    attributes and calls ``objective_fn``.
+
+    Args:
+        study_name: the study's name (the wandb run group).
+        base_cfg: the config every trial starts from.
+        params: the search space, from :func:`~mask_keras.tune.space.parse_space`.
+        root: the study's folder; trial folders go under it.
+        objective_fn: ``(cfg, trial) -> float``, e.g. :func:`train_objective`.
+        n_trials: the study's size.
+        wandb: log every trial to wandb (``train.wandb = True``).
+
+    Returns:
+        ``objective(trial) -> float``; it raises ``ValueError`` for a non-finite value.
+    """
     overrides_base = {"train.wandb": True} if wandb else {}
 
     def objective(trial) -> float:
@@ -164,15 +205,46 @@ def tune(base_cfg: Config, space: dict, n_trials: int, storage: str = DEFAULT_ST
     """Join (or create) the study and run trials until it has ``n_trials`` finished ones.
 
     Start the same call in any number of processes or machines that reach ``storage``.
-    ``objective_fn(cfg, trial) -> float`` (default :func:`train_objective`: train with
-    pruning, return validation macro F1) receives the base config with the trial's
-    parameters and ``train.out_dir = <out_dir>/trial_<number>``. ``seed`` makes the
-    sampler reproducible for one worker (trial k samples with ``seed + k``). ``timeout``:
-    seconds after which this worker starts no new trial. ``max_failures``: trials failing
-    in a row in this worker before it gives up (:class:`TuneError`). A worker whose trial
-    stops sending heartbeats for ``grace_period`` seconds is presumed dead; its trial is
-    retried up to ``max_retry`` times. Returns the :class:`optuna.Study`; writes
-    ``<out_dir>/best_config.json`` and ``trials.csv``.
+    Writes ``<out_dir>/best_config.json`` and ``trials.csv`` when done.
+
+    Args:
+        base_cfg: the config every trial starts from (validated first with the default
+            objective).
+        space: the search-space dict (see :func:`~mask_keras.tune.space.parse_space`);
+            with the default objective every bound and choice is validated too.
+        n_trials: the study's size, a positive int: the workers stop once it has that
+            many complete or pruned trials.
+        storage: a database URL (see :func:`~mask_keras.tune.storage.make_storage`) or an
+            Optuna storage.
+        study_name: the study's name in the database.
+        direction: ``"maximize"`` or ``"minimize"``.
+        pruner: ``median``, ``hyperband``, ``none`` or an Optuna pruner.
+        seed: makes the sampler reproducible for one worker (trial k samples with
+            ``seed + k``).
+        timeout: seconds after which this worker starts no new trial (None: no limit).
+        wandb: log each trial as a wandb run, grouped by the study name.
+        objective_fn: ``objective_fn(cfg, trial) -> float`` (default
+            :func:`train_objective`: train with pruning, return validation macro F1);
+            receives the base config with the trial's parameters and
+            ``train.out_dir = <out_dir>/trial_<number>``.
+        out_dir: the study's folder (None: ``runs/tune/<study_name>``).
+        heartbeat_interval: seconds between heartbeats (``storage`` given as a URL).
+        grace_period: a worker whose trial sends no heartbeat for that many seconds is
+            presumed dead (``storage`` given as a URL).
+        max_retry: how many times a dead worker's trial is retried (``storage`` given as a
+            URL; None: no limit).
+        max_failures: trials failing in a row in this worker before it gives up
+            (:class:`TuneError`).
+        poll_interval: seconds between looks at the study while the remaining trials run
+            in other workers.
+
+    Returns:
+        The ``optuna.Study``.
+
+    Raises:
+        ConfigError: a bad ``n_trials``, space, config, storage or an existing study of
+            another direction or space.
+        TuneError: ``max_failures`` trials failed in a row.
     """
     import optuna
 

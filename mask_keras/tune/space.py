@@ -18,19 +18,43 @@ SPACE_ATTR = "mask_keras_space"
 
 @dataclasses.dataclass(frozen=True)
 class Param:
-    """One dimension of the search space: a dotted config key and its distribution."""
+    """One dimension of the search space: a dotted config key and its distribution.
+
+    Build it with :func:`make_param` (which checks the arguments) or :func:`parse_space`.
+
+    Attributes:
+        key: the dotted config key, e.g. ``"train.lr"``; also the Optuna parameter name.
+        kind: one of ``KINDS``: ``uniform``, ``loguniform``, ``int``, ``categorical``.
+        args: ``(low, high)``, ``(low, high, step)`` for ``int``, or ``(choices,)``.
+        encoded: categorical choices stored as JSON strings (some choice is a list, tuple
+            or dict, which Optuna cannot store as such).
+
+    Example:
+        >>> p = make_param("preprocess.image_size", "categorical", ([[128, 96], [224, 224]],))
+        >>> p.encoded, p.choices, p.decode("[224, 224]")
+        (True, ([128, 96], [224, 224]), [224, 224])
+    """
 
     key: str
     kind: str
-    args: tuple  # (low, high[, step]) or (choices,)
-    encoded: bool = False  # categorical choices stored as JSON strings (lists, dicts)
+    args: tuple
+    encoded: bool = False
 
     @property
     def choices(self) -> tuple:
+        """The categorical choices, as given (a categorical Param only)."""
         return tuple(self.args[0])
 
     def suggest(self, trial):
-        """Sample a value with ``trial``, decoded to what the config expects."""
+        """Sample a value with ``trial``, decoded to what the config expects.
+
+        Args:
+            trial: an ``optuna.Trial`` (or ``FixedTrial``); the parameter is named ``key``.
+
+        Returns:
+            A float (``uniform``/``loguniform``), an int (``int``, on the ``step`` grid) or
+            one of the choices (JSON-decoded when ``encoded``).
+        """
         if self.kind == "uniform":
             return trial.suggest_float(self.key, self.args[0], self.args[1])
         if self.kind == "loguniform":
@@ -43,11 +67,22 @@ class Param:
         return trial.suggest_categorical(self.key, list(self.choices))
 
     def decode(self, raw):
-        """A value as Optuna stores it -> the config value."""
+        """A value as Optuna stores it -> the config value.
+
+        Args:
+            raw: a trial's stored parameter value.
+
+        Returns:
+            ``raw``, JSON-decoded when the Param is ``encoded`` and ``raw`` is a string.
+        """
         return json.loads(raw) if self.encoded and isinstance(raw, str) else raw
 
     def values(self) -> tuple:
-        """The values to check against the config before the search starts."""
+        """The values to check against the config before the search starts.
+
+        Returns:
+            The choices (``categorical``), else ``(low, high)``.
+        """
         return self.choices if self.kind == "categorical" else (self.args[0], self.args[1])
 
 
@@ -65,6 +100,23 @@ def parse_space(space: dict, base_cfg: Config | None = None, check_values: bool 
     distributions on integer or boolean options are refused, and with ``check_values``
     every bound and choice is applied to the base config and validated
     (``Config.validate``). Raises :class:`ConfigError` naming the key and the fix.
+
+    Args:
+        space: ``{"section.option": [kind, *args], ...}``, non-empty; ``train.out_dir``
+            cannot be searched.
+        base_cfg: the config the trials start from (None: ``Config()``).
+        check_values: also validate the base config with every bound and choice.
+
+    Returns:
+        One :class:`Param` per key, in the order of ``space``.
+
+    Example:
+        >>> parse_space({"train.lr": ["loguniform", 1e-5, 1e-2]})
+        [Param(key='train.lr', kind='loguniform', args=(1e-05, 0.01), encoded=False)]
+        >>> parse_space({"train.epochs": ["uniform", 1, 5]})
+        Traceback (most recent call last):
+        ...
+        mask_keras.errors.ConfigError: search space train.epochs: an integer option (now 10); ...
     """
     base_cfg = base_cfg or Config()
     if not isinstance(space, dict) or not space:
@@ -110,6 +162,26 @@ def parse_space(space: dict, base_cfg: Config | None = None, check_values: bool 
 
 
 def make_param(key: str, kind: str, args: tuple) -> Param:
+    """One :class:`Param` from its parts, its arguments checked (not the key: see :func:`parse_space`).
+
+    Args:
+        key: the dotted config key.
+        kind: one of ``KINDS`` (another kind is taken as numeric ``(low, high)``).
+        args: ``(low, high)`` finite numbers with ``low < high`` (``low > 0`` for
+            ``loguniform``); integers ``(low, high[, step >= 1])`` for ``int``; or
+            ``(choices,)``, a non-empty list of distinct JSON values, for ``categorical``.
+
+    Returns:
+        The :class:`Param` (``int`` bounds as ints; ``encoded`` when a choice is a list,
+        tuple or dict).
+
+    Raises:
+        ConfigError: the arguments do not fit the kind, naming the expected form.
+
+    Example:
+        >>> make_param("model.head_units", "int", (64, 512, 64.0))
+        Param(key='model.head_units', kind='int', args=(64, 512, 64), encoded=False)
+    """
     where = f"search space {key} ({kind})"
     if kind == "categorical":
         if len(args) != 1 or not isinstance(args[0], (list, tuple)) or not args[0]:
@@ -146,12 +218,33 @@ def make_param(key: str, kind: str, args: tuple) -> Param:
 
 
 def space_json(space: dict) -> str:
-    """Canonical JSON of a space (tuples as lists, sorted keys): what the study records."""
+    """Canonical JSON of a space (tuples as lists, sorted keys): what the study records.
+
+    Args:
+        space: a search-space dict (see :func:`parse_space`).
+
+    Returns:
+        The JSON string.
+
+    Example:
+        >>> space_json({"train.lr": ("loguniform", 1e-5, 1e-2)})
+        '{"train.lr": ["loguniform", 1e-05, 0.01]}'
+    """
     return json.dumps(space, sort_keys=True)
 
 
 def load_space(path) -> dict:
-    """Read a search space from a JSON file (lists where Python would use tuples)."""
+    """Read a search space from a JSON file (lists where Python would use tuples).
+
+    Args:
+        path: the ``space.json`` file (str or path).
+
+    Returns:
+        The space dict, unchecked (pass it to :func:`parse_space`).
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or not a JSON object.
+    """
     path = Path(path)
     try:
         space = json.loads(path.read_text())
@@ -168,6 +261,14 @@ def load_space(path) -> dict:
 
 
 def study_space(study) -> dict[str, Param]:
+    """The space a study was started with, from its ``SPACE_ATTR`` user attribute.
+
+    Args:
+        study: an ``optuna.Study``.
+
+    Returns:
+        ``{key: Param}``; empty when the attribute is missing or unreadable.
+    """
     try:  # the space this study was started with (no config check: only decoding is needed)
         return {k: make_param(k, v[0], tuple(v[1:])) for k, v in json.loads(study.user_attrs[SPACE_ATTR]).items()}
     except (KeyError, ValueError, TypeError, IndexError):

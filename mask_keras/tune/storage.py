@@ -1,4 +1,5 @@
-"""Where the workers meet: the study's database (SQLite on one machine, PostgreSQL across many), its sampler and pruner."""
+"""Where the workers meet: the study's database (SQLite on one machine, PostgreSQL across many),
+its sampler and pruner."""
 from __future__ import annotations
 
 import json
@@ -22,6 +23,18 @@ PRUNERS = ("median", "hyperband", "none")
 
 
 def display_url(url: str) -> str:
+    """A database URL fit for logs and messages: the password hidden.
+
+    Args:
+        url: a SQLAlchemy database URL.
+
+    Returns:
+        The URL with its password as ``***``; ``url`` unchanged if it does not parse.
+
+    Example:
+        >>> display_url("postgresql://user:secret@dbhost/mask_tune")
+        'postgresql://user:***@dbhost/mask_tune'
+    """
     try:
         import sqlalchemy
 
@@ -36,7 +49,22 @@ def make_storage(url: str = DEFAULT_STORAGE, heartbeat_interval: int = 30, grace
 
     ``sqlite:///relative/path.db`` (``sqlite:////abs/path.db``) for one machine, whose
     folder is created; ``postgresql://user:pass@host/db`` (``pip install psycopg2-binary``)
-    or ``mysql+pymysql://...`` for several.
+    or ``mysql+pymysql://...`` for several. SQLite files get a 60 s lock timeout and the WAL
+    journal. Workers creating the tables together are retried (5 attempts).
+
+    Args:
+        url: the database URL.
+        heartbeat_interval: seconds between a running trial's heartbeats.
+        grace_period: seconds without a heartbeat after which a RUNNING trial is stale
+            (failed, then retried).
+        max_retry: how many times a stale trial is queued again (None: no limit).
+
+    Returns:
+        An ``optuna.storages.RDBStorage``.
+
+    Raises:
+        ConfigError: not a database URL, or its driver is not installed (names the
+            package to install).
     """
     import optuna
     import sqlalchemy
@@ -101,6 +129,14 @@ def _sqlite_wal(engine) -> None:
 
 
 def sampler(seed: int | None):
+    """The study's sampler: TPE with ``constant_liar`` (parallel workers spread out).
+
+    Args:
+        seed: the sampler's seed (None: random).
+
+    Returns:
+        An ``optuna.samplers.TPESampler``.
+    """
     import optuna
 
     with warnings.catch_warnings():
@@ -126,7 +162,35 @@ def _pruner(pruner, epochs: int):
 
 def open_study(storage, study_name: str, direction: str = "maximize", pruner="median",
                seed: int | None = None, space: dict | None = None, epochs: int = 10):
-    """Create the study or join it (``load_if_exists``); refuse a different direction or space."""
+    """Create the study or join it (``load_if_exists``); refuse a different direction or space.
+
+    Args:
+        storage: an Optuna storage, or a database URL (then :func:`make_storage` with its
+            defaults).
+        study_name: the study's name in the database.
+        direction: ``"maximize"`` or ``"minimize"``.
+        pruner: one of ``PRUNERS`` (``median``: from the second epoch, after 5 finished
+            trials; ``hyperband``: up to ``epochs``; ``none``/None), or an Optuna pruner.
+        seed: seeds this worker's :func:`sampler`.
+        space: the search-space dict, recorded in the study (``SPACE_ATTR``) by its first
+            worker and compared by the others (None: not checked).
+        epochs: a trial's epochs (the hyperband pruner's maximum resource).
+
+    Returns:
+        The ``optuna.Study``.
+
+    Raises:
+        ConfigError: an unknown direction or pruner, or a study that exists with another
+            direction or space.
+
+    Example:
+        >>> study = open_study(make_storage("sqlite:///:memory:"), "demo", seed=0,
+        ...                    space={"train.lr": ["loguniform", 1e-5, 1e-2]})
+        >>> study.user_attrs[SPACE_ATTR], type(study.pruner).__name__
+        ('{"train.lr": ["loguniform", 1e-05, 0.01]}', 'MedianPruner')
+        >>> sum(state_counts(study).values())
+        0
+    """
     import optuna
     import sqlalchemy
 
@@ -159,6 +223,13 @@ def open_study(storage, study_name: str, direction: str = "maximize", pruner="me
 
 
 def fail_stale(study) -> None:
+    """Mark the study's stale RUNNING trials (heartbeat older than the grace period) FAIL.
+
+    The storage's stale-trial callback then queues them again (see :func:`make_storage`).
+
+    Args:
+        study: an ``optuna.Study`` on a storage with heartbeats.
+    """
     import optuna
 
     with warnings.catch_warnings():
@@ -167,6 +238,14 @@ def fail_stale(study) -> None:
 
 
 def state_counts(study) -> dict:
+    """How many of the study's trials are in each state.
+
+    Args:
+        study: an ``optuna.Study``.
+
+    Returns:
+        ``{optuna.trial.TrialState: count}`` with every state (0 for none).
+    """
     import optuna
 
     counts = {s: 0 for s in optuna.trial.TrialState}
