@@ -74,12 +74,7 @@ def prepare_tables(cfg: Config):
     table = layout.read_train(d.data_dir, relabel=d.relabel, age_upper=d.age_upper, on_error=d.on_error)
     if d.max_people:
         table = splits.subsample_people(table, d.max_people, seed=cfg.train.seed)
-    if d.folds and d.folds > 1:
-        table = splits.add_folds(table, d.folds, seed=cfg.train.seed)
-        train_t, val_t = splits.select_fold(table, d.fold)
-    else:
-        table = splits.add_holdout(table, d.val_ratio, seed=cfg.train.seed)
-        train_t, val_t = splits.select_fold(table, 1)
+    train_t, val_t = splits.train_val_split(table, d.val_ratio, d.folds, d.fold, seed=cfg.train.seed)
     # validation is scored with the competition's age rule, whatever the training threshold
     val_t = layout.with_labels(val_t, L.EVAL_AGE_UPPER)
     if d.mask_states is not None:
@@ -274,35 +269,33 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             if backup.state["checkpoint"]["best_epoch"] is not None and (out / "model.keras").is_file():
                 state.checkpoint.best_weights = keras.saving.load_model(out / "model.keras",
                                                                         compile=False).get_weights()
-        done_steps = None
-        if freeze and done < n_frozen and not stopped:
-            # "melting": head first on a frozen backbone, then everything (recompile to apply)
-            model_build.set_backbone_trainable(model, False)
-            compile_model(model, cfg, train_t, steps)
-            state.phase = "frozen"
-            if backup is not None:
-                resume.restore(model, backup.arrays)
-            with _length_unknown_ok(skipping):
-                model.fit(train_ds, validation_data=val_ds, epochs=n_frozen, initial_epoch=done,
-                          steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
-            model_build.set_backbone_trainable(model, True)
-            done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-            done, stopped = n_frozen, False
-            backup = None  # used
-        if done < t.epochs and not stopped:
+        # the phases of models.build.melting_phases (fit_melting's plan): with model.freeze_epochs, the
+        # head first on a frozen backbone (team 003's "melting"), then everything; written out here
+        # rather than through fit_melting because a resumed run may start inside either phase
+        done_steps, ran = None, False
+        for phase in model_build.melting_phases(t.epochs, n_frozen):
+            if done >= phase.epochs or stopped:
+                continue
+            if freeze:
+                model_build.set_backbone_trainable(model, phase.backbone_trainable)
             compile_model(model, cfg, train_t, steps)  # a new optimizer: required after a trainable flip
-            state.phase = "full"
-            if backup is not None and backup.state["phase"] == "full":
+            state.phase = "full" if phase.backbone_trainable else "frozen"
+            if backup is not None and backup.state["phase"] == state.phase:
                 resume.restore(model, backup.arrays)
             elif backup is not None:  # backed up at the end of the frozen phase: a fresh optimizer
                 resume.restore(model, backup.arrays, optimizer=False)
                 model.optimizer.iterations.assign(resume.iterations(backup.arrays))  # the LR schedule carries on
             elif done_steps:
                 model.optimizer.iterations.assign(done_steps)
+            backup, ran = None, True
             with _length_unknown_ok(skipping):
-                model.fit(train_ds, validation_data=val_ds, epochs=t.epochs, initial_epoch=done,
+                model.fit(train_ds, validation_data=val_ds, epochs=phase.epochs, initial_epoch=done,
                           steps_per_epoch=t.steps_per_epoch, callbacks=cbs, verbose=t.verbose, shuffle=False)
-        elif backup is not None:
+            done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+            done = phase.epochs
+        if freeze:
+            model_build.set_backbone_trainable(model, True)  # freeze_epochs >= epochs: the run ends frozen
+        if not ran and backup is not None:
             log.info("resume: all %d epochs of %s were done; writing the final report", done, out)
         history = state.history
         seconds = time.time() - started

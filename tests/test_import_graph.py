@@ -304,21 +304,32 @@ def test_function_level_imports_only_for_heavy_or_optional_dependencies(tmp_path
     assert lazy_imports(pkg) == [("probe.a", "csv", 5), ("probe.a", "probe._tf", 6), ("probe.a", "probe.b", 4)]
 
 
-#: modules longer than MAX_LINES, and the one concern that needs the length
+#: modules longer than MAX_LINES lines of code (docstrings not counted), and the one concern that needs it
 LONG_MODULES = {
     "mask_keras.data.synth.render": "one picture: the face, its gender and age cues and the four mask styles "
                                     "share the person's parameters and geometry",
-    "mask_keras.jax_backend.cpu_conv": "one concern: the CPU formulations of Keras' convolution and pooling ops, "
-                                       "each with its measured reason",
     "mask_keras.models.backbones": "the backbone registry: 15 entries with their weights' source and input "
                                    "convention, and the offline weight checks, in one table",
-    "mask_keras.train": "the training entry point: one path from a config to an artifact",
 }
 MAX_LINES = 450
 
 
+def code_lines(path) -> int:
+    """Lines of a module outside its docstrings: the rule is about how many concerns a module
+    holds, and the Args:/Returns:/Attributes: documentation (tests/test_api_docs.py) grows with
+    the API, not with the concerns."""
+    text = path.read_text()
+    doc = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                doc.update(range(first.lineno, first.end_lineno + 1))
+    return len(text.splitlines()) - len(doc)
+
+
 def test_modules_stay_short_or_say_why():
-    long = {m: len(p.read_text().splitlines()) for m, p in modules().items()}
+    long = {m: code_lines(p) for m, p in modules().items()}
     long = {m: n for m, n in long.items() if n > MAX_LINES}
     assert sorted(set(long) - set(LONG_MODULES)) == [], long
     assert sorted(set(LONG_MODULES) - set(long)) == [], "no longer long: drop it from LONG_MODULES"
