@@ -54,7 +54,28 @@ def person_table(table: pd.DataFrame, by=STRATA) -> pd.DataFrame:
     """One row per person (sorted by ``profile``): person columns, ``n_images`` and ``strat``.
 
     ``strat`` is the stratum key, e.g. ``"1_2"`` for female / >=60 with the default ``by``.
-    Raises ``ValueError`` when a person's rows disagree on a stratum column.
+
+    Args:
+        table: the image table, one row per image, with ``profile`` and the ``by`` columns
+            (e.g. from :func:`mask_keras.data.read_train`).
+        by: the person-level columns whose values, joined with ``_``, make the stratum key
+            (default :data:`STRATA`: ``gender``, ``age_group``).
+
+    Returns:
+        A new DataFrame indexed 0..n_people-1: ``profile``, those of ``id``, ``gender``, ``age``,
+        ``age_group`` and ``by`` that ``table`` has (each person's first value), ``n_images``
+        (int, the person's rows) and ``strat`` (str).
+
+    Raises:
+        TypeError: ``table`` is not a DataFrame.
+        ValueError: ``table`` is empty or lacks ``profile`` or a ``by`` column, or a person's
+            rows disagree on a ``by`` column.
+
+    Example:
+        >>> t = pd.DataFrame({"profile": ["b", "a", "a"], "gender": [1, 0, 0], "age_group": [2, 1, 1]})
+        >>> p = person_table(t)
+        >>> p["profile"].tolist(), p["n_images"].tolist(), p["strat"].tolist()
+        (['a', 'b'], [2, 1], ['0_1', '1_2'])
     """
     by = tuple(by)
     _check_table(table, by)
@@ -113,7 +134,32 @@ def _check_seed(seed) -> int:
 def add_holdout(table: pd.DataFrame, val_ratio: float = 0.2, seed: int = 0, by=STRATA) -> pd.DataFrame:
     """Copy of ``table`` with ``fold``: 0 = train, 1 = validation, chosen by person, stratified.
 
-    ``round(val_ratio * n_people)`` people go to validation (at least 1, at most n-1).
+    ``round(val_ratio * n_people)`` people go to validation (at least 1, at most n-1; Python's
+    ``round``, halves to even), shared between the strata by largest remainder.
+
+    Args:
+        table: the image table, one row per image, with ``profile`` and the ``by`` columns
+            (e.g. from :func:`mask_keras.data.read_train`).
+        val_ratio: the fraction of *people* (not images) for validation, strictly between 0 and 1.
+        seed: integer in 0..2**32-1 choosing the people; a seed and a set of people give the
+            same result whatever the table's row order.
+        by: the person-level columns making the strata (default :data:`STRATA`), as in
+            :func:`person_table`.
+
+    Returns:
+        A copy of ``table`` (same index and row order) with an int64 ``fold`` column: 0 = train,
+        1 = validation; all rows of a person share it.
+
+    Raises:
+        ValueError: ``val_ratio`` or ``seed`` out of range, fewer than 2 people, or a table
+            :func:`person_table` rejects (``TypeError`` when it is not a DataFrame).
+
+    Example:
+        >>> t = pd.DataFrame({"profile": [f"p{i}" for i in range(8) for _ in range(2)],
+        ...                   "gender": [0] * 8 + [1] * 8, "age_group": [0, 0, 1, 1] * 4})
+        >>> h = add_holdout(t, val_ratio=0.25, seed=0)
+        >>> sorted(h.loc[h["fold"] == 1, "profile"].unique())  # 2 of the 8 people, with all their images
+        ['p1', 'p2']
     """
     if isinstance(val_ratio, bool) or not isinstance(val_ratio, numbers.Real) or not 0 < val_ratio < 1:
         raise ValueError(f"val_ratio must be a number strictly between 0 and 1, got {val_ratio!r}")
@@ -133,6 +179,30 @@ def add_folds(table: pd.DataFrame, k: int = 5, seed: int = 0, by=STRATA) -> pd.D
     continuing from one stratum to the next, so folds differ in size by at most one
     person and in each stratum by at most one person. A stratum with fewer than ``k``
     people cannot reach every fold: that is allowed (a :class:`SplitWarning` says so).
+
+    Args:
+        table: the image table, one row per image, with ``profile`` and the ``by`` columns
+            (e.g. from :func:`mask_keras.data.read_train`).
+        k: the number of folds, an integer from 2 to the number of people.
+        seed: integer in 0..2**32-1 choosing the people; a seed and a set of people give the
+            same result whatever the table's row order.
+        by: the person-level columns making the strata (default :data:`STRATA`), as in
+            :func:`person_table`.
+
+    Returns:
+        A copy of ``table`` (same index and row order) with an int64 ``fold`` column in 0..k-1;
+        all rows of a person share it.
+
+    Raises:
+        ValueError: ``k`` below 2 or above the number of people, ``seed`` out of range, or a
+            table :func:`person_table` rejects (``TypeError`` when it is not a DataFrame).
+
+    Example:
+        >>> t = pd.DataFrame({"profile": [f"p{i}" for i in range(8) for _ in range(2)],
+        ...                   "gender": [0] * 8 + [1] * 8, "age_group": [0, 0, 1, 1] * 4})
+        >>> f = add_folds(t, k=2, seed=0)
+        >>> fold_summary(f).values.tolist()  # people per fold (rows) x stratum (columns)
+        [[1, 1, 1, 1], [1, 1, 1, 1]]
     """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 2:
         raise ValueError(f"k (number of folds) must be an integer >= 2, got {k!r}; use add_holdout for one split")
@@ -159,6 +229,22 @@ def select_fold(table: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFr
     """``(train, val)``: validation is the rows with ``fold == fold``, training the rest.
 
     For :func:`add_holdout` tables the validation fold is 1.
+
+    Args:
+        table: a table with a ``fold`` column (from :func:`add_holdout` or :func:`add_folds`).
+        fold: the validation fold, one of the values in ``table["fold"]``.
+
+    Returns:
+        ``(train, val)`` DataFrames: the rows in their order, index reset, ``fold`` kept.
+
+    Raises:
+        ValueError: ``table`` has no ``fold`` column, ``fold`` is not one of its values, or
+            ``fold`` holds every row.
+
+    Example:
+        >>> train, val = select_fold(pd.DataFrame({"profile": list("abcd"), "fold": [0, 1, 0, 1]}), 1)
+        >>> train["profile"].tolist(), val["profile"].tolist()
+        (['a', 'c'], ['b', 'd'])
     """
     if "fold" not in table.columns:
         raise ValueError("table has no 'fold' column; call add_holdout or add_folds first")
@@ -178,6 +264,36 @@ def train_val_split(table: pd.DataFrame, val_ratio: float = 0.2, folds: int = 0,
     """``(train, val)`` from the DataConfig knobs: hold-out when ``folds`` is 0/1, else K-fold.
 
     Both returned tables carry the ``fold`` column.
+
+    Args:
+        table: the image table, one row per image, with ``profile`` and the ``by`` columns
+            (e.g. from :func:`mask_keras.data.read_train`).
+        val_ratio: the validation fraction of people for a hold-out (:func:`add_holdout`);
+            ignored for K-fold.
+        folds: 0 or 1 for a hold-out, K >= 2 for K-fold (:func:`add_folds`).
+        fold: the validation fold for K-fold, in 0..folds-1; ignored for a hold-out.
+        seed: integer in 0..2**32-1 choosing the people; a seed and a set of people give the
+            same result whatever the table's row order.
+        by: the person-level columns making the strata (default :data:`STRATA`), as in
+            :func:`person_table`.
+
+    Returns:
+        ``(train, val)`` as from :func:`select_fold`; ``fold`` is 0/1 for a hold-out, 0..K-1
+        for K-fold.
+
+    Raises:
+        ValueError: ``folds`` not a non-negative integer, ``fold`` out of range for K-fold, or
+            any error of :func:`add_holdout` / :func:`add_folds`.
+
+    Example:
+        >>> t = pd.DataFrame({"profile": [f"p{i}" for i in range(8) for _ in range(2)],
+        ...                   "gender": [0] * 8 + [1] * 8, "age_group": [0, 0, 1, 1] * 4})
+        >>> train, val = train_val_split(t, folds=2, fold=1, seed=0)
+        >>> len(train), len(val), sorted(val["profile"].unique())
+        (8, 8, ['p0', 'p3', 'p5', 'p6'])
+        >>> train, val = train_val_split(t, val_ratio=0.25, seed=0)  # hold-out
+        >>> len(train), len(val)
+        (12, 4)
     """
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 0:
         raise ValueError(f"folds must be 0/1 (hold-out) or K >= 2, got {folds!r}")
@@ -192,6 +308,31 @@ def subsample_people(table: pd.DataFrame, max_people: int | None, seed: int = 0,
     """Keep at most ``max_people`` people (all their images), stratified; row order kept.
 
     ``None`` or a cap >= the number of people returns the table unchanged (a copy).
+
+    Args:
+        table: the image table, one row per image, with ``profile`` and the ``by`` columns
+            (e.g. from :func:`mask_keras.data.read_train`).
+        max_people: the most people to keep, a positive integer, or ``None`` to keep everyone
+            (then nothing else is checked).
+        seed: integer in 0..2**32-1 choosing the people; a seed and a set of people give the
+            same result whatever the table's row order.
+        by: the person-level columns making the strata (default :data:`STRATA`), as in
+            :func:`person_table`.
+
+    Returns:
+        The kept people's rows in table order with the index reset, or (nothing dropped) a copy
+        of ``table`` with its index.
+
+    Raises:
+        ValueError: ``max_people`` not a positive integer or ``None``, ``seed`` out of range, or
+            a table :func:`person_table` rejects.
+
+    Example:
+        >>> t = pd.DataFrame({"profile": [f"p{i}" for i in range(8) for _ in range(2)],
+        ...                   "gender": [0] * 8 + [1] * 8, "age_group": [0, 0, 1, 1] * 4})
+        >>> s = subsample_people(t, 4, seed=0)
+        >>> sorted(s["profile"].unique()), len(s)
+        (['p1', 'p2', 'p4', 'p7'], 8)
     """
     if max_people is None:
         return table.copy()
@@ -206,7 +347,28 @@ def subsample_people(table: pd.DataFrame, max_people: int | None, seed: int = 0,
 
 
 def fold_summary(table: pd.DataFrame, by=STRATA) -> pd.DataFrame:
-    """People per fold x stratum (rows: folds, columns: strata), for reports and checks."""
+    """People per fold x stratum (rows: folds, columns: strata), for reports and checks.
+
+    Args:
+        table: an image table with a ``fold`` column (from :func:`add_holdout` or
+            :func:`add_folds`) and the columns :func:`person_table` needs.
+        by: the person-level columns making the strata (default :data:`STRATA`), as in
+            :func:`person_table`.
+
+    Returns:
+        A ``pandas.crosstab`` DataFrame: index ``fold`` (its values, sorted), columns ``strat``
+        (the stratum keys, sorted), int counts of people.
+
+    Raises:
+        ValueError: ``table`` has no ``fold`` column, or a table :func:`person_table` rejects.
+
+    Example:
+        >>> t = pd.DataFrame({"profile": [f"p{i}" for i in range(8) for _ in range(2)],
+        ...                   "gender": [0] * 8 + [1] * 8, "age_group": [0, 0, 1, 1] * 4})
+        >>> s = fold_summary(add_holdout(t, val_ratio=0.25, seed=0))
+        >>> s.columns.tolist(), s.index.tolist(), s.values.tolist()
+        (['0_0', '0_1', '1_0', '1_1'], [0, 1], [[1, 1, 2, 2], [1, 1, 0, 0]])
+    """
     if "fold" not in table.columns:
         raise ValueError("table has no 'fold' column; call add_holdout or add_folds first")
     people = person_table(table, by).merge(table.groupby("profile")["fold"].first().reset_index(), on="profile")
