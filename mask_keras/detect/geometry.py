@@ -31,6 +31,21 @@ def center_crop_boxes(height, width, crop_size) -> np.ndarray:
 
     ``height``/``width`` are scalars or arrays (one per image). Where the image is smaller
     than the crop along an axis, the crop spans that whole axis.
+
+    Args:
+        height: image height(s) in pixels, a scalar or ``(n,)``; cast to int64 (floats truncate).
+        width: image width(s) in pixels, likewise; broadcast against ``height``.
+        crop_size: ``(h, w)`` of the crop in pixels, both positive (``PreprocessConfig.face_fallback``).
+
+    Returns:
+        int64 ``(n, 4)`` ``(y0, x0, y1, x1)``, end exclusive, offset floored (``n = 1`` for scalars).
+
+    Raises:
+        ValueError: a non-positive ``crop_size``.
+
+    Example:
+        >>> center_crop_boxes([512, 300], 384, (400, 200)).tolist()  # the second image is shorter
+        [[56, 92, 456, 292], [0, 92, 300, 292]]
     """
     h = np.atleast_1d(_arr(height, np.int64))
     w = np.atleast_1d(_arr(width, np.int64))
@@ -43,14 +58,25 @@ def center_crop_boxes(height, width, crop_size) -> np.ndarray:
 def widen_boxes(boxes, margins, height, width) -> tuple[np.ndarray, np.ndarray]:
     """Widen detector boxes by ``margins`` and clip them to the image.
 
-    boxes: ``(n, 4)`` floats ``(x0, y0, x1, y1)`` (NaN rows allowed: they come back invalid).
-    margins: ``(left, top, right, bottom)`` pixels.
-    height, width: image sizes, scalars or ``(n,)``.
+    Args:
+        boxes: ``(n, 4)`` floats ``(x0, y0, x1, y1)`` (anything reshapeable to ``(-1, 4)``;
+            swapped corners are taken as the same box; NaN/inf rows allowed: they come back invalid).
+        margins: ``(left, top, right, bottom)`` pixels added outside the box
+            (``PreprocessConfig.face_margins``).
+        height: image height(s), a scalar or ``(n,)``; a non-finite one makes its row invalid.
+        width: image width(s), likewise.
 
-    Returns ``(crops, valid)``: int ``(n, 4)`` ``(y0, x0, y1, x1)`` (start floored, end
-    ceiled, then clipped to ``[0, H]``/``[0, W]``) and a bool ``(n,)`` saying the crop has
-    a positive area (a box wholly outside the image, or a zero-size box with zero margins,
-    is invalid; invalid rows are all zeros).
+    Returns:
+        ``(crops, valid)``: int64 ``(n, 4)`` ``(y0, x0, y1, x1)`` (start floored, end ceiled,
+        then clipped to ``[0, H]``/``[0, W]``) and a bool ``(n,)`` saying the crop has a
+        positive area (a box wholly outside the image, or a zero-size box on integer
+        coordinates with zero margins, is invalid; invalid rows are all zeros).
+
+    Example:
+        >>> crops, valid = widen_boxes([[100.4, 50.5, 200.2, 180.0], [500, 600, 520, 700]],
+        ...                            (10, 20, 10, 5), 512, 384)
+        >>> crops.tolist(), valid.tolist()  # the second box lies outside the 384 x 512 image
+        ([[30, 90, 185, 211], [0, 0, 0, 0]], [True, False])
     """
     boxes = _arr(boxes).reshape(-1, 4)
     n = boxes.shape[0]
@@ -77,7 +103,28 @@ def widen_boxes(boxes, margins, height, width) -> tuple[np.ndarray, np.ndarray]:
 def face_crops(boxes, use_face, margins, fallback, height, width) -> tuple[np.ndarray, np.ndarray]:
     """The crop of every image: widened face box where ``use_face`` and valid, else the centre fallback.
 
-    Returns ``(crops (n, 4) int (y0, x0, y1, x1), fallback (n,) bool)``.
+    Args:
+        boxes: ``(n, 4)`` detector boxes ``(x0, y0, x1, y1)``, NaN rows where there is no face
+            (as for :func:`widen_boxes`).
+        use_face: bool, a scalar or ``(n,)``: whether the image may use its face box.
+        margins: ``(left, top, right, bottom)`` pixels around the face box (as for :func:`widen_boxes`).
+        fallback: ``(h, w)`` of the centre crop for the other images, positive
+            (as for :func:`center_crop_boxes`).
+        height: image height(s) in pixels, a scalar or ``(n,)``; finite.
+        width: image width(s) in pixels, likewise.
+
+    Returns:
+        ``(crops, fallback)``: int64 ``(n, 4)`` ``(y0, x0, y1, x1)`` and a bool ``(n,)``, True
+        where the centre crop was used (``use_face`` false or the widened box invalid).
+
+    Raises:
+        ValueError: a non-positive ``fallback`` size.
+
+    Example:
+        >>> crops, fell_back = face_crops([[100, 50, 200, 180], [np.nan] * 4], True,
+        ...                               (10, 20, 10, 5), (400, 200), 512, 384)
+        >>> crops.tolist(), fell_back.tolist()
+        ([[30, 90, 185, 210], [56, 92, 456, 292]], [False, True])
     """
     widened, valid = widen_boxes(boxes, margins, height, width)
     n = widened.shape[0]
@@ -94,6 +141,20 @@ def pick_face(faces, min_confidence: float = 0.9) -> int:
     The largest box (by area) among those with ``confidence >= min_confidence``; if none is
     that confident, the most confident one. The photos show one person close to the camera,
     so a second, smaller face is someone in the background (or a false hit on a mask print).
+    Ties go to the first row.
+
+    Args:
+        faces: one row per detected face in :data:`FACE_FIELDS` order (only the first 5 columns
+            are read); a single 1-D row is one face; empty when nothing was detected.
+        min_confidence: the detector confidence at or above which a face counts as sure.
+
+    Returns:
+        The row index (int) into ``faces``, or -1 when ``faces`` is empty.
+
+    Example:
+        >>> faces = [[0, 0, 10, 10, 0.99], [0, 0, 50, 50, 0.95], [0, 0, 100, 100, 0.5]]
+        >>> pick_face(faces), pick_face(faces, min_confidence=0.999), pick_face([])
+        (1, 0, -1)
     """
     faces = np.asarray(faces, dtype=np.float64)
     if faces.size == 0:
@@ -108,7 +169,24 @@ def pick_face(faces, min_confidence: float = 0.9) -> int:
 
 
 def box_iou(a, b) -> np.ndarray:
-    """IoU of boxes ``(x0, y0, x1, y1)``, broadcast over leading dimensions."""
+    """IoU of boxes ``(x0, y0, x1, y1)``, broadcast over leading dimensions.
+
+    Args:
+        a: boxes ``(..., 4)``; an inverted box (``x1 < x0`` or ``y1 < y0``) has zero area.
+        b: boxes ``(..., 4)``, broadcast against ``a`` (``a[:, None]`` against ``b`` gives
+            every pair).
+
+    Returns:
+        float64 IoU in ``[0, 1]``, shaped like the broadcast ``a[..., 0]`` and ``b[..., 0]``
+        (0-d for two single boxes); 0 where the union has no area.
+
+    Example:
+        >>> float(box_iou([0, 0, 10, 10], [5, 0, 15, 10]))
+        0.3333333333333333
+        >>> a, b = np.array([[0, 0, 10, 10], [0, 0, 2, 2]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]])
+        >>> box_iou(a[:, None], b).round(2).tolist()
+        [[1.0, 0.33], [0.04, 0.0]]
+    """
     a, b = _arr(a), _arr(b)
     ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
