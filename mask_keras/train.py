@@ -57,19 +57,41 @@ MONITOR = "val_macro_f1"
 
 @dataclass
 class TrainResult:
-    """Where the artifact is (written by the chief process only) and what it scored."""
+    """Where the artifact is (written by the chief process only) and what it scored.
+
+    Attributes:
+        out_dir: the run directory (``model.keras``, ``config.json``, ``metrics.json``, plots).
+        model_path: ``out_dir / "model.keras"``: the best epoch's model.
+        metrics: the validation scores of that model (``macro_f1``, ``accuracy``, per-task
+            F1, ``train_seconds``, ...), as in ``metrics.json``.
+        history: per-epoch logs, name -> list (``loss``, ``val_macro_f1``, ...).
+        predictions: ``val_predictions.csv``'s rows (on every process); None for a finished
+            run returned by ``train.resume``.
+    """
 
     out_dir: Path
     model_path: Path
     metrics: dict
     history: dict
-    predictions: pd.DataFrame | None = None  # val_predictions.csv's rows (on every process)
+    predictions: pd.DataFrame | None = None
 
 
 # --------------------------------------------------------------------------- data
 def prepare_tables(cfg: Config):
-    """Read, (sub)sample and split the data of ``cfg``: returns ``(train_table, val_table)``."""
+    """Read, (sub)sample and split the data of ``cfg``.
 
+    Args:
+        cfg: the run's config: ``data`` (folder, relabel, age_upper, folds/fold/val_ratio,
+            max_people, mask_states, on_error) and ``train.seed``.
+
+    Returns:
+        ``(train_table, val_table)``: image tables split by person
+        (:func:`mask_keras.data.splits.train_val_split`); validation labelled with the
+        competition's age rule (60), training with ``data.age_upper``.
+
+    Raises:
+        ConfigError: a split came out empty.
+    """
     d = cfg.data
     table = layout.read_train(d.data_dir, relabel=d.relabel, age_upper=d.age_upper, on_error=d.on_error)
     if d.max_people:
@@ -87,10 +109,6 @@ def prepare_tables(cfg: Config):
         raise ConfigError(f"empty split: {len(train_t)} train / {len(val_t)} validation images; "
                           f"use more people or another val_ratio")
     return train_t, val_t
-
-
-def num_classes(task: str) -> int:
-    return L.TASK_CLASSES[task]
 
 
 # --------------------------------------------------------------------------- model parts
@@ -144,19 +162,19 @@ def compile_model(model, cfg: Config, train_t: pd.DataFrame, steps_per_epoch: in
         for head in L.HEADS:
             cw = sampling.class_weights(train_t, head) if cfg.sampling.class_weights else None
             counts = np.bincount(L.task_target(head, train_t["mask"], train_t["gender"], train_t["age_group"]),
-                                 minlength=num_classes(head))
-            loss[head] = losses.build_loss(cfg.loss, num_classes(head), class_counts=counts, class_weights=cw)
-            mets[head] = [metrics.MacroF1(num_classes(head), name="macro_f1"), "categorical_accuracy"]
+                                 minlength=L.TASK_CLASSES[head])
+            loss[head] = losses.build_loss(cfg.loss, L.TASK_CLASSES[head], class_counts=counts, class_weights=cw)
+            mets[head] = [metrics.MacroF1(L.TASK_CLASSES[head], name="macro_f1"), "categorical_accuracy"]
         weights = dict(zip(L.HEADS, cfg.model.head_loss_weights))
         # weighted_metrics: only those receive sample_weight, so padded eval rows (weight 0) don't count
         model.compile(optimizer=optimizer, loss=loss, loss_weights=weights, weighted_metrics=mets)
     else:
         y = L.task_target(task, train_t["mask"], train_t["gender"], train_t["age_group"])
-        counts = np.bincount(np.asarray(y), minlength=num_classes(task))
+        counts = np.bincount(np.asarray(y), minlength=L.TASK_CLASSES[task])
         cw = sampling.class_weights(train_t, task) if cfg.sampling.class_weights else None
         model.compile(optimizer=optimizer,
-                      loss=losses.build_loss(cfg.loss, num_classes(task), class_counts=counts, class_weights=cw),
-                      weighted_metrics=[metrics.MacroF1(num_classes(task), name="macro_f1"), "categorical_accuracy"])
+                      loss=losses.build_loss(cfg.loss, L.TASK_CLASSES[task], class_counts=counts, class_weights=cw),
+                      weighted_metrics=[metrics.MacroF1(L.TASK_CLASSES[task], name="macro_f1"), "categorical_accuracy"])
     return model
 
 
@@ -201,15 +219,31 @@ def _callbacks(cfg: Config, out: Path, val_ds, multihead: bool, chief: bool = Tr
 def train(cfg: Config, callbacks=None) -> TrainResult:
     """Train one model as ``cfg`` says and return where its artifact is.
 
-    ``callbacks``: extra Keras callbacks (e.g. a tuner's pruning callback), run after
-    the package's own, so they see ``val_macro_f1`` in the epoch logs.
-
     ``train.resume``: continue the run in ``train.out_dir`` from its newest backup
     (:mod:`mask_keras.resume`); with nothing to resume it starts fresh and says so, and a
     finished run is returned as it is.
+
+    Args:
+        cfg: the run's :class:`~mask_keras.config.Config` (validated first).
+        callbacks: extra Keras callbacks (e.g. a tuner's pruning callback), run after the
+            package's own, so they see ``val_macro_f1`` in the epoch logs.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ConfigError: a bad option (named), or a batch larger than the training set.
+
+    Example:
+
+    >>> from mask_keras.config import Config
+    >>> cfg = Config().override(**{"data.data_dir": "data/default", "model.backbone": "tiny_cnn",
+    ...                            "model.weights": None, "train.out_dir": "runs/tiny"})
+    >>> result = train(cfg)  # doctest: +SKIP
+    >>> result.metrics["macro_f1"], result.model_path  # doctest: +SKIP
+    (0.41..., PosixPath('runs/tiny/model.keras'))
     """
     cfg.validate()
-
 
     t = cfg.train
     out = Path(t.out_dir)
@@ -405,8 +439,16 @@ def predict_table_probs(model, ds, n: int):
     """Run ``model`` over an evaluation dataset of (x, y, w) batches; first ``n`` rows.
 
     Works in every process of a multi-host job (:class:`~mask_keras.jax_backend.distribute.LocalPredictor`).
-    """
 
+    Args:
+        model: a trained model.
+        ds: evaluation batches from :func:`mask_keras.pipeline.make_dataset` (padded).
+        n: the real rows (the pads after them are dropped).
+
+    Returns:
+        The model's outputs for the ``n`` rows: an array ``(n, C)``, or a dict/list of them
+        for a multi-head model.
+    """
     out = LocalPredictor(model)(ds.map(graph_fn(lambda x, y, w: x)), verbose=0)
     if isinstance(out, dict):
         return {k: np.asarray(v)[:n] for k, v in out.items()}
@@ -417,7 +459,7 @@ def predict_table_probs(model, ds, n: int):
 
 def _majority_class(train_t: pd.DataFrame, task: str) -> int:
     y = L.task_target(task, train_t["mask"], train_t["gender"], train_t["age_group"])
-    return int(np.bincount(np.asarray(y), minlength=num_classes(task)).argmax())
+    return int(np.bincount(np.asarray(y), minlength=L.TASK_CLASSES[task]).argmax())
 
 
 def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | None, train_t: pd.DataFrame):
@@ -437,7 +479,7 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
         eval_task = task
     y_true = np.asarray(L.task_target(eval_task, val_t["mask"], val_t["gender"], val_t["age_group"]))
     y_pred = probs.argmax(axis=1)
-    k = num_classes(eval_task)
+    k = L.TASK_CLASSES[eval_task]
     names = ([L.class_name(c) for c in range(k)] if eval_task == "multi" else L.CLASS_NAMES[eval_task])
     scores = task_scores(y_true, y_pred, eval_task)
     per_class = scores.pop("per_class_f1")

@@ -154,11 +154,21 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
-    """Set the moving-average momentum of every BatchNormalization layer; returns how many.
+    """Set the moving-average momentum of every BatchNormalization layer (nested ones too).
 
     Keras backbones use 0.99: from scratch on a few hundred steps the moving statistics
     are still mostly their initial values, so validation (which uses them) sees a
     different network than training. 0.9 settles within a few dozen steps.
+
+    Args:
+        model: any Keras model.
+        momentum: the new momentum, in (0, 1) (Keras' convention: PyTorch's 0.1 is 0.9 here).
+
+    Returns:
+        How many BatchNormalization layers were set.
+
+    Raises:
+        ConfigError: ``momentum`` outside (0, 1).
     """
     if not 0.0 < momentum < 1.0:
         raise ConfigError(f"model.bn_momentum must be in (0, 1), got {momentum}")
@@ -172,7 +182,17 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
 
 # --------------------------------------------------------------------------- melting
 def backbone_of(model: keras.Model) -> keras.Layer:
-    """The nested backbone of a model from :func:`build_model` (also after reloading)."""
+    """The nested backbone of a model from :func:`create_model` (also after reloading).
+
+    Args:
+        model: a model from :func:`create_model` / :func:`build_model`.
+
+    Returns:
+        Its layer named ``"backbone"``.
+
+    Raises:
+        ValueError: the model has no such layer.
+    """
     try:
         return model.get_layer("backbone")
     except ValueError:
@@ -185,19 +205,53 @@ def set_backbone_trainable(model: keras.Model, trainable: bool) -> keras.Model:
 
     Takes effect at the next ``model.compile`` - compile again, with a new optimizer
     (:func:`fresh_optimizer`), before the next ``fit``.
+
+    Args:
+        model: a model from :func:`create_model`.
+        trainable: the backbone's new ``trainable`` flag.
+
+    Returns:
+        ``model`` (changed in place).
     """
     backbone_of(model).trainable = bool(trainable)
     return model
 
 
 class MeltingPhase(NamedTuple):
+    """One ``fit`` call of :func:`fit_melting`.
+
+    Attributes:
+        backbone_trainable: the backbone trains in this phase (False: frozen, the head only).
+        initial_epoch: the epoch the phase starts at (``fit(initial_epoch=...)``).
+        epochs: the epoch the phase stops at (``fit(epochs=...)``, exclusive).
+    """
+
     backbone_trainable: bool
     initial_epoch: int
     epochs: int  # the epoch to stop at (keras ``fit(epochs=...)`` semantics)
 
 
 def melting_phases(epochs: int, freeze_epochs: int = 0) -> list[MeltingPhase]:
-    """``[frozen 0..freeze_epochs, trainable freeze_epochs..epochs]`` (one phase if 0)."""
+    """The phases of a melting run: frozen for ``freeze_epochs``, then trainable.
+
+    Args:
+        epochs: the run's epochs, >= 1.
+        freeze_epochs: epochs with the backbone frozen, >= 0 (0: one trainable phase;
+            >= ``epochs``: one frozen phase).
+
+    Returns:
+        A list of one or two :class:`MeltingPhase`.
+
+    Raises:
+        ConfigError: ``epochs < 1`` or ``freeze_epochs < 0``.
+
+    Example:
+
+    >>> melting_phases(10, 3)
+    [MeltingPhase(backbone_trainable=False, initial_epoch=0, epochs=3), MeltingPhase(backbone_trainable=True, initial_epoch=3, epochs=10)]
+    >>> melting_phases(10)
+    [MeltingPhase(backbone_trainable=True, initial_epoch=0, epochs=10)]
+    """
     epochs, freeze_epochs = int(epochs), int(freeze_epochs)
     if epochs < 1 or freeze_epochs < 0:
         raise ConfigError(f"melting: need epochs >= 1 and freeze_epochs >= 0, got {epochs}, {freeze_epochs}")
@@ -216,6 +270,14 @@ def fresh_optimizer(optimizer, model: keras.Model | None = None, keep_iterations
     With ``keep_iterations`` and a compiled ``model``, the clone continues the step
     count of the model's current optimizer, so a learning-rate schedule carries on
     across the melting phases instead of restarting.
+
+    Args:
+        optimizer: a factory, an optimizer instance or a Keras optimizer name.
+        model: the compiled model whose step count to continue (None: start at 0).
+        keep_iterations: continue the step count of ``model.optimizer``.
+
+    Returns:
+        A new ``keras.optimizers.Optimizer``.
     """
     if callable(optimizer) and not isinstance(optimizer, keras.optimizers.Optimizer):
         new = optimizer()
@@ -236,8 +298,32 @@ def fit_melting(model: keras.Model, compile_fn: Callable[[keras.Model], None], *
 
     ``compile_fn(model)`` must call ``model.compile`` with a *new* optimizer each time
     (e.g. ``optimizer=fresh_optimizer(factory, model)``); it is called once per phase,
-    after the backbone's ``trainable`` flag is set. ``phase_callbacks(phase)`` may return
-    the callbacks of each phase. Returns the list of ``History`` objects (one per phase).
+    after the backbone's ``trainable`` flag is set. ``mask_keras.train.train`` runs the
+    same :func:`melting_phases` (written out there, as a resumed run may start inside a phase).
+
+    Args:
+        model: a model from :func:`create_model`.
+        compile_fn: ``compile_fn(model)`` compiles it with a new optimizer.
+        *fit_args: passed to every ``model.fit`` (e.g. the dataset).
+        epochs: total epochs.
+        freeze_epochs: epochs with the backbone frozen first (0: plain ``fit``).
+        phase_callbacks: ``phase_callbacks(phase)`` returns that phase's callbacks (optional).
+        **fit_kwargs: passed to every ``model.fit``.
+
+    Returns:
+        The ``History`` of each phase, in order.
+
+    Example:
+
+    >>> import numpy as np
+    >>> model = create_model("tiny_cnn", "gender", (16, 16))
+    >>> def compile_fn(m):
+    ...     m.compile(optimizer=fresh_optimizer(lambda: keras.optimizers.Adam(1e-3), m),
+    ...               loss="categorical_crossentropy")
+    >>> x = np.zeros((8, 16, 16, 3), "uint8"); y = np.eye(2)[np.arange(8) % 2]
+    >>> histories = fit_melting(model, compile_fn, x, y, epochs=2, freeze_epochs=1, batch_size=4, verbose=0)
+    >>> [h.epoch for h in histories], backbone_of(model).trainable
+    ([[0], [1]], True)
     """
     histories = []
     for phase in melting_phases(epochs, freeze_epochs):

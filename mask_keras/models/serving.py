@@ -40,6 +40,7 @@ class CropResize(keras.layers.Layer):
         crop: ``"none"`` (the whole photo), ``"center"`` (``crop_size``, clipped to the
             photo) or ``"face"`` (a box per photo, the call's second argument).
         crop_size: ``(height, width)`` of the centre crop.
+        **kwargs: Keras layer arguments (``name``, ``dtype``).
 
     Call arguments:
         images: uint8 (or float 0..255) ``(N, H, W, 3)``; every photo of one call has the
@@ -62,14 +63,22 @@ class CropResize(keras.layers.Layer):
 
     def __init__(self, image_size, crop: str = "center", crop_size=(400, 200), **kwargs):
         super().__init__(**kwargs)
-        if crop not in ("none", "center", "face"):
+        if crop not in cropbox.CROPS:
             raise ValueError(f"crop={crop!r}: choose one of none, center, face")
         self.image_size = tuple(int(v) for v in image_size)
         self.crop = crop
         self.crop_size = tuple(int(v) for v in crop_size)
 
     def windows(self, images, boxes=None):
-        """The crop windows ``(N, 4)`` int32 ``[y0, x0, y1, x1]`` (:func:`mask_keras.cropbox.window`, as the pipeline)."""
+        """The crop windows of a batch (:func:`mask_keras.cropbox.window`, as the pipeline).
+
+        Args:
+            images: ``(N, H, W, 3)`` photos (only their shape is read).
+            boxes: ``(N, 4)`` ``[y0, x0, y1, x1]`` face boxes (``crop="face"`` only).
+
+        Returns:
+            int32 ``(N, 4)`` ``[y0, x0, y1, x1]``, end exclusive.
+        """
         shape = ops.shape(images)
         n, h, w = shape[0], ops.cast(shape[1], "int32"), ops.cast(shape[2], "int32")
         if self.crop == "face" and boxes is None:
@@ -110,6 +119,16 @@ def resize_weights(start, stop, full, out: int):
     the crop at ``(x + 0.5) * scale`` (``scale`` = crop size / ``out``), input pixel ``i``
     weighs ``max(0, 1 - |i + 0.5 - sample| / max(scale, 1))``, pixels outside the crop
     weigh 0, and each row is normalised to sum to 1.
+
+    Args:
+        start: ``(N,)`` first row (or column) of each crop.
+        stop: ``(N,)`` end of each crop (exclusive).
+        full: the photo's height (or width): the weights' last axis.
+        out: the output height (or width).
+
+    Returns:
+        float32 ``(N, out, full)``: output pixel ``j`` of image ``n`` is
+        ``weights[n, j] @ photo_rows[n]``.
     """
     start = ops.cast(start, "float32")[:, None, None]
     size = ops.cast(stop, "float32")[:, None, None] - start
