@@ -220,3 +220,52 @@ def balanced_dataset(per_class, seed: int | None = None, weights=None):
         weights = [1.0 / len(per_class)] * len(per_class)
     return tf.data.Dataset.sample_from_datasets(per_class, weights=[float(w) for w in weights], seed=seed,
                                                 rerandomize_each_iteration=True)
+
+
+def index_stream(table: pd.DataFrame, task: str, counts: np.ndarray, balance: str = "none", seed: int = 0):
+    """One training epoch of row indices, as a ``tf.data`` stream (re-drawn every epoch).
+
+    ``none``: every row ``counts[i]`` times (the >=60 repeats of :func:`old_repeat_counts`),
+    shuffled. ``class``: the same number of rows, drawn with equal probability from each
+    class of ``task`` present (:func:`balanced_dataset`; within a class, its rows with their
+    repeats, reshuffled every pass). Imports TensorFlow.
+
+    Args:
+        table: the training image table.
+        task: the task whose classes ``class`` balances (``multi``/``multihead``: the 18).
+        counts: ``(len(table),)`` repeats of each row per epoch (>= 1).
+        balance: ``none`` | ``class``.
+        seed: seeds the shuffles and the draw.
+
+    Returns:
+        ``(dataset of int64 row indices, sum(counts) long; a description for the log)``.
+
+    Example:
+
+    >>> table = pd.DataFrame({"mask": [0, 0, 0, 1], "gender": [0, 0, 0, 0], "age_group": [0, 0, 0, 0]})
+    >>> ds, how = index_stream(table, "mask", np.array([1, 1, 1, 1]), "class", seed=0)
+    >>> how, len(list(ds))
+    ('class-balanced over 2 classes', 4)
+    """
+    from ._tf import tf
+
+    n_epoch = int(np.sum(counts))
+    if balance == "class":
+        cls = class_ids(table, task)
+        streams, present = [], []
+        for c in np.unique(cls):
+            sel = np.flatnonzero(cls == c)
+            ids = np.repeat(sel, counts[sel]).astype(np.int64)
+            streams.append(tf.data.Dataset.from_tensor_slices(ids).repeat()
+                           .shuffle(len(ids), seed=seed + 1 + int(c), reshuffle_each_iteration=True))
+            present.append(int(c))
+        k = num_sampling_classes(task)
+        if len(present) < k:
+            log.warning("balanced sampling: class(es) %s absent from the training table",
+                        sorted(set(range(k)) - set(present)))
+        return balanced_dataset(streams, seed=seed).take(n_epoch), f"class-balanced over {len(present)} classes"
+    if balance != "none":
+        raise ValueError(f"unknown balance {balance!r}; choose one of none, class")
+    ids = np.repeat(np.arange(len(table)), counts).astype(np.int64)
+    return tf.data.Dataset.from_tensor_slices(ids).shuffle(len(ids), seed=seed, reshuffle_each_iteration=True), \
+        "shuffled"

@@ -290,25 +290,7 @@ def create_dataset(table: pd.DataFrame, *, training: bool = False, task: str = "
                 f"(last batch padded with {pad} weight-0 rows){cache_note}", verbose)
         return ds, DatasetInfo(task, False, b, n, steps, store.nbytes)
 
-    if balance == "class":
-        cls = sampling.class_ids(table, task)
-        streams, present = [], []
-        for c in np.unique(cls):
-            sel = np.flatnonzero(cls == c)
-            ids = np.repeat(sel, counts[sel]).astype(np.int64)
-            streams.append(tf.data.Dataset.from_tensor_slices(ids).repeat()
-                           .shuffle(len(ids), seed=seed + 1 + int(c), reshuffle_each_iteration=True))
-            present.append(int(c))
-        k = sampling.num_sampling_classes(task)
-        if len(present) < k:
-            log.warning("balanced sampling: class(es) %s absent from the training table",
-                        sorted(set(range(k)) - set(present)))
-        indices = sampling.balanced_dataset(streams, seed=seed).take(n_epoch)
-        how = f"class-balanced over {len(present)} classes"
-    else:
-        ids = np.repeat(np.arange(n), counts).astype(np.int64)
-        indices = tf.data.Dataset.from_tensor_slices(ids).shuffle(len(ids), seed=seed, reshuffle_each_iteration=True)
-        how = "shuffled"
+    indices, how = sampling.index_stream(table, task, counts, balance, seed)
     ds = store.batches(indices, b, deterministic=True)
     def train_batch(r):
         y = one_hot_targets(r["target"], task)
