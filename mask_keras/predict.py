@@ -275,7 +275,8 @@ def _gt_labels(gt, image_ids) -> np.ndarray:
     ids = pd.Index([str(i) for i in image_ids])
     missing = ids.difference(s.index)
     if len(missing) or len(s) != len(ids):
-        raise E.EvaluationError(f"{gt}: does not match the predicted images ({len(s)} gt rows, {len(ids)} "
+        where = gt if isinstance(gt, (str, Path)) else "the gt table"
+        raise E.EvaluationError(f"{where}: does not match the predicted images ({len(s)} gt rows, {len(ids)} "
                                 f"predicted; {len(missing)} predicted ImageID(s) missing from gt, e.g. "
                                 f"{list(missing[:3])})")
     return s.reindex(ids).to_numpy(np.int64)

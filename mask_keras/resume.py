@@ -172,6 +172,8 @@ def _load_one(d: Path) -> Backup:
     except (OSError, ValueError) as e:
         raise ResumeError(f"{arrays_file}: unreadable ({e})") from None
     names = state.get("array_names", [])
+    if len(names) != len(arrays):  # a state.json edited or written by another version
+        raise ResumeError(f"{state_file}: names {len(names)} arrays but {arrays_file.name} holds {len(arrays)}")
     return Backup(d, state, {names[int(k[1:])]: v for k, v in arrays.items()})  # a0, a1, ... -> names
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import shutil
 from pathlib import Path
 
@@ -254,6 +255,15 @@ def test_worker_start_failure_is_reported(monkeypatch):
     with pytest.raises(DetectorError, match="KERAS_BACKEND=tensorflow"):
         det.start()
     assert not det.running
+
+
+def test_worker_that_does_not_answer_in_time_is_killed():
+    """start_timeout bounds the wait for the worker's first reply (its imports take seconds)."""
+    det = Detector(start_timeout=0.05)
+    t = time.perf_counter()
+    with pytest.raises(DetectorError, match=r"no answer within start_timeout=0.05 s"):
+        det.start()
+    assert not det.running and det.pid is None and time.perf_counter() - t < 30
 
 
 # ---- crops from the cache, no network --------------------------------------------------------

@@ -187,6 +187,25 @@ def test_a_damaged_backup_falls_back_to_the_previous_one_or_stops(tmp_path, capl
     assert resume.load_latest(tmp_path / "never_trained") is None
 
 
+def test_a_backup_whose_state_names_too_few_arrays_is_skipped(tmp_path, caplog):
+    """A state.json that does not name every array (edited, another version) is a damaged backup, not a crash."""
+    from mask_keras import resume
+
+    out = tmp_path / "run"
+    for n in (1, 2):
+        st = resume.RunState(out, {"train": {"epochs": 3}}, checkpoint=None)
+        st.arrays = {"model/0": np.full((3,), float(n), "float32"), "optimizer/iteration": np.array(7 * n)}
+        st.history = {"loss": [1.0] * n}
+        st.write_backup(n)
+    state_file = out / "backup" / "epoch_0002" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["array_names"] = state["array_names"][:1]
+    state_file.write_text(json.dumps(state))
+    b = resume.load_latest(out)
+    assert b.epochs == 1 and b.arrays["model/0"][0] == 1.0
+    assert "names 1 arrays but arrays.npz holds 2" in caplog.text
+
+
 def test_a_different_config_is_named_and_nothing_to_resume_starts_fresh(synth_root, tmp_path, capsys):
     from mask_keras import resume
 

@@ -45,7 +45,8 @@ def load_relabel(path=None, mode: str = "certain") -> pd.DataFrame:
         ValueError: an unknown ``mode``, a missing column or an unknown ``change``.
     """
     if mode not in MODES:
-        raise ValueError(f"relabel mode must be one of {MODES} (or True for 'certain'), got {mode!r}")
+        raise ValueError(f"relabel mode must be one of {MODES}, got {mode!r} (read_train and "
+                         f"data.relabel also take True, meaning 'certain')")
     path = Path(path) if path else default_relabel_path()
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in RELABEL_COLUMNS if c not in df.columns]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 import sys
 import tempfile
@@ -60,8 +61,9 @@ class Detector:
         device: "cpu" (default; the worker hides every GPU from TensorFlow so a JAX
             training process keeps its accelerator) or "gpu" (TensorFlow on GPU:0 with memory
             growth; only when nothing else holds the GPU).
-        start_timeout: stored as ``self.start_timeout``; not used yet (:meth:`start` waits for
-            the worker's first reply without a limit).
+        start_timeout: seconds :meth:`start` waits for the worker's first reply (it imports
+            TensorFlow and builds MTCNN); past it the worker is killed and
+            :class:`DetectorError` raised.
 
     Raises:
         ValueError: an unknown ``device``.
@@ -96,7 +98,8 @@ class Detector:
             ``self``.
 
         Raises:
-            DetectorError: the worker could not import ``mtcnn``/TensorFlow or died (with its stderr tail).
+            DetectorError: the worker could not import ``mtcnn``/TensorFlow, died, or did not
+                answer within ``start_timeout`` (with its stderr tail).
         """
         if self.running:
             return self
@@ -105,6 +108,13 @@ class Detector:
         cmd = [sys.executable, "-m", "mask_keras.detect.worker", "--device", self.device]
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                       env=worker_env(self.device))
+        # a worker hung in its imports (or a starved machine) must not block the caller forever
+        ready, _, _ = select.select([self._proc.stdout], [], [], float(self.start_timeout))
+        if not ready:
+            self._proc.kill()
+            self._proc.wait()
+            self._fail("start", {"fatal": f"no answer within start_timeout={self.start_timeout} s; raise it "
+                                          f"(Detector(start_timeout=...)) on a slow or busy machine"})
         hello = self._reply("start")
         if not isinstance(hello, dict) or not hello.get("ok"):
             self._fail("start", hello)
