@@ -371,7 +371,7 @@ def verify_export(run_dir, export_dir, n: int = 6, seed: int = 0) -> dict:
     model = load_keras(run)
     if not exp.takes_photos:  # jax2tf: the model alone, on cropped pixels
         h, w = p.image_size
-        x = np.random.default_rng(0).uniform(0, 255, size=(n, h, w, 3)).astype(np.float32)
+        x = np.random.default_rng(seed).uniform(0, 255, size=(n, h, w, 3)).astype(np.float32)
         diff = _max_diff(_as_heads(model.predict(x, verbose=0)), exp.predict(x))
         return {"max_abs_difference": diff, "vs_package_files": None, "images": f"{n} random pixel batches"}
     serving = build_serving_model(model, p, cfg.train.task)

@@ -534,4 +534,5 @@ def check_config(b: Backup, cfg_dict: dict, out) -> None:
     if diff:
         raise ConfigError(f"train.resume: the config differs from the backup in {out} ({'; '.join(diff)}); "
                           f"resume with the run's own config ({Path(out) / 'config.json'}) or train into "
-                          f"another out_dir (only train.epochs may change)")
+                          f"another out_dir (a resume may change train.epochs and how the run is run: "
+                          f"{', '.join(MAY_DIFFER[1:])})")

@@ -130,11 +130,15 @@ def num_sampling_classes(task: str) -> int:
     """Number of classes :func:`class_ids` can return for ``task``.
 
     Args:
-        task: ``mask``, ``gender``, ``age``, ``multi`` or ``multihead`` (KeyError otherwise).
+        task: ``mask``, ``gender``, ``age``, ``multi`` or ``multihead``.
 
     Returns:
         3, 2, 3, or 18 for ``multi`` and ``multihead``.
+
+    Raises:
+        ValueError: an unknown task (named, with the choices).
     """
+    L.check_task(task)
     return L.NUM_CLASSES if task in ("multi", "multihead") else L.TASK_CLASSES[task]
 
 
