@@ -300,8 +300,8 @@ def build_augmentation(preset: str, seed: int | None = None) -> Augmentation | N
 def augmentation_gallery(table, cfg, path, n: int = 16, seed: int | None = None):
     """PNG of ``n`` training samples after the preset's augmentation (and MixUp/CutMix, if on).
 
-    The :class:`Augmentation` layer runs eagerly with ``training=True``, then the
-    :class:`BatchMixer`, as in training. The first row shows the same images without
+    As in training: the :class:`BatchMixer` first (the host's tf.data step), then the
+    :class:`Augmentation` layer eagerly with ``training=True`` (the model's first layer). The first row shows the same images without
     augmentation for comparison. Imports TensorFlow (the pipeline decodes the images).
 
     Args:
@@ -315,8 +315,10 @@ def augmentation_gallery(table, cfg, path, n: int = 16, seed: int | None = None)
 
     Returns:
         The :class:`~pathlib.Path` of the written PNG (:func:`mask_keras.plots.image_grid`).
-    """
 
+    Raises:
+        ValueError: an empty table.
+    """
     from .pipeline import (
         load_images,  # TensorFlow: `import mask_keras` (which imports this module) stays without it
     )
@@ -324,21 +326,25 @@ def augmentation_gallery(table, cfg, path, n: int = 16, seed: int | None = None)
     seed = cfg.train.seed if seed is None else seed
     rng = np.random.default_rng(seed)
     n = int(min(n, len(table)))
+    if n < 1:
+        raise ValueError("augmentation_gallery: the table is empty (pass the images to show)")
     pick = table.iloc[np.sort(rng.choice(len(table), size=n, replace=False))]
     raw = np.asarray(load_images(pick, cfg.preprocess))  # uint8 (n, h, w, 3)
-    layer = build_augmentation(cfg.augment.preset, seed)
-    x = np.asarray(ops.convert_to_numpy(layer(raw, training=True)) if layer is not None else raw, np.float32)
     captions = [f"{r.stem}/{L.CLASS_NAMES['gender'][r.gender]}/{L.CLASS_NAMES['age'][r.age_group]}"
                 if {"stem", "gender", "age_group"} <= set(pick.columns) else str(i)
                 for i, r in enumerate(pick.itertuples())]
+    x = raw.astype(np.float32)
     mixer = BatchMixer.from_config(cfg.augment, seed)
-    if mixer is not None:
+    if mixer is not None:  # as in training: mixed on the host (tf.data) first, then augmented by the model
         labels = np.asarray(pick["label"]) if "label" in pick else np.zeros(n, int)
         y = np.eye(L.NUM_CLASSES, dtype=np.float32)[labels]
         ages = np.asarray(pick["age_group"]) if "age_group" in pick else np.zeros(n, int)
         x, y = mixer(x, y, ages)
-        x, top2 = x.numpy(), -np.sort(-y.numpy(), axis=1)[:, :2]
+        x, top2 = np.asarray(x), -np.sort(-y.numpy(), axis=1)[:, :2]
         captions = [f"{c}\nmix {v[0]:.2f}/{v[1]:.2f}" if v[1] > 0 else c for c, v in zip(captions, top2, strict=True)]
+    layer = build_augmentation(cfg.augment.preset, seed)
+    if layer is not None:
+        x = np.asarray(ops.convert_to_numpy(layer(x, training=True)), np.float32)
     cols = min(8, n)
     images = list(raw[:cols]) + list(np.round(x).astype(np.uint8))
     captions = [f"original {i}" for i in range(cols)] + captions

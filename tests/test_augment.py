@@ -397,6 +397,9 @@ def test_augmentation_gallery_writes_png(tmp_path):
     t = _table(tmp_path, 6)
     out = A.augmentation_gallery(t, _cfg("team004", mixup=0.5), tmp_path / "gallery.png", n=4)
     assert out.is_file() and out.stat().st_size > 1000
+    with pytest.raises(ValueError, match="the table is empty"):
+        A.augmentation_gallery(t.iloc[:0], _cfg("team004"), tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_mixer_works_in_a_users_own_tf_data_map():
