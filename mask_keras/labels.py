@@ -193,6 +193,9 @@ def task_target(task: str, mask, gender, age_grp):
         return np.asarray(age_grp)
     if task == "multi":
         return encode(mask, gender, age_grp)
+    if task == "multihead":
+        raise ValueError("task 'multihead' has no single target: take the mask, gender and age targets "
+                         "(task_target('mask'|'gender'|'age', ...)) for its three heads")
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 

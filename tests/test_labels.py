@@ -41,3 +41,13 @@ def test_bad_values():
 
 def test_class_name():
     assert L.class_name(11) == "incorrect/female/>=60"
+
+
+def test_task_target_per_task_and_multihead_is_explained():
+    m, g, a = np.array([0, 1, 2]), np.array([1, 0, 1]), np.array([2, 1, 0])
+    assert L.task_target("age", m, g, a).tolist() == [2, 1, 0]
+    assert L.task_target("multi", m, g, a).tolist() == [L.encode(0, 1, 2), L.encode(1, 0, 1), L.encode(2, 1, 0)]
+    with pytest.raises(ValueError, match="'multihead' has no single target"):
+        L.task_target("multihead", m, g, a)
+    with pytest.raises(ValueError, match="unknown task 'ages'"):
+        L.task_target("ages", m, g, a)
