@@ -52,6 +52,52 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="override any config option, e.g. --set loss.name=focal --set augment.mixup=0.5")
 
 
+def recipe_parser(description: str) -> argparse.ArgumentParser:
+    """A recipe's command line (:mod:`mask_keras.recipe`): ``mask-keras train``'s flags (:func:`add_train_args`).
+
+    Args:
+        description: the ``--help`` text (the recipe's module docstring).
+
+    Returns:
+        The ``argparse.ArgumentParser``.
+    """
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_args(p)
+    return p
+
+
+def _kv_path(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def ensemble_parser(description: str, members) -> argparse.ArgumentParser:
+    """:func:`recipe_parser` with ``--load``, ``--vote``, ``--level``, ``--tta`` and ``--no-submit``.
+
+    Args:
+        description: the ``--help`` text.
+        members: the member names (listed in ``--load``'s help).
+
+    Returns:
+        The ``argparse.ArgumentParser``.
+    """
+    from .config import LEVELS, VOTES
+
+    p = recipe_parser(description)
+    g = p.add_argument_group("ensemble and submission")
+    g.add_argument("--load", type=_kv_path, action="append", default=[], metavar="NAME=DIR",
+                   help=f"use an existing run (or K-fold) directory for member NAME instead of training it "
+                        f"(members: {', '.join(members)})")
+    g.add_argument("--vote", choices=VOTES, help="override the recipe's voting (ensemble.vote)")
+    g.add_argument("--level", choices=LEVELS, help="vote per task or on the 18 classes (ensemble.level)")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average with the flipped view (ensemble.tta)")
+    g.add_argument("--no-submit", action="store_true", help="train only; no prediction over eval/")
+    return p
+
+
 def config_from_args(args, base=None):
     """Apply command-line flags on top of ``base`` (a Config)."""
     from .config import Config
@@ -64,7 +110,7 @@ def config_from_args(args, base=None):
              "max_people": "data.max_people", "folds": "data.folds", "devices": "train.devices",
              "mixed_precision": "train.mixed_precision", "wandb": "train.wandb", "seed": "train.seed",
              "resume": "train.resume",
-             # the recipes' ensemble flags (mask_keras.recipe.ensemble_parser)
+             # the recipes' ensemble flags (ensemble_parser)
              "vote": "ensemble.vote", "level": "ensemble.level", "tta": "ensemble.tta"}
     for attr, key in flags.items():
         v = getattr(args, attr, None)

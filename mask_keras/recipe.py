@@ -55,7 +55,7 @@ Tests and quick checks shrink any recipe with flags, e.g. ``--data-dir D --epoch
 """
 from __future__ import annotations
 
-import argparse
+import copy
 import importlib.util
 import inspect
 import json
@@ -65,8 +65,8 @@ from pathlib import Path
 
 from . import labels as L
 from . import train as training  # called as training.train: tests replace it
-from .cli import add_train_args, config_from_args
-from .config import LEVELS, VOTES, Config, ConfigError, EnsembleConfig
+from .cli import config_from_args, ensemble_parser, recipe_parser
+from .config import Config, ConfigError, EnsembleConfig
 from .data.layout import read_train
 from .data.synth import generate
 from .evaluate import evaluate, format_report
@@ -138,20 +138,6 @@ def ensure_default_data(data_dir=DEFAULT_DATA_DIR, **synth) -> Path:
     return data_dir
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """The recipe's command line: ``mask-keras train``'s flags (:func:`mask_keras.cli.add_train_args`).
-
-    Args:
-        description: the ``--help`` text (the recipe's module docstring).
-
-    Returns:
-        The ``argparse.ArgumentParser``.
-    """
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_args(p)
-    return p
-
-
 def _is_demo(args) -> bool:
     """Demo scale unless the data (``--data-dir``) or a whole config (``--config``) is given."""
     return args.data_dir is None and args.config is None
@@ -181,7 +167,7 @@ def resolve(get_config, argv=None, description: str = "") -> Config:
         The resolved :class:`~mask_keras.config.Config`.
     """
 
-    args = parser(description).parse_args(argv)
+    args = recipe_parser(description).parse_args(argv)
     demo = _is_demo(args)
     data_dir = ensure_default_data() if demo else None
     if demo:
@@ -326,36 +312,6 @@ class EnsembleResult:
         return None if self.prediction is None else self.prediction.metrics
 
 
-def _kv_path(text: str):
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    k, v = text.split("=", 1)
-    return k.strip(), v.strip()
-
-
-def ensemble_parser(description: str, members) -> argparse.ArgumentParser:
-    """:func:`parser` with ``--load``, ``--vote``, ``--level``, ``--tta`` and ``--no-submit``.
-
-    Args:
-        description: the ``--help`` text.
-        members: the member names (listed in ``--load``'s help).
-
-    Returns:
-        The ``argparse.ArgumentParser``.
-    """
-    p = parser(description)
-    g = p.add_argument_group("ensemble and submission")
-    g.add_argument("--load", type=_kv_path, action="append", default=[], metavar="NAME=DIR",
-                   help=f"use an existing run (or K-fold) directory for member NAME instead of training it "
-                        f"(members: {', '.join(members)})")
-    g.add_argument("--vote", choices=VOTES, help="override the recipe's voting (ensemble.vote)")
-    g.add_argument("--level", choices=LEVELS, help="vote per task or on the 18 classes (ensemble.level)")
-    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average with the flipped view (ensemble.tta)")
-    g.add_argument("--no-submit", action="store_true", help="train only; no prediction over eval/")
-    return p
-
-
 def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult:
     """Train (or load) every member, predict ``eval/``, combine, write and score the submission.
 
@@ -387,8 +343,9 @@ def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult
     data_dir = ensure_default_data() if demo else None
     # the recipe's own config with the flags: the ensemble settings and out_dir (--config sets a member's
     # config, not the ensemble's)
-    own = config_from_args(argparse.Namespace(**{**vars(args), "config": None}),
-                           _scaled(get_config, demo, data_dir)).validate()
+    own_args = copy.copy(args)
+    own_args.config = None
+    own = config_from_args(own_args, _scaled(get_config, demo, data_dir)).validate()
     members = member_configs(get_config, demo, own)
     loads = dict(args.load)
     unknown = sorted(set(loads) - set(members))

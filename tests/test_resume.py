@@ -357,10 +357,10 @@ def test_mix_off_epoch_stops_mixing(synth_root):
 
 
 def test_every_entry_point_has_the_flag():
-    from mask_keras.cli import build_parser, config_from_args
-    from mask_keras.recipe import parser
+    from mask_keras.cli import build_parser, config_from_args, ensemble_parser, recipe_parser
 
-    for p, argv in ((build_parser(), ["train", "--resume"]), (parser("a recipe"), ["--resume"])):
+    for p, argv in ((build_parser(), ["train", "--resume"]), (recipe_parser("a recipe"), ["--resume"]),
+                    (ensemble_parser("an ensemble", ["mask"]), ["--resume"])):
         assert config_from_args(p.parse_args(argv)).train.resume is True
 
 
