@@ -69,6 +69,8 @@ CONFIGS = {
                    {"train.precise_bn": 0}),
     "bn_ema_m09": Spec("plain without precise BN, BatchNorm momentum 0.9 (PyTorch's 0.1)",
                        {"train.precise_bn": 0, "model.bn_momentum": 0.9}),
+    "cosine": Spec("plain with the package's default learning-rate schedule (cosine decay to 1%; the suite's "
+                   "runs hold the rate constant, as the reference does)", {"train.schedule": "cosine"}),
     "noaug": Spec("plain without augmentation (the PyTorch reference's input: no flip, no colour change)",
                   {"augment.preset": "none"}),
     "old_x3": Spec("60+ people repeated 3x per epoch (team 000)", {"sampling.old_factor": 3.0}),
