@@ -136,6 +136,8 @@ class ModelConfig:
             (ignored with ``weights=None``).
         head_loss_weights: multihead: loss weights of mask, gender, age (3 values).
         bn_momentum: override the backbone's BatchNorm momentum (e.g. 0.9 from scratch); None = keep.
+        depthwise_init: from scratch only: re-initialise depthwise kernels, "channels"
+            (PyTorch's scale) or "fan_out" (Keras'); None = keep the backbone's.
     """
 
     backbone: str = "efficientnet_b0"
@@ -146,6 +148,7 @@ class ModelConfig:
     freeze_epochs: int = 0
     head_loss_weights: tuple = (1.0, 1.0, 1.0)
     bn_momentum: float | None = None
+    depthwise_init: str | None = None
 
 
 @dataclass

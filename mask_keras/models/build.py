@@ -48,8 +48,8 @@ from . import heads as H
 
 def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_size=(128, 96), *,
                  weights=None, head: str = "linear", head_units: int = 128, dropout: float = 0.2,
-                 bn_momentum: float | None = None, num_classes: int | None = None, augmentation=None,
-                 seed: int | None = None) -> keras.Model:
+                 bn_momentum: float | None = None, depthwise_init: str | None = None,
+                 num_classes: int | None = None, augmentation=None, seed: int | None = None) -> keras.Model:
     """A classifier for ``task`` on a registered backbone, from flat arguments.
 
     Args:
@@ -63,6 +63,8 @@ def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_s
         head_units: hidden width of the shallow head.
         dropout: dropout before the output layer.
         bn_momentum: override the backbone's BatchNorm momentum (None: keep it).
+        depthwise_init: from scratch only (``weights=None``): re-initialise every depthwise
+            kernel; see :func:`init_depthwise` (None: keep the backbone's).
         num_classes: outputs of a single-head model (default: the task's 3/2/3/18); None
             for ``multihead``.
         augmentation: per-image augmentation run in training only as the model's first
@@ -95,6 +97,10 @@ def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_s
     net, converter = B.build_backbone(spec.name, (h, w), weights)
     if bn_momentum is not None:
         set_bn_momentum(net, bn_momentum)
+    if depthwise_init is not None:
+        check_depthwise_init(depthwise_init)
+        if weights is None:
+            init_depthwise(net, depthwise_init, seed=seed)
 
     inputs = keras.Input(shape=(h, w, 3), dtype="float32", name="image")
     x = inputs
@@ -149,8 +155,71 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
     """
     return create_model(model_cfg.backbone, task, image_size, weights=model_cfg.weights, head=model_cfg.head,
                         head_units=model_cfg.head_units, dropout=model_cfg.dropout,
-                        bn_momentum=getattr(model_cfg, "bn_momentum", None), num_classes=num_classes,
+                        bn_momentum=getattr(model_cfg, "bn_momentum", None),
+                        depthwise_init=getattr(model_cfg, "depthwise_init", None), num_classes=num_classes,
                         augmentation=augment, seed=seed)
+
+
+#: depthwise-kernel initialisations (:func:`init_depthwise`)
+DEPTHWISE_INITS = ("fan_out", "channels")
+
+
+def check_depthwise_init(name: str) -> str:
+    """Validate a ``depthwise_init`` name.
+
+    Args:
+        name: one of ``DEPTHWISE_INITS``.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ConfigError: an unknown name, naming the choices.
+    """
+    if name not in DEPTHWISE_INITS:
+        raise ConfigError(f"unknown model.depthwise_init {name!r}; choose one of: {', '.join(DEPTHWISE_INITS)} "
+                          "(or None to keep the backbone's)")
+    return name
+
+
+def init_depthwise(model: keras.Model, mode: str = "channels", seed: int | None = None) -> int:
+    """Re-initialise every depthwise kernel of ``model`` (He normal, truncated) over a chosen fan.
+
+    A ``(k, k, C, 1)`` depthwise kernel has a fan of ``k*k`` per output channel, which is
+    what Keras applications (and TF's and timm's EfficientNets) scale by: std ``sqrt(2/(k*k))``,
+    ~0.47 for 3x3. PyTorch's ``kaiming_normal_(mode="fan_out")`` (torchvision's EfficientNet,
+    MobileNet) counts ``k*k*C`` and starts 6-40x smaller. A BatchNorm follows every depthwise
+    convolution, so the scale does not change the forward pass; it sets how fast Adam turns
+    the kernel (each step moves a weight by about the learning rate, whatever its size).
+
+    Args:
+        model: any Keras model; nested models are searched.
+        mode: ``"fan_out"``: std ``sqrt(2/(k*k))`` (Keras'); ``"channels"``: std
+            ``sqrt(2/(k*k*C))`` (PyTorch's).
+        seed: seeds the draw (None: Keras' global seed).
+
+    Returns:
+        How many kernels were re-initialised.
+
+    Raises:
+        ConfigError: an unknown ``mode``.
+
+    Example:
+        >>> m = keras.Sequential([keras.Input((8, 8, 16)), keras.layers.DepthwiseConv2D(3)])
+        >>> init_depthwise(m, "channels", seed=0)
+        1
+    """
+    check_depthwise_init(mode)
+    n = 0
+    for i, layer in enumerate(l for l in all_layers(model) if isinstance(l, keras.layers.DepthwiseConv2D)):
+        kernel = layer.kernel
+        kh, kw, c, m = kernel.shape
+        fan = kh * kw * m * (c if mode == "channels" else 1)
+        std = (2.0 / fan) ** 0.5 / 0.87962566103423978  # truncated at 2 std, as VarianceScaling
+        init = keras.initializers.TruncatedNormal(stddev=std, seed=None if seed is None else seed + i)
+        kernel.assign(init(kernel.shape, kernel.dtype))
+        n += 1
+    return n
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
