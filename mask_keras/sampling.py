@@ -21,6 +21,10 @@ import numpy as np
 import pandas as pd
 
 from . import labels as L
+from .errors import unknown_choice
+
+#: ``balance`` values: no balancing, or one stream per class of the task
+BALANCES = ("none", "class")
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +242,14 @@ def index_stream(table: pd.DataFrame, task: str, counts: np.ndarray, balance: st
         table: the training image table.
         task: the task whose classes ``class`` balances (``multi``/``multihead``: the 18).
         counts: ``(len(table),)`` repeats of each row per epoch (>= 1).
-        balance: ``none`` | ``class``.
+        balance: one of ``BALANCES``: ``none`` | ``class``.
         seed: seeds the shuffles and the draw.
 
     Returns:
         ``(dataset of int64 row indices, sum(counts) long; a description for the log)``.
+
+    Raises:
+        ConfigError: an unknown ``balance``, naming the choices.
 
     Example:
 
@@ -251,6 +258,8 @@ def index_stream(table: pd.DataFrame, task: str, counts: np.ndarray, balance: st
     >>> how, len(list(ds))
     ('class-balanced over 2 classes', 4)
     """
+    if balance not in BALANCES:
+        raise unknown_choice("balance", balance, BALANCES)
     from ._tf import tf
 
     n_epoch = int(np.sum(counts))
@@ -268,8 +277,6 @@ def index_stream(table: pd.DataFrame, task: str, counts: np.ndarray, balance: st
             log.warning("balanced sampling: class(es) %s absent from the training table",
                         sorted(set(range(k)) - set(present)))
         return balanced_dataset(streams, seed=seed).take(n_epoch), f"class-balanced over {len(present)} classes"
-    if balance != "none":
-        raise ValueError(f"unknown balance {balance!r}; choose one of none, class")
     ids = np.repeat(np.arange(len(table)), counts).astype(np.int64)
     return tf.data.Dataset.from_tensor_slices(ids).shuffle(len(ids), seed=seed, reshuffle_each_iteration=True), \
         "shuffled"

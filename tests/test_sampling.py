@@ -111,3 +111,14 @@ def test_class_weights_inverse_frequency():
     # multi: classes absent from the table get weight 0
     w = S.class_weights(t, "multi")
     assert (w[np.setdiff1d(np.arange(18), S.class_ids(t, "multi"))] == 0).all()
+
+
+def test_unknown_balance_is_named_wherever_it_enters():
+    """One list of balance values (sampling.BALANCES): the stream, the dataset factory's config check."""
+    from mask_keras.config import Config, ConfigError
+
+    table = _people_table()
+    with pytest.raises(ConfigError, match="unknown balance 'clas'.*did you mean 'class'"):
+        S.index_stream(table, "multi", np.ones(len(table), int), balance="clas")
+    with pytest.raises(ConfigError, match="unknown sampling.balance 'person'; choose one of: none, class"):
+        Config().override(**{"sampling.balance": "person"}).validate()

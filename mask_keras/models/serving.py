@@ -64,7 +64,7 @@ class CropResize(keras.layers.Layer):
     def __init__(self, image_size, crop: str = "center", crop_size=(400, 200), **kwargs):
         super().__init__(**kwargs)
         if crop not in cropbox.CROPS:
-            raise ValueError(f"crop={crop!r}: choose one of none, center, face")
+            raise ValueError(f"crop={crop!r}: choose one of {', '.join(cropbox.CROPS)}")
         self.image_size = tuple(int(v) for v in image_size)
         self.crop = crop
         self.crop_size = tuple(int(v) for v in crop_size)

@@ -176,7 +176,6 @@ class DatasetInfo:
     mixer: BatchMixer | None = None
 
 
-BALANCES = ("none", "class")
 ON_ERROR = ("raise", "skip")
 
 
@@ -242,8 +241,8 @@ def create_dataset(table: pd.DataFrame, *, training: bool = False, task: str = "
     b, seed = int(batch_size), int(seed)
     if b < 1:
         raise ValueError(f"create_dataset: batch_size {batch_size} must be >= 1")
-    if balance not in BALANCES:
-        raise unknown_choice("balance", balance, BALANCES)
+    if balance not in sampling.BALANCES:
+        raise unknown_choice("balance", balance, sampling.BALANCES)
     if on_error not in ON_ERROR:
         raise unknown_choice("on_error", on_error, ON_ERROR)
     if float(old_factor) < 1.0:
