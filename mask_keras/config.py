@@ -20,10 +20,11 @@ from typing import Any
 
 from . import labels as L
 from . import registry  # filled by models.backbones, augment and losses (see registry.py)
+from .cropbox import CROPS  # the one list (also importable from here, as before)
 from .errors import ConfigError, unknown_choice  # ConfigError: also importable from here, as before
 from .files import atomic_write_text  # Config.save; also importable from here, as before
+from .sampling import BALANCES  # the one list
 
-CROPS = ("none", "center", "face")
 #: early stopping: the metric watched and whether higher is better
 EARLY_STOPPING_MONITORS = {"val_macro_f1": "max", "val_loss": "min"}
 #: how an ensemble's models vote (soft: mean probabilities; hard: each model's answer) and where
@@ -120,6 +121,10 @@ class SamplingConfig:
     old_factor: float = 1.0
     balance: str = "none"
     class_weights: bool = False
+
+
+#: ``ModelConfig.depthwise_init`` values (:func:`mask_keras.models.build.init_depthwise`)
+DEPTHWISE_INITS = ("fan_out", "channels")
 
 
 @dataclass
@@ -408,6 +413,8 @@ class Config:
         registry.BACKBONES.get(self.model.backbone)  # each get: ConfigError naming the choices
         if self.model.head not in ("linear", "shallow"):
             raise unknown_choice("head", self.model.head, ("linear", "shallow"))
+        if self.model.depthwise_init is not None and self.model.depthwise_init not in DEPTHWISE_INITS:
+            raise unknown_choice("model.depthwise_init", self.model.depthwise_init, DEPTHWISE_INITS)
         registry.AUGMENT_PRESETS.get(self.augment.preset)
         for name, _w in (self.loss.terms or ((self.loss.name, 1.0),)):
             registry.LOSSES.get(name)
@@ -419,8 +426,8 @@ class Config:
             raise unknown_choice("early_stopping_monitor", t.early_stopping_monitor, tuple(EARLY_STOPPING_MONITORS))
         if p.crop not in CROPS:
             raise unknown_choice("crop", p.crop, CROPS)
-        if self.sampling.balance not in ("none", "class"):
-            raise unknown_choice("sampling.balance", self.sampling.balance, ("none", "class"))
+        if self.sampling.balance not in BALANCES:
+            raise unknown_choice("sampling.balance", self.sampling.balance, BALANCES)
         if self.data.on_error not in ("raise", "skip"):
             raise unknown_choice("data.on_error", self.data.on_error, ("raise", "skip"))
         if self.data.relabel not in (False, True, "certain", "all"):

@@ -471,3 +471,44 @@ def test_bn_momentum_override_reaches_every_batchnorm():
     # the setting survives a save/load round trip (it is part of each layer's config)
     assert all(l["config"]["momentum"] == 0.8 for l in m.get_layer("backbone").get_config()["layers"]
                if l["class_name"] == "BatchNormalization")
+
+
+def test_depthwise_init_gives_each_kernel_the_chosen_fan():
+    """init_depthwise: std sqrt(2/(k*k*C)) ("channels": PyTorch's kaiming_normal_(mode="fan_out") on a
+    (C, 1, k, k) kernel) or sqrt(2/(k*k)) ("fan_out": Keras'), truncated at 2 std; other kernels kept."""
+    m = keras.Sequential([keras.Input((12, 10, 64)), keras.layers.DepthwiseConv2D(3, name="dw3"),
+                          keras.layers.Conv2D(256, 1, name="pw"), keras.layers.DepthwiseConv2D(5, name="dw5")])
+    pw = m.get_layer("pw").kernel.numpy().copy()
+    for mode, fan in (("channels", lambda k, c: k * k * c), ("fan_out", lambda k, c: k * k)):
+        assert MB.init_depthwise(m, mode, seed=3) == 2
+        for name, k, c in (("dw3", 3, 64), ("dw5", 5, 256)):
+            w = m.get_layer(name).kernel.numpy()
+            want = np.sqrt(2.0 / fan(k, c))
+            assert w.std() == pytest.approx(want, rel=0.06), (mode, name)
+            assert np.abs(w).max() <= 2 * want / 0.8796 + 1e-6  # truncated at two (pre-scaling) std
+        np.testing.assert_array_equal(m.get_layer("pw").kernel.numpy(), pw)
+    a = m.get_layer("dw3").kernel.numpy()
+    MB.init_depthwise(m, "fan_out", seed=3)
+    np.testing.assert_array_equal(m.get_layer("dw3").kernel.numpy(), a)  # seeded: the same draw
+    with pytest.raises(ConfigError, match="did you mean 'channels'"):
+        MB.init_depthwise(m, "channel")
+    from mask_keras.config import Config
+
+    with pytest.raises(ConfigError, match="model.depthwise_init"):
+        Config().override(**{"model.depthwise_init": "torch"}).validate()
+
+
+def test_depthwise_init_reaches_the_backbone_from_scratch_only(tmp_path):
+    """build_model(depthwise_init="channels") re-draws every EfficientNet depthwise kernel at PyTorch's
+    scale; the default keeps Keras' (6-40x larger)."""
+    def dw_std(model_cfg):
+        m = MB.build_model(model_cfg, "multi", (64, 48))
+        return {l.name: (l.kernel.shape, float(l.kernel.numpy().std())) for l in m._flatten_layers(recursive=True)
+                if isinstance(l, keras.layers.DepthwiseConv2D)}
+
+    scaled = dw_std(ModelConfig(backbone="efficientnet_b0", weights=None, depthwise_init="channels"))
+    keras_init = dw_std(ModelConfig(backbone="efficientnet_b0", weights=None))
+    assert len(scaled) == 16 and scaled.keys() == keras_init.keys()
+    for name, ((k, _, c, _), std) in scaled.items():
+        assert std == pytest.approx(np.sqrt(2.0 / (k * k * c)), rel=0.25), name
+        assert keras_init[name][1] == pytest.approx(np.sqrt(2.0 / (k * k)), rel=0.25), name

@@ -40,7 +40,8 @@ import keras
 
 from .. import labels as L
 from ..augment import Augmentation
-from ..config import ConfigError, ModelConfig
+from ..config import DEPTHWISE_INITS, ConfigError, ModelConfig
+from ..errors import unknown_choice
 from ..keras_util import all_layers
 from . import backbones as B
 from . import heads as H
@@ -160,10 +161,6 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
                         augmentation=augment, seed=seed)
 
 
-#: depthwise-kernel initialisations (:func:`init_depthwise`)
-DEPTHWISE_INITS = ("fan_out", "channels")
-
-
 def check_depthwise_init(name: str) -> str:
     """Validate a ``depthwise_init`` name.
 
@@ -177,8 +174,7 @@ def check_depthwise_init(name: str) -> str:
         ConfigError: an unknown name, naming the choices.
     """
     if name not in DEPTHWISE_INITS:
-        raise ConfigError(f"unknown model.depthwise_init {name!r}; choose one of: {', '.join(DEPTHWISE_INITS)} "
-                          "(or None to keep the backbone's)")
+        raise unknown_choice("model.depthwise_init", name, DEPTHWISE_INITS)
     return name
 
 
