@@ -73,6 +73,8 @@ CONFIGS = {
                    "runs hold the rate constant, as the reference does)", {"train.schedule": "cosine"}),
     "dw_channels": Spec("plain with depthwise kernels initialised at PyTorch's scale (std sqrt(2/(k*k*C)), "
                         "Keras': sqrt(2/(k*k)))", {"model.depthwise_init": "channels"}),
+    "torch_init": Spec("plain with PyTorch's depthwise init scale and BatchNorm epsilon (1e-5; Keras 1e-3)",
+                       {"model.depthwise_init": "channels", "model.bn_epsilon": 1e-5}),
     "noaug": Spec("plain without augmentation (the PyTorch reference's input: no flip, no colour change)",
                   {"augment.preset": "none"}),
     "old_x3": Spec("60+ people repeated 3x per epoch (team 000)", {"sampling.old_factor": 3.0}),

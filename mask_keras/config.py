@@ -141,6 +141,7 @@ class ModelConfig:
             (ignored with ``weights=None``).
         head_loss_weights: multihead: loss weights of mask, gender, age (3 values).
         bn_momentum: override the backbone's BatchNorm momentum (e.g. 0.9 from scratch); None = keep.
+        bn_epsilon: override the backbone's BatchNorm epsilon (PyTorch's 1e-5; Keras 1e-3); None = keep.
         depthwise_init: from scratch only: re-initialise depthwise kernels, "channels"
             (PyTorch's scale) or "fan_out" (Keras'); None = keep the backbone's.
     """
@@ -153,6 +154,7 @@ class ModelConfig:
     freeze_epochs: int = 0
     head_loss_weights: tuple = (1.0, 1.0, 1.0)
     bn_momentum: float | None = None
+    bn_epsilon: float | None = None
     depthwise_init: str | None = None
 
 

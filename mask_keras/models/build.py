@@ -49,7 +49,8 @@ from . import heads as H
 
 def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_size=(128, 96), *,
                  weights=None, head: str = "linear", head_units: int = 128, dropout: float = 0.2,
-                 bn_momentum: float | None = None, depthwise_init: str | None = None,
+                 bn_momentum: float | None = None, bn_epsilon: float | None = None,
+                 depthwise_init: str | None = None,
                  num_classes: int | None = None, augmentation=None, seed: int | None = None) -> keras.Model:
     """A classifier for ``task`` on a registered backbone, from flat arguments.
 
@@ -64,6 +65,7 @@ def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_s
         head_units: hidden width of the shallow head.
         dropout: dropout before the output layer.
         bn_momentum: override the backbone's BatchNorm momentum (None: keep it).
+        bn_epsilon: override the backbone's BatchNorm epsilon (None: keep it; Keras' 1e-3).
         depthwise_init: from scratch only (``weights=None``): re-initialise every depthwise
             kernel; see :func:`init_depthwise` (None: keep the backbone's).
         num_classes: outputs of a single-head model (default: the task's 3/2/3/18); None
@@ -98,6 +100,8 @@ def create_model(backbone: str = "efficientnet_b0", task: str = "multi", image_s
     net, converter = B.build_backbone(spec.name, (h, w), weights)
     if bn_momentum is not None:
         set_bn_momentum(net, bn_momentum)
+    if bn_epsilon is not None:
+        set_bn_epsilon(net, bn_epsilon)
     if depthwise_init is not None:
         check_depthwise_init(depthwise_init)
         if weights is None:
@@ -157,6 +161,7 @@ def build_model(model_cfg: ModelConfig, task: str, image_size, num_classes: int 
     return create_model(model_cfg.backbone, task, image_size, weights=model_cfg.weights, head=model_cfg.head,
                         head_units=model_cfg.head_units, dropout=model_cfg.dropout,
                         bn_momentum=getattr(model_cfg, "bn_momentum", None),
+                        bn_epsilon=getattr(model_cfg, "bn_epsilon", None),
                         depthwise_init=getattr(model_cfg, "depthwise_init", None), num_classes=num_classes,
                         augmentation=augment, seed=seed)
 
@@ -215,6 +220,32 @@ def init_depthwise(model: keras.Model, mode: str = "channels", seed: int | None 
         init = keras.initializers.TruncatedNormal(stddev=std, seed=None if seed is None else seed + i)
         kernel.assign(init(kernel.shape, kernel.dtype))
         n += 1
+    return n
+
+
+def set_bn_epsilon(model: keras.Model, epsilon: float) -> int:
+    """Set the variance epsilon of every BatchNormalization layer (nested ones too).
+
+    Keras' default is 1e-3, PyTorch's 1e-5. It matters where a layer's activations have a
+    variance near epsilon: then BatchNorm no longer scales them to unit variance.
+
+    Args:
+        model: any Keras model.
+        epsilon: the new epsilon, > 0.
+
+    Returns:
+        How many BatchNormalization layers were set.
+
+    Raises:
+        ConfigError: ``epsilon`` not > 0.
+    """
+    if not epsilon > 0:
+        raise ConfigError(f"model.bn_epsilon must be > 0, got {epsilon}")
+    n = 0
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.epsilon = float(epsilon)
+            n += 1
     return n
 
 
