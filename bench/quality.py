@@ -139,8 +139,15 @@ def run_config(name: str, root: Path, scale: dict, seed: int, work: Path) -> dic
     trained = time.perf_counter() - t0
     res = predict_submission(models, root, work / f"{name}-s{seed}.csv", kfold_dirs=kfold_dirs, tta=spec.tta,
                              vote=vote, gt=root / "eval" / "gt.csv", progress=False)
+    history = []
+    if spec.kind == "single":  # the epochs' training loss and validation macro F1, as the reference records
+        import pandas as pd
+
+        h = pd.read_csv(Path(models[0]) / "history.csv")
+        history = [{"epoch": int(r.epoch), "loss": float(r.loss), "val_macro_f1": float(r.val_macro_f1)}
+                   for r in h.itertuples()]
     return {"config": name, "seed": seed, **{k: float(res.metrics[k]) for k in SCORES},
-            "train_minutes": trained / 60, "minutes": (time.perf_counter() - t0) / 60}
+            "train_minutes": trained / 60, "minutes": (time.perf_counter() - t0) / 60, "history": history}
 
 
 # --------------------------------------------------------------------------- the PyTorch reference
@@ -172,13 +179,14 @@ def torch_worker(a) -> dict:
     def predict(x):
         return np.concatenate([trainer.predict(TR.to_tensor(x[i:i + 256])).numpy() for i in range(0, len(x), 256)])
 
-    best, best_state = -1.0, None
-    for _epoch in range(cfg.train.epochs):
-        order = rng.permutation(len(xs["train"]))
+    best, best_state, history = -1.0, None, []
+    for epoch in range(cfg.train.epochs):
+        order, losses = rng.permutation(len(xs["train"])), []
         for i in range(0, len(order) - b + 1, b):  # static batches, the remainder dropped (as the package)
             idx = order[i:i + b]
-            trainer.step(TR.to_tensor(xs["train"][idx]), torch.from_numpy(ys["train"][idx]))
+            losses.append(trainer.step(TR.to_tensor(xs["train"][idx]), torch.from_numpy(ys["train"][idx])))
         f1 = task_scores(ys["val"], predict(xs["val"]).argmax(1), "multi")["macro_f1"]
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_macro_f1": float(f1)})
         if f1 > best:
             best, best_state = f1, {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
@@ -188,7 +196,7 @@ def torch_worker(a) -> dict:
     pred = predict(pipeline.load_images(paths, pcfg)).argmax(1)
     m = metrics_from_labels(gt.to_numpy(), pred)
     return {"config": "pytorch", "seed": a.seed, **{k: float(m[k]) for k in SCORES},
-            "train_minutes": trained / 60, "minutes": (time.perf_counter() - t0) / 60}
+            "train_minutes": trained / 60, "minutes": (time.perf_counter() - t0) / 60, "history": history}
 
 
 def run_torch(root: Path, scale: dict, seed: int, work: Path) -> dict:
