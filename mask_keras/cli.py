@@ -139,9 +139,9 @@ def _cmd_inspect(a):
 
 
 def _cmd_train(a):
+    cfg = config_from_args(a)  # checked before the training code (and TensorFlow) is imported
     from .train import train
 
-    cfg = config_from_args(a)
     if cfg.data.folds and cfg.data.folds > 1:
         from .kfold import train_kfold
 
@@ -418,8 +418,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .data.layout import LayoutError
-    from .errors import ConfigError
-    from .export import ExportError
+    from .errors import ConfigError, ExportError  # light: a bad option is reported before TF/JAX work
 
     try:
         args.func(args)

@@ -1,7 +1,8 @@
 """The error raised for a bad config value, and the "did you mean" hint it carries.
 
 A leaf module (imports nothing from the package), so any module can raise
-:class:`ConfigError` without importing :mod:`mask_keras.config`.
+:class:`ConfigError` without importing :mod:`mask_keras.config`, and the command line can
+catch :class:`ExportError` without importing TensorFlow.
 """
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import difflib
 
 class ConfigError(ValueError):
     """A config value is unknown or inconsistent; raised before any work starts."""
+
+
+class ExportError(RuntimeError):
+    """The export failed or the exported directory is not usable (:mod:`mask_keras.exported`)."""
 
 
 def did_you_mean(value, choices) -> str:

@@ -29,6 +29,7 @@ from .config import Config
 from .data.layout import CROP_COLUMNS
 from .detect import Detector, detected_crop_boxes
 from .detect.geometry import center_crop_boxes
+from .errors import ExportError  # defined there (the command line catches it without TF); importable here as before
 from .models.serving import build_serving_model
 
 FORMATS = ("tf_saved_model", "onnx", "litert", "jax2tf")
@@ -40,10 +41,6 @@ SAVED_MODEL = "saved_model"
 META = "export.json"
 TASK_ORDER = L.HEADS
 TOLERANCE = 1e-4
-
-
-class ExportError(RuntimeError):
-    """The export failed or the exported directory is not usable."""
 
 
 def check_run_dir(run_dir) -> tuple[Path, Config]:

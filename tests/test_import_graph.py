@@ -269,6 +269,8 @@ LAZY_MODULES = {
     "mask_keras.jax_backend.cpu_conv": "patches Keras' JAX backend when installed (imports at install time)",
     "mask_keras.jax_backend.host_init": "patches Keras' JAX backend when installed (imports at install time)",
     "mask_keras.keras_util": "its one Keras internal, imported where used with the fallback beside it",
+    "mask_keras.tune": "its search loop (the training code, TensorFlow) on first use (PEP 562 __getattr__): "
+                       "the CLI's parser reads the tune package's storage names",
 }
 
 

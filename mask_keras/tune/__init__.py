@@ -63,12 +63,30 @@ pruner), ``search.py`` (the loop every worker runs, the objective, the pruning c
 from __future__ import annotations
 
 from .results import best_params, finish, summarize, write_best_config  # noqa: F401
-from .search import (  # noqa: F401
-    OptunaPruningCallback,
-    TuneError,
-    make_objective,
-    train_objective,
-    tune,
-)
 from .space import KINDS, MONITOR, Param, load_space, parse_space, space_json  # noqa: F401
 from .storage import DEFAULT_STORAGE, PRUNERS, make_storage, open_study  # noqa: F401
+
+#: names of search.py, imported on first use: it imports the training code (TensorFlow, JAX),
+#: which ``mask-keras --help`` and a mistyped option should not wait for
+_SEARCH = ("OptunaPruningCallback", "TuneError", "make_objective", "train_objective", "tune")
+__all__ = ["best_params", "finish", "summarize", "write_best_config", "KINDS", "MONITOR", "Param", "load_space",
+           "parse_space", "space_json", "DEFAULT_STORAGE", "PRUNERS", "make_storage", "open_study", *_SEARCH]
+
+
+def __getattr__(name: str):
+    """The search loop's names (PEP 562), imported when first asked for.
+
+    Args:
+        name: an attribute of this package.
+
+    Returns:
+        The object ``search.<name>``.
+
+    Raises:
+        AttributeError: ``name`` is not one of them.
+    """
+    if name in _SEARCH:
+        from . import search
+
+        return getattr(search, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
