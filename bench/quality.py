@@ -71,10 +71,8 @@ CONFIGS = {
                        {"train.precise_bn": 0, "model.bn_momentum": 0.9}),
     "cosine": Spec("plain with the package's default learning-rate schedule (cosine decay to 1%; the suite's "
                    "runs hold the rate constant, as the reference does)", {"train.schedule": "cosine"}),
-    "dw_channels": Spec("plain with depthwise kernels initialised at PyTorch's scale (std sqrt(2/(k*k*C)), "
-                        "Keras': sqrt(2/(k*k)))", {"model.depthwise_init": "channels"}),
-    "torch_init": Spec("plain with PyTorch's depthwise init scale and BatchNorm epsilon (1e-5; Keras 1e-3)",
-                       {"model.depthwise_init": "channels", "model.bn_epsilon": 1e-5}),
+    "keras_init": Spec("plain with Keras' own from-scratch init (depthwise fan k*k, BatchNorm epsilon 1e-3): "
+                       "the package's plain before 2026-12-02", {"model.scratch_init": "keras"}),
     "noaug": Spec("plain without augmentation (the PyTorch reference's input: no flip, no colour change)",
                   {"augment.preset": "none"}),
     "old_x3": Spec("60+ people repeated 3x per epoch (team 000)", {"sampling.old_factor": 3.0}),

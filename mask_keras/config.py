@@ -123,8 +123,8 @@ class SamplingConfig:
     class_weights: bool = False
 
 
-#: ``ModelConfig.depthwise_init`` values (:func:`mask_keras.models.build.init_depthwise`)
-DEPTHWISE_INITS = ("fan_out", "channels")
+#: ``ModelConfig.scratch_init`` values (:func:`mask_keras.models.build.apply_scratch_init`)
+SCRATCH_INITS = ("pytorch", "keras")
 
 
 @dataclass
@@ -141,9 +141,11 @@ class ModelConfig:
             (ignored with ``weights=None``).
         head_loss_weights: multihead: loss weights of mask, gender, age (3 values).
         bn_momentum: override the backbone's BatchNorm momentum (e.g. 0.9 from scratch); None = keep.
-        bn_epsilon: override the backbone's BatchNorm epsilon (PyTorch's 1e-5; Keras 1e-3); None = keep.
-        depthwise_init: from scratch only: re-initialise depthwise kernels, "channels"
-            (PyTorch's scale) or "fan_out" (Keras'); None = keep the backbone's.
+        bn_epsilon: override the backbone's BatchNorm epsilon (PyTorch's 1e-5; Keras 1e-3); None = keep
+            (or what scratch_init sets).
+        scratch_init: with weights=None, on a backbone with depthwise convolutions (EfficientNet):
+            "pytorch" (depthwise kernels at PyTorch's scale and BatchNorm epsilon 1e-5, measured
+            better from scratch: bench/README.md) or "keras" (the backbone's own init, epsilon 1e-3).
     """
 
     backbone: str = "efficientnet_b0"
@@ -155,7 +157,7 @@ class ModelConfig:
     head_loss_weights: tuple = (1.0, 1.0, 1.0)
     bn_momentum: float | None = None
     bn_epsilon: float | None = None
-    depthwise_init: str | None = None
+    scratch_init: str = "pytorch"
 
 
 @dataclass
@@ -415,8 +417,8 @@ class Config:
         registry.BACKBONES.get(self.model.backbone)  # each get: ConfigError naming the choices
         if self.model.head not in ("linear", "shallow"):
             raise unknown_choice("head", self.model.head, ("linear", "shallow"))
-        if self.model.depthwise_init is not None and self.model.depthwise_init not in DEPTHWISE_INITS:
-            raise unknown_choice("model.depthwise_init", self.model.depthwise_init, DEPTHWISE_INITS)
+        if self.model.scratch_init not in SCRATCH_INITS:
+            raise unknown_choice("model.scratch_init", self.model.scratch_init, SCRATCH_INITS)
         registry.AUGMENT_PRESETS.get(self.augment.preset)
         for name, _w in (self.loss.terms or ((self.loss.name, 1.0),)):
             registry.LOSSES.get(name)

@@ -477,7 +477,8 @@ def test_depthwise_init_gives_each_kernel_the_chosen_fan():
     """init_depthwise: std sqrt(2/(k*k*C)) ("channels": PyTorch's kaiming_normal_(mode="fan_out") on a
     (C, 1, k, k) kernel) or sqrt(2/(k*k)) ("fan_out": Keras'), truncated at 2 std; other kernels kept."""
     m = keras.Sequential([keras.Input((12, 10, 64)), keras.layers.DepthwiseConv2D(3, name="dw3"),
-                          keras.layers.Conv2D(256, 1, name="pw"), keras.layers.DepthwiseConv2D(5, name="dw5")])
+                          keras.layers.Conv2D(256, 1, name="pw"), keras.layers.DepthwiseConv2D(5, name="dw5"),
+                          keras.layers.BatchNormalization(name="bn")])
     pw = m.get_layer("pw").kernel.numpy().copy()
     for mode, fan in (("channels", lambda k, c: k * k * c), ("fan_out", lambda k, c: k * k)):
         assert MB.init_depthwise(m, mode, seed=3) == 2
@@ -492,23 +493,41 @@ def test_depthwise_init_gives_each_kernel_the_chosen_fan():
     np.testing.assert_array_equal(m.get_layer("dw3").kernel.numpy(), a)  # seeded: the same draw
     with pytest.raises(ConfigError, match="did you mean 'channels'"):
         MB.init_depthwise(m, "channel")
+    # the scratch init: PyTorch's depthwise scale and BatchNorm epsilon; "keras" changes nothing
+    assert MB.apply_scratch_init(m, "keras") == 0 and m.get_layer("bn").epsilon == 1e-3
+    assert MB.apply_scratch_init(m, "pytorch", seed=1) == 3 and m.get_layer("bn").epsilon == 1e-5
+    plain = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
+    assert MB.apply_scratch_init(plain, "pytorch") == 0 and plain.layers[-1].epsilon == 1e-3  # no depthwise: kept
+    assert m.get_layer("dw5").kernel.numpy().std() == pytest.approx(np.sqrt(2.0 / (25 * 256)), rel=0.06)
+    with pytest.raises(ConfigError, match="unknown model.scratch_init 'torch'.*choose one of: pytorch, keras"):
+        MB.apply_scratch_init(m, "torch")
     from mask_keras.config import Config
 
-    with pytest.raises(ConfigError, match="model.depthwise_init"):
-        Config().override(**{"model.depthwise_init": "torch"}).validate()
+    with pytest.raises(ConfigError, match="model.scratch_init"):
+        Config().override(**{"model.scratch_init": "tf"}).validate()
 
 
-def test_depthwise_init_reaches_the_backbone_from_scratch_only(tmp_path):
-    """build_model(depthwise_init="channels") re-draws every EfficientNet depthwise kernel at PyTorch's
-    scale; the default keeps Keras' (6-40x larger)."""
-    def dw_std(model_cfg):
-        m = MB.build_model(model_cfg, "multi", (64, 48))
-        return {l.name: (l.kernel.shape, float(l.kernel.numpy().std())) for l in m._flatten_layers(recursive=True)
-                if isinstance(l, keras.layers.DepthwiseConv2D)}
+def test_scratch_init_reaches_the_backbone_from_scratch_only(tmp_path):
+    """build_model from scratch: every EfficientNet depthwise kernel at PyTorch's scale and every
+    BatchNorm at epsilon 1e-5 (the default), or Keras' own with scratch_init="keras"; pretrained
+    weights (here a local file) keep their backbone's epsilon and kernels."""
+    def dw_bn(model):
+        layers = list(model._flatten_layers(recursive=True))
+        return ({l.name: (l.kernel.shape, float(l.kernel.numpy().std())) for l in layers
+                 if isinstance(l, keras.layers.DepthwiseConv2D)},
+                {float(l.epsilon) for l in layers if isinstance(l, keras.layers.BatchNormalization)})
 
-    scaled = dw_std(ModelConfig(backbone="efficientnet_b0", weights=None, depthwise_init="channels"))
-    keras_init = dw_std(ModelConfig(backbone="efficientnet_b0", weights=None))
+    torch_like = MB.build_model(ModelConfig(backbone="efficientnet_b0", weights=None), "multi", (64, 48))
+    (scaled, eps), (keras_init, keras_eps) = dw_bn(torch_like), dw_bn(
+        MB.build_model(ModelConfig(backbone="efficientnet_b0", weights=None, scratch_init="keras"), "multi", (64, 48)))
     assert len(scaled) == 16 and scaled.keys() == keras_init.keys()
+    assert eps == {1e-5} and keras_eps == {1e-3}
     for name, ((k, _, c, _), std) in scaled.items():
         assert std == pytest.approx(np.sqrt(2.0 / (k * k * c)), rel=0.25), name
         assert keras_init[name][1] == pytest.approx(np.sqrt(2.0 / (k * k)), rel=0.25), name
+    # pretrained (a weights file): loaded as saved, the backbone's own epsilon
+    path = tmp_path / "b0.weights.h5"
+    MB.backbone_of(torch_like).save_weights(path)
+    loaded, loaded_eps = dw_bn(MB.build_model(ModelConfig(backbone="efficientnet_b0", weights=str(path)), "multi",
+                                              (64, 48)))
+    assert loaded_eps == {1e-3} and all(loaded[n][1] == pytest.approx(scaled[n][1]) for n in scaled)
