@@ -1,4 +1,4 @@
-"""The error raised for a bad config value, and the "did you mean" hint it carries.
+"""The package's light error types (ConfigError, ExportError) and the "did you mean" hint they carry.
 
 A leaf module (imports nothing from the package), so any module can raise
 :class:`ConfigError` without importing :mod:`mask_keras.config`, and the command line can
