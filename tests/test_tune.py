@@ -383,3 +383,13 @@ def test_tune_trains_real_trials(tmp_path):
         assert t.value == pytest.approx(json.loads((out / "metrics.json").read_text())["macro_f1"])
         assert sorted(t.intermediate_values) == [0, 1]  # val_macro_f1 reported after each epoch
     assert Config.load(tmp_path / "runs" / "best_config.json").train.lr == study.best_params["train.lr"]
+
+
+def test_search_names_resolve_on_first_use():
+    """The package imports its search loop (the training code) only when one of its names is used."""
+    import mask_keras.tune as tune_pkg
+
+    assert tune_pkg.search.TuneError is tune_pkg.TuneError and callable(tune_pkg.tune)
+    assert set(tune_pkg._SEARCH) <= set(tune_pkg.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'tunes'"):
+        tune_pkg.tunes  # noqa: B018

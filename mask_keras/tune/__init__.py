@@ -74,19 +74,20 @@ __all__ = ["best_params", "finish", "summarize", "write_best_config", "KINDS", "
 
 
 def __getattr__(name: str):
-    """The search loop's names (PEP 562), imported when first asked for.
+    """The search loop's module and names (PEP 562), imported when first asked for.
 
     Args:
         name: an attribute of this package.
 
     Returns:
-        The object ``search.<name>``.
+        The module ``search``, or the object ``search.<name>``.
 
     Raises:
         AttributeError: ``name`` is not one of them.
     """
-    if name in _SEARCH:
-        from . import search
+    if name in _SEARCH or name == "search":
+        import importlib
 
-        return getattr(search, name)
+        search = importlib.import_module(f"{__name__}.search")  # `from . import search` would recurse here
+        return search if name == "search" else getattr(search, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
