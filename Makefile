@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # test workers: one more than the usable cores (at most 4): subprocess starts, imports, XLA
-# compiles and ONNX conversion run on one core, so with one worker a core every core sits idle
+# compiles and ONNX conversion run on one core, so with one worker per core a core sat idle
 # ~12% of the suite (2 cores: 27 CPU-minutes in 15.3 wall minutes)
 TEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, len(os.sched_getaffinity(0)) + 1))" 2>/dev/null || echo 2)
 BENCH_STAMP := $(VENV)/.bench-stamp

@@ -194,9 +194,10 @@ def apply_scratch_init(model: keras.Model, mode: str = "pytorch", seed: int | No
     """Initialise a randomly initialised depthwise-separable backbone as PyTorch would, or keep Keras'.
 
     ``"pytorch"``, on a model with depthwise convolutions and BatchNorm (EfficientNet,
-    MobileNet; not ConvNeXt, whose LayerNorm has no such epsilon): every depthwise kernel re-drawn at PyTorch's scale (:func:`init_depthwise` ``"channels"``)
-    and every BatchNorm epsilon set to 1e-5 (:func:`set_bn_epsilon`), the pair torchvision
-    trains its EfficientNets and MobileNets from scratch with. Keras' pair (fan
+    MobileNet; not ConvNeXt, whose LayerNorm has no such epsilon): every depthwise kernel
+    re-drawn at PyTorch's scale (:func:`init_depthwise` ``"channels"``) and every BatchNorm
+    epsilon set to 1e-5 (:func:`set_bn_epsilon`), the pair torchvision trains its
+    EfficientNets and MobileNets from scratch with. Keras' pair (fan
     ``k*k``, epsilon 1e-3; TF's and timm's) starts the depthwise kernels 6-40x larger, so under
     Adam (a step of about the learning rate per weight) they turn that much slower; the
     smaller kernels alone are no cure, their outputs (variance ~1e-3 in the deep blocks)
@@ -296,12 +297,7 @@ def set_bn_epsilon(model: keras.Model, epsilon: float) -> int:
     """
     if not epsilon > 0:
         raise ConfigError(f"model.bn_epsilon must be > 0, got {epsilon}")
-    n = 0
-    for layer in all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.epsilon = float(epsilon)
-            n += 1
-    return n
+    return _set_on_batchnorms(model, "epsilon", float(epsilon))
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
@@ -323,10 +319,15 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> int:
     """
     if not 0.0 < momentum < 1.0:
         raise ConfigError(f"model.bn_momentum must be in (0, 1), got {momentum}")
+    return _set_on_batchnorms(model, "momentum", float(momentum))
+
+
+def _set_on_batchnorms(model: keras.Model, attr: str, value: float) -> int:
+    """Set ``attr`` on every BatchNormalization layer nested in ``model``; how many were set."""
     n = 0
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(momentum)
+            setattr(layer, attr, value)
             n += 1
     return n
 
