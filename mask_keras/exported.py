@@ -25,7 +25,7 @@ from . import labels as L
 from . import pipeline
 from ._tf import tf
 from .artifact import ArtifactError, load_artifact, model_outputs, predict_views
-from .config import Config
+from .config import Config, ConfigError
 from .data.layout import CROP_COLUMNS
 from .detect import Detector, detected_crop_boxes
 from .detect.geometry import center_crop_boxes
@@ -108,7 +108,11 @@ class ExportedModel:
         f = self.path / FILES[fmt]
         if not (f / "saved_model.pb" if fmt in ("tf_saved_model", "jax2tf") else f).exists():
             raise ExportError(f"{self.path}: {FILES[fmt]} is missing (export.json says {fmt}); export again")
-        self.config = Config.load(self.path / "config.json")
+        try:
+            self.config = Config.load(self.path / "config.json")
+        except ConfigError as e:  # the export's copy of the run's config: its preprocessing and classes
+            raise ExportError(f"{self.path}: the export's config.json is unusable ({e}); export the run again "
+                              f"(it copies the run's config.json)") from e
         self._detector = None
         if fmt in ("tf_saved_model", "jax2tf"):
             self._loaded = tf.saved_model.load(str(f))

@@ -200,6 +200,9 @@ def test_bad_inputs_are_clear_errors(tmp_path):
     (tmp_path / "export.json").write_text('{"format": "onnx"}')
     with pytest.raises(ExportError, match="model.onnx is missing"):
         load_exported(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(b"")  # the file there, the run's config.json not copied
+    with pytest.raises(ExportError, match="config.json is unusable.*config not found.*export the run again"):
+        load_exported(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
