@@ -271,6 +271,8 @@ LAZY_MODULES = {
     "mask_keras.keras_util": "its one Keras internal, imported where used with the fallback beside it",
     "mask_keras.tune": "its search loop (the training code, TensorFlow) on first use (PEP 562 __getattr__): "
                        "the CLI's parser reads the tune package's storage names",
+    "mask_keras.tune.search": "the training code (TensorFlow) in the default objective only: a worker with its "
+                              "own objective does not import it",
 }
 
 

@@ -56,6 +56,8 @@ WORKER = textwrap.dedent("""
         return score(cfg)
     T.tune(Config(), SPACE, a["n"], storage=a["storage"], study_name="s", objective_fn=objective,
            out_dir=a["out"], heartbeat_interval=1, grace_period=1, poll_interval=0.1)
+    # its own objective: the worker never imported the training code (TensorFlow)
+    assert "mask_keras.train" not in sys.modules and "tensorflow" not in sys.modules, "training code imported"
 """)
 
 
@@ -66,7 +68,7 @@ def start_workers(tmp_path, n_workers, **kw):
              "go": str(tmp_path / "go"), "sleep": 0.05, "crash_at": -1, **kw}
         procs.append(subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(a)], cwd=tmp_path,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    deadline = time.time() + 300  # imports (TensorFlow, via train) on a loaded 2-core machine
+    deadline = time.time() + 300  # imports (Keras, JAX, optuna) on a loaded 2-core machine
     while not all((tmp_path / f"ready{i}").exists() for i in range(n_workers)):
         assert time.time() < deadline, "workers did not start"
         assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs if p.poll() is not None]

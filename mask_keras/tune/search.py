@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import keras
 
-from .. import train as training  # called as training.train: tests replace it
 from ..config import Config, ConfigError
 from .results import finish
 from .space import MONITOR, Param, parse_space, space_json
@@ -86,6 +85,8 @@ def train_objective(cfg: Config, trial) -> float:
     Raises:
         optuna.TrialPruned: the pruner stopped the trial.
     """
+    from .. import train as training  # the training code (TensorFlow) only here: a worker with its own objective
+    #                                    does not import it; called as training.train, which tests replace
     try:
         res = training.train(cfg, callbacks=[OptunaPruningCallback(trial, monitor=MONITOR)])
     finally:
