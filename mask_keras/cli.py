@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from . import labels as L
 
@@ -294,18 +295,22 @@ def _cmd_detect(a):
 
 
 def _cmd_export(a):
-    from .export import export_artifact
+    from .export import export_artifacts
 
-    out = export_artifact(a.run_dir, a.out_dir, format=a.format, verify=a.verify)
-    print(f"exported {a.run_dir} -> {out} ({a.format})")
-    if a.verify:
-        v = json.loads((out / "export.json").read_text())["verify"]
-        print(f"verified on {v['images']}: max abs difference from model.keras {v['max_abs_difference']:.3g} "
-              f"(limit 1e-4)")
-        if v.get("vs_package_files") is not None:
-            print(f"  against the package's own file path (predict_probs; JPEGs decoded scaled in the DCT "
-                  f"there): {v['vs_package_files']:.3g}")
-    print(f"how to call it: {out / 'README.md'}")
+    formats = list(dict.fromkeys(f.strip() for f in a.format.split(",") if f.strip()))
+    # one format: out_dir is its folder; several: one subfolder a format under out_dir
+    outs = export_artifacts(a.run_dir, {f: Path(a.out_dir) / f if len(formats) > 1 else a.out_dir for f in formats},
+                            verify=a.verify)
+    for format, out in outs.items():
+        print(f"exported {a.run_dir} -> {out} ({format})")
+        if a.verify:
+            v = json.loads((out / "export.json").read_text())["verify"]
+            print(f"verified on {v['images']}: max abs difference from model.keras {v['max_abs_difference']:.3g} "
+                  f"(limit 1e-4)")
+            if v.get("vs_package_files") is not None:
+                print(f"  against the package's own file path (predict_probs; JPEGs decoded scaled in the DCT "
+                      f"there): {v['vs_package_files']:.3g}")
+        print(f"how to call it: {out / 'README.md'}")
 
 
 def add_tune_parser(subparsers):
@@ -391,14 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The export takes a full-size photo (the SavedModel also encoded bytes), does "
                                    "the run's crop and resize in its graph and returns probabilities and the crop "
                                    "box; the folder's README.md says how to call it.",
-                       epilog="example:\n  mask-keras export runs/mask exports/mask_onnx --format onnx --verify",
+                       epilog="examples:\n  mask-keras export runs/mask exports/mask_onnx --format onnx --verify\n"
+                              "  mask-keras export runs/mask exports/mask --format onnx,litert   "
+                              "# exports/mask/onnx, exports/mask/litert",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("run_dir", help="a run directory written by `mask-keras train`")
-    s.add_argument("out_dir", help="where the export goes (replaced only once complete)")
-    s.add_argument("--format", choices=["tf_saved_model", "onnx", "litert", "jax2tf"], default="tf_saved_model",
+    s.add_argument("out_dir", help="where the export goes (replaced only once complete); with several formats, "
+                                   "one subfolder a format in it")
+    s.add_argument("--format", default="tf_saved_model",
                    help="tf_saved_model: native TF ops, bytes or photos in (default); onnx / litert: photos in "
                         "(onnxruntime / ai-edge-litert: the `export` extra); jax2tf: the XLA program, cropped "
-                        "pixels in")
+                        "pixels in; several, comma-separated (onnx,litert), are written by one TensorFlow process")
     s.add_argument("--verify", action="store_true", help="check the export against the Keras model (1e-4)")
     s.set_defaults(func=_cmd_export)
 

@@ -7,7 +7,8 @@ models are backend-agnostic: the trained ``model.keras`` (trained with JAX) is r
 the TensorFlow backend in a subprocess and exported there with Keras' own
 ``model.export(format=...)`` (native TF ops; tf2onnx for ONNX; the LiteRT converter).
 
-Formats (``export_artifact(..., format=...)``, one per output folder):
+Formats (``export_artifact(..., format=...)``, one per output folder;
+``export_artifacts`` writes several from one TensorFlow process):
 
 =================  ==================  ==========================================================
 format             file                inputs (N photos of one size per call; any size)
@@ -130,84 +131,130 @@ def export_artifact(run_dir, out_dir, format: str = "tf_saved_model", *, verify:
         >>> export_artifact("runs/mask", "exports/mask", format="onnx", verify=True)  # doctest: +SKIP
         PosixPath('exports/mask')
     """
-    if format not in FORMATS:
-        raise unknown_choice("export format", format, FORMATS)
+    return export_artifacts(run_dir, {format: out_dir}, verify=verify, timeout=timeout)[format]
+
+
+def export_artifacts(run_dir, out_dirs: dict, *, verify: bool = False, timeout: float = 1800) -> dict:
+    """Export one run to several formats, each to its own folder, from one TensorFlow-backend
+    process (it starts, imports TensorFlow and loads the model once for all of them).
+
+    Every folder is written beside its target and renamed into place only once every format
+    is exported (and verified, with ``verify``); on any failure none is replaced.
+
+    Args:
+        run_dir: a run directory written by ``mask-keras train`` (or its ``model.keras``).
+        out_dirs: ``{format: export folder}``, formats from :data:`FORMATS`, folders distinct.
+        verify: as :func:`export_artifact`, for every format.
+        timeout: seconds the TensorFlow-backend export process may take.
+
+    Returns:
+        ``{format: export folder Path}``.
+
+    Example:
+        >>> export_artifacts("runs/mask", {"onnx": "exports/mask_onnx",
+        ...                                "litert": "exports/mask_litert"})  # doctest: +SKIP
+        {'onnx': PosixPath('exports/mask_onnx'), 'litert': PosixPath('exports/mask_litert')}
+    """
+    if not out_dirs:
+        raise ExportError("no export format given; choose from " + ", ".join(FORMATS))
+    for format in out_dirs:
+        if format not in FORMATS:
+            raise unknown_choice("export format", format, FORMATS)
+    outs = {f: Path(d).expanduser().absolute() for f, d in out_dirs.items()}
+    if len(set(outs.values())) < len(outs):
+        raise ExportError(f"each format needs its own export folder: {({f: str(d) for f, d in outs.items()})}")
     run, cfg = check_run_dir(run_dir)
-    check_runtime(format)
-    out = Path(out_dir).expanduser().absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    for format in outs:
+        check_runtime(format)
+    if "jax2tf" in outs and keras.backend.backend() != "jax":
+        raise ExportError("format='jax2tf' exports from a JAX-backend process; "
+                          f"this one runs {keras.backend.backend()!r}")
     t0 = time.perf_counter()
+    tmps = {}
     try:
-        target = tmp / FILES[format]
-        if format == "jax2tf":
-            if keras.backend.backend() != "jax":
-                raise ExportError("format='jax2tf' exports from a JAX-backend process; "
-                                  f"this one runs {keras.backend.backend()!r}")
-            load_keras(run).export(str(target), format="tf_saved_model", verbose=False)
-        else:
+        for format, out in outs.items():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmps[format] = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            tmps[format].mkdir()
+        if "jax2tf" in outs:
+            load_keras(run).export(str(tmps["jax2tf"] / FILES["jax2tf"]), format="tf_saved_model", verbose=False)
+        pairs = [str(a) for f in outs if f != "jax2tf" for a in (tmps[f] / FILES[f], f)]
+        if pairs:  # every other format: one TensorFlow-backend process writes them all
             env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-            proc = subprocess.run([sys.executable, "-c", _TF_EXPORT, str(run), str(target), format],
+            proc = subprocess.run([sys.executable, "-c", _TF_EXPORT, str(run), *pairs],
                                   env=env, capture_output=True, text=True, timeout=timeout)
-            if proc.returncode != 0 or not target.exists():
-                raise ExportError(f"export of {run / 'model.keras'} to {format} with the TensorFlow backend "
-                                  f"failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        shutil.copy2(run / "config.json", tmp / "config.json")
-        meta = _describe(cfg, format)
-        meta.update(source=str(run), seconds=round(time.perf_counter() - t0, 2), versions=_versions(format))
-        atomic_write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
-        atomic_write_text(tmp / "README.md", _readme(meta))
-        if verify:
-            diffs = verify_export(run, tmp)
-            meta["verify"] = diffs
-            meta["verify_max_abs_difference"] = diffs["max_abs_difference"]  # the key older readers know
+            missing = [f for f in outs if f != "jax2tf" and not (tmps[f] / FILES[f]).exists()]
+            if proc.returncode != 0 or missing:
+                raise ExportError(f"export of {run / 'model.keras'} to {', '.join(missing) or ', '.join(outs)} "
+                                  f"with the TensorFlow backend failed (exit {proc.returncode}):\n"
+                                  f"{proc.stderr[-3000:]}")
+        seconds = round(time.perf_counter() - t0, 2)
+        for format, tmp in tmps.items():
+            shutil.copy2(run / "config.json", tmp / "config.json")
+            meta = _describe(cfg, format)
+            meta.update(source=str(run), seconds=seconds, versions=_versions(format))
             atomic_write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
-            if diffs["max_abs_difference"] > TOLERANCE:
-                raise ExportError(f"exported model differs from {run / 'model.keras'} by "
-                                  f"{diffs['max_abs_difference']:.3g} (> {TOLERANCE:g}) on {diffs['images']}")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+            atomic_write_text(tmp / "README.md", _readme(meta))
+            if verify:
+                diffs = verify_export(run, tmp)
+                meta["verify"] = diffs
+                meta["verify_max_abs_difference"] = diffs["max_abs_difference"]  # the key older readers know
+                atomic_write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
+                if diffs["max_abs_difference"] > TOLERANCE:
+                    raise ExportError(f"{format} export differs from {run / 'model.keras'} by "
+                                      f"{diffs['max_abs_difference']:.3g} (> {TOLERANCE:g}) on {diffs['images']}")
+        for format, out in outs.items():  # all written (and verified): now into place
+            if out.exists():
+                old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+                out.rename(old)
+                tmps[format].rename(out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmps[format].rename(out)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s -> %s (%s, %.1f s)", run, out, format, time.perf_counter() - t0)
-    return out
+        for tmp in tmps.values():
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s -> %s (%.1f s)", run, ", ".join(f"{d} ({f})" for f, d in outs.items()),
+             time.perf_counter() - t0)
+    return outs
 
 
-def export_in_this_process(run_dir, target, format: str) -> None:
+def export_in_this_process(run_dir, target, format: str, *more) -> None:
     """Write ``format`` of the run to ``target`` from this (TensorFlow-backend) process.
 
-    What :func:`export_artifact` runs in its subprocess; the SavedModel gets three
+    What :func:`export_artifacts` runs in its subprocess; the SavedModel gets three
     endpoints (bytes, full-size photos, cropped pixels), ONNX and LiteRT the photo one.
 
     Args:
         run_dir: the run directory (or its ``model.keras``).
         target: where to write: the SavedModel folder or the ``.onnx`` / ``.tflite`` file.
         format: ``tf_saved_model``, ``onnx`` or ``litert`` (:class:`ExportError` otherwise).
+        *more: further ``target, format`` pairs, written from the same loaded model.
     """
+    if len(more) % 2:
+        raise ExportError(f"export_in_this_process takes target, format pairs; got a lone {more[-1]!r}")
     run, cfg = check_run_dir(run_dir)
-    p, task = cfg.preprocess, cfg.train.task
     model = load_keras(run)
-    serving = build_serving_model(model, p, task)
+    pairs = [(target, format), *zip(more[0::2], more[1::2])]
+    for t, f in pairs:  # every format checked before the first is written
+        if f not in ("tf_saved_model", "onnx", "litert"):
+            raise ExportError(f"format={f!r} is not exported by a TensorFlow-backend process")
+    for t, f in pairs:
+        _export_model(model, cfg, t, f)
+
+
+def _export_model(model, cfg: Config, target, format: str) -> None:
+    p, task = cfg.preprocess, cfg.train.task
+    serving = build_serving_model(model, p, task)  # one a format: the exporters trace it their own way
     h, w = (int(v) for v in p.image_size)
     face = p.crop == "face"
     serving({"image": np.zeros((1, h + 2, w + 2, 3), np.uint8),
              **({"box": np.array([[0, 0, h, w]], np.int32)} if face else {})})  # built by a call
-    if format == "onnx":
-        serving.export(str(target), format="onnx", verbose=False)
+    if format in ("onnx", "litert"):
+        serving.export(str(target), format=format, verbose=False)
         return
-    if format == "litert":
-        serving.export(str(target), format="litert", verbose=False)
-        return
-    if format != "tf_saved_model":
-        raise ExportError(f"format={format!r} is not exported by a TensorFlow-backend process")
 
     def outputs(out):
         return {k: tf.convert_to_tensor(v) for k, v in out.items()}

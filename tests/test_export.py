@@ -121,7 +121,7 @@ def test_tf_saved_model_takes_bytes_photos_and_pixels(synth_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path):
+def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path, capsys):
     """A face-crop 18-way run to ONNX and LiteRT: photo + box in, checked with onnxruntime and
     the LiteRT interpreter against the Keras serving model on real files."""
     import onnx
@@ -129,8 +129,9 @@ def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
     from mask_keras._tf import tf
+    from mask_keras.cli import main
     from mask_keras.data import read_eval
-    from mask_keras.export import ExportError, export_artifact, load_exported
+    from mask_keras.export import ExportError, load_exported
     from mask_keras.models.serving import build_serving_model
 
     paths = read_eval(synth_root)["path"].tolist()[:5]
@@ -142,8 +143,12 @@ def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path):
                      np.int32)
     serving = build_serving_model(model, cfg.preprocess, "multi")
     want = serving({"image": np.stack(photos), "box": boxes})
+    # both from one TensorFlow process, through the command line: one subfolder a format
+    assert main(["export", str(run), str(tmp_path / "exp"), "--format", "onnx,litert", "--verify"]) == 0
+    printed = capsys.readouterr().out
     for fmt, file in [("onnx", "model.onnx"), ("litert", "model.tflite")]:
-        out = export_artifact(run, tmp_path / fmt, format=fmt, verify=True)
+        out = tmp_path / "exp" / fmt
+        assert f"-> {out} ({fmt})" in printed
         meta = json.loads((out / "export.json").read_text())
         assert meta["verify"]["max_abs_difference"] <= 1e-4, meta["verify"]
         assert meta["verify"]["images"] == "3 validation image(s) of the run"
@@ -164,13 +169,13 @@ def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path):
         with pytest.raises(ExportError, match="tta with a"):
             exp.predict_files(table, tta=True)
     # the files run with the runtimes alone, as the README says (no package code)
-    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx"))
+    graph = onnx.load(str(tmp_path / "exp" / "onnx" / "model.onnx"))
     assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"}  # standard ops only
-    sess = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    sess = onnxruntime.InferenceSession(str(tmp_path / "exp" / "onnx" / "model.onnx"))
     got = dict(zip([o.name for o in sess.get_outputs()],
                    sess.run(None, {"image": photos[0][None], "box": boxes[:1]})))
     np.testing.assert_allclose(got["probs"], np.asarray(want["probs"])[:1], atol=1e-4)
-    runner = Interpreter(str(tmp_path / "litert" / "model.tflite")).get_signature_runner()
+    runner = Interpreter(str(tmp_path / "exp" / "litert" / "model.tflite")).get_signature_runner()
     for i in (0, 2):  # another photo size through the same interpreter
         small = photos[i][: 60 + i, : 50 + i]
         got = runner(image=small[None], box=boxes[i:i + 1])
@@ -188,11 +193,22 @@ def test_jax2tf_export_matches(synth_root, tmp_path):
     np.testing.assert_allclose(load_exported(out).predict(x), model.predict(x, verbose=0), atol=1e-4)
 
 
-def test_bad_inputs_are_clear_errors(tmp_path):
-    from mask_keras.export import ExportError, export_artifact, load_exported
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    from mask_keras.cli import main
+    from mask_keras.export import ExportError, export_artifact, export_artifacts, load_exported
 
     with pytest.raises(ConfigError, match="unknown export format 'onnxx'"):
         export_artifact(tmp_path, tmp_path / "out", format="onnxx")
+    with pytest.raises(ConfigError, match="unknown export format 'onnxx'"):
+        export_artifacts(tmp_path, {"onnx": tmp_path / "a", "onnxx": tmp_path / "b"})
+    with pytest.raises(ExportError, match="no export format given"):
+        export_artifacts(tmp_path, {})
+    with pytest.raises(ExportError, match="each format needs its own export folder"):
+        export_artifacts(tmp_path, {"onnx": tmp_path / "same", "litert": tmp_path / "same"})
+    assert main(["export", str(tmp_path), str(tmp_path / "out"), "--format", "onnx,litrt"]) == 2
+    assert "unknown export format 'litrt'" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), str(tmp_path / "out"), "--format", ","]) == 2
+    assert "no export format given" in capsys.readouterr().err
     with pytest.raises(ExportError, match="no model.keras"):
         export_artifact(tmp_path, tmp_path / "out")
     with pytest.raises(ExportError, match="no export.json"):
