@@ -12,7 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.2.0"
 
-if os.environ["KERAS_BACKEND"] == "jax":
+#: set (to "1") only in the synthetic generator's render workers (mask_keras.data.synth.write), which
+#: need numpy and PIL: no backend set-up, no Keras; each spawned worker would otherwise pay ~8 s of imports
+LIGHT_IMPORT_ENV = "MASK_KERAS_LIGHT_IMPORT"
+_light = os.environ.get(LIGHT_IMPORT_ENV) == "1"
+
+if os.environ["KERAS_BACKEND"] == "jax" and not _light:
     # XLA:CPU runs some convolutions (depthwise above all) far slower than needed: in CPU programs Keras'
     # convolutions take faster formulations (mask_keras.jax_backend.cpu_conv); MASK_KERAS_CPU_CONV=0: off
     from .jax_backend import cpu_conv as _cpu_conv
@@ -27,6 +32,7 @@ from .data.layout import LayoutError, read_eval, read_train  # noqa: E402
 
 # register every custom Keras object, so `import mask_keras` is all a fresh process
 # needs before keras.saving.load_model("model.keras")
-from . import augment, losses, metrics, models  # noqa: E402,F401
+if not _light:
+    from . import augment, losses, metrics, models  # noqa: E402,F401
 
 __all__ = ["labels", "read_train", "read_eval", "LayoutError", "__version__"]

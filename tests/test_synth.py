@@ -182,6 +182,7 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     kw = dict(people=8, eval_people=2, image_size=(64, 48), progress=False)
     a = synth.generate(tmp_path / "a", seed=5, workers=1, **kw)
     synth.generate(tmp_path / "b", seed=5, workers=2, **kw)
+    assert "MASK_KERAS_LIGHT_IMPORT" not in os.environ  # set for the pool's start only
     ha, hb = _tree_hashes(tmp_path / "a"), _tree_hashes(tmp_path / "b")
     assert ha == hb and len(ha) > 7 * 10
     synth.generate(tmp_path / "c", seed=6, workers=1, **kw)
@@ -192,6 +193,19 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     b = synth.generate(tmp_path / "a", seed=5, workers=1, **kw)
     assert _tree_hashes(tmp_path / "a") == ha and b["mislabeled"] == a["mislabeled"]
     assert sorted(os.listdir(tmp_path)) == ["a", "b", "c"]
+
+
+def test_render_workers_import_the_package_without_keras():
+    """What a spawned render worker imports (MASK_KERAS_LIGHT_IMPORT, set by generate around its pool):
+    numpy, PIL and the renderer, not Keras or JAX (~8 s a worker otherwise)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from mask_keras.data.synth.render import render_task; "
+            "heavy = [m for m in ('keras', 'jax', 'tensorflow') if m in sys.modules]; assert not heavy, heavy")
+    env = {**os.environ, "MASK_KERAS_LIGHT_IMPORT": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("kwargs, match", [
