@@ -267,7 +267,8 @@ def _add_predict_parser(sub) -> None:
         s.add_argument(f"--{t}", action="append", default=[], metavar="DIR",
                        help=f"a run (or K-fold) directory that must be a {t!r} model")
     s.add_argument("--out", help="the submission CSV (default submission.csv), or with --images the answers: CSV, "
-                                 "or JSON lines for .jsonl (default predictions.csv); written atomically, at the end")
+                                 "JSON lines for .jsonl, one JSON array for .json (default predictions.csv); "
+                                 "written atomically, at the end")
     s.add_argument("--probs", help="also write ImageID,p0..p17 (soft 18-class probabilities) here")
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
     s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2",

@@ -361,21 +361,24 @@ def answer_records(table: pd.DataFrame, drop=()) -> list[dict]:
 
 
 def write_answers(table: pd.DataFrame, out) -> Path:
-    """Write :meth:`Predictor.predict_files` answers as CSV, or JSON lines when ``out`` ends in
-    ``.jsonl``/``.json`` (atomically: a temporary file, then a rename).
+    """Write :meth:`Predictor.predict_files` answers as CSV, JSON lines (``.jsonl``) or one JSON
+    array (``.json``), atomically: a temporary file, then a rename.
 
     Args:
         table: the answer table.
-        out: the destination file; ``.jsonl`` or ``.json`` (any case): one JSON object per
-            line (:func:`answer_records`); anything else: CSV without the index.
+        out: the destination file; ``.jsonl`` (any case): one JSON object per line
+            (:func:`answer_records`); ``.json``: the same objects as one JSON array, so that
+            ``json.load`` reads the file; anything else: CSV without the index.
 
     Returns:
         ``Path(out)``.
     """
 
     out = Path(out)
-    if out.suffix.lower() in (".jsonl", ".json"):
+    if out.suffix.lower() == ".jsonl":
         text = "".join(json.dumps(r) + "\n" for r in answer_records(table))
+    elif out.suffix.lower() == ".json":
+        text = json.dumps(answer_records(table), indent=1) + "\n"
     else:
         text = table.to_csv(index=False)
     atomic_write_text(out, text)

@@ -189,6 +189,9 @@ def test_cli_predict_images_writes_csv_and_json_lines(arts, photos, tmp_path, ca
     main(["predict", str(arts["multi"]), "--images", str(photos / "sub" / "b.png"), "--out", str(multi)])
     row = json.loads(multi.read_text())
     assert isinstance(row["class"], int) and 0 <= row["class"] <= 17 and isinstance(row["p0"], float)
+    # .json: the same records as one JSON array (json.load reads it; JSON lines would not parse)
+    main(["predict", str(arts["gender"]), "--images", str(photos), "--out", str(tmp_path / "answers.json")])
+    assert json.loads((tmp_path / "answers.json").read_text()) == rows
     csv = tmp_path / "a.csv"
     main(["predict", "--gender", str(arts["gender"]), "--images", str(photos / "sub" / "b.png"), "--out", str(csv)])
     t = pd.read_csv(csv)
