@@ -363,6 +363,20 @@ def test_relabel_modes_and_table():
     assert set(certain["id"]) < set(every["id"])
 
 
+@pytest.mark.parametrize("rows, match", [
+    (["000020,gender,Male,1,"], r"line 2 \(id 000020, change gender\): gender value 'Male'; use one of"),
+    (["000020,age,,1,"], r"line 2 \(id 000020, change age\): age value ''"),
+    (["000001,gender,male,1,", "000020,age,sixty,1,"], r"line 3 .*age value 'sixty'"),
+    (["000020,swap_incorrect_normal,,1,", "000020,swap_incorrect_normal,,0,"],
+     r"same id and change: \[\('000020', 'swap_incorrect_normal'\)\]"),
+])
+def test_relabel_file_values_are_checked(tmp_path, rows, match):
+    p = tmp_path / "fix.csv"
+    p.write_text("\n".join(["id,change,value,certain,note", *rows]) + "\n")
+    with pytest.raises(ValueError, match=match):
+        load_relabel(p, mode="all")
+
+
 def test_relabel_bad_mode_through_read_train(tmp_path):
     lay = make(tmp_path, RELABEL_PEOPLE[:1])
     with pytest.raises(ValueError, match="relabel mode"):

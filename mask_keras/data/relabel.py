@@ -42,7 +42,9 @@ def load_relabel(path=None, mode: str = "certain") -> pd.DataFrame:
         The rows as strings (at least ``id, change, value, certain``), index reset.
 
     Raises:
-        ValueError: an unknown ``mode``, a missing column or an unknown ``change``.
+        ValueError: an unknown ``mode``, a missing column, an unknown ``change``, a
+            ``gender`` value other than male|female, an ``age`` value that is not a whole
+            number in 0-120, or two rows with the same ``id`` and ``change``.
     """
     if mode not in MODES:
         raise ValueError(f"relabel mode must be one of {MODES}, got {mode!r} (read_train and "
@@ -55,6 +57,17 @@ def load_relabel(path=None, mode: str = "certain") -> pd.DataFrame:
     bad = sorted(set(df["change"]) - set(CHANGES))
     if bad:
         raise ValueError(f"{path}: unknown change(s) {bad}; use one of {CHANGES}")
+    # each row's value checked here, naming the row (line numbers count the header as line 1)
+    for i, r in df.iterrows():
+        v, where = r["value"], f"{path}, line {i + 2} (id {r['id']}, change {r['change']})"
+        if r["change"] == "gender" and v not in L.GENDER_NAMES:
+            raise ValueError(f"{where}: gender value {v!r}; use one of {sorted(L.GENDER_NAMES)}")
+        if r["change"] == "age" and not (v.isdigit() and 0 <= int(v) <= 120):
+            raise ValueError(f"{where}: age value {v!r}; use the true age as a whole number of years (0-120)")
+    dup = df[df.duplicated(["id", "change"], keep=False)]
+    if not dup.empty:  # a second swap would undo the first; two genders or ages contradict
+        raise ValueError(f"{path}: more than one row with the same id and change: "
+                         f"{sorted(set(zip(dup['id'], dup['change'])))}; keep one of each")
     if mode == "certain":
         df = df[df["certain"] == "1"]
     return df.reset_index(drop=True)
