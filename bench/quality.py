@@ -79,8 +79,8 @@ CONFIGS = {
                        {"train.precise_bn": 0, "model.bn_momentum": 0.9}),
     "constant": Spec("plain at a constant learning rate, as the PyTorch reference (the package's default decays "
                      "it: cosine to 1%)", {"train.schedule": "constant"}),
-    "keras_init": Spec("plain with Keras' own from-scratch init (depthwise fan k*k, BatchNorm epsilon 1e-3): "
-                       "the package's plain before 2026-12-02", {"model.scratch_init": "keras"}),
+    "keras_init": Spec("plain with Keras' own from-scratch init (depthwise fan k*k, BatchNorm epsilon 1e-3), "
+                       "the package's init before 2026-12-02", {"model.scratch_init": "keras"}),
     "noaug": Spec("plain without augmentation (the PyTorch reference's input: no flip, no colour change)",
                   {"augment.preset": "none"}),
     "old_x3": Spec("60+ people repeated 3x per epoch (team 000)", {"sampling.old_factor": 3.0}),
