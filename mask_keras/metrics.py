@@ -176,6 +176,10 @@ def macro_f1(y_true, y_pred, num_classes=None, sample_weight=None, labels=None) 
     f1, present = f1_from_confusion(confusion_matrix(y_true, y_pred, num_classes, sample_weight))
     if labels is not None:
         idx = np.asarray(list(labels), dtype=np.int64)
+        bad = sorted(set(idx[(idx < 0) | (idx >= len(f1))].tolist()))
+        if bad:  # a negative id would silently count from the end
+            raise ValueError(f"labels {bad} are outside the {len(f1)} classes 0..{len(f1) - 1}; "
+                             f"pass num_classes to score classes absent from y_true and y_pred")
         return float(f1[idx].mean()) if idx.size else 0.0
     return float(f1[present].mean()) if present.any() else 0.0
 

@@ -63,6 +63,9 @@ def test_hand_made_absent_and_never_predicted_classes():
     # sklearn over all 4 labels counts class 3 as 0
     assert M.macro_f1(t, p, num_classes=4, labels=range(4)) == pytest.approx(
         f1_score(t, p, average="macro", labels=range(4), zero_division=0))
+    for bad in ([0, 4], [-1]):  # outside the 4 classes: named, not an IndexError or a wrapped index
+        with pytest.raises(ValueError, match=r"labels \[-?\d\] are outside the 4 classes 0..3; pass num_classes"):
+            M.macro_f1(t, p, num_classes=4, labels=bad)
 
 
 def test_sample_weight_zero_rows_are_ignored():
