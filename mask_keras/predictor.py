@@ -64,7 +64,9 @@ def find_images(paths, recursive: bool = True) -> list[str]:
         recursive: search folders' subfolders too.
 
     Returns:
-        The files as strings, in the order of ``paths``, each folder's images sorted by path.
+        The files as strings, in the order of ``paths``, each folder's images sorted by path;
+        a file reached twice (named and inside a named folder, or named twice) once, where it
+        came first, with a logged warning counting them.
 
     Raises:
         FileNotFoundError: a path that does not exist, or a folder without any image.
@@ -82,7 +84,12 @@ def find_images(paths, recursive: bool = True) -> list[str]:
             out.append(str(p))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return out
+    seen: set = set()
+    unique = [f for f in out if not (Path(f).resolve() in seen or seen.add(Path(f).resolve()))]
+    if len(unique) < len(out):
+        log.warning("%d file(s) given more than once (a file and its folder, or twice): each answered once",
+                    len(out) - len(unique))
+    return unique
 
 
 def _is_kfold(d: Path) -> bool:

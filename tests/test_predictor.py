@@ -110,6 +110,27 @@ def test_three_task_models_give_the_18_classes_of_the_submission_path(arts, phot
 
 
 @pytest.mark.slow
+def test_find_images_answers_each_file_once(tmp_path, caplog):
+    from mask_keras.predictor import find_images
+
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/a.jpg", "d/sub/b.PNG", "d/._a.jpg", "d/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    a, b = str(tmp_path / "d" / "a.jpg"), str(tmp_path / "d" / "sub" / "b.PNG")
+    assert find_images([tmp_path / "d"]) == [a, b]
+    assert find_images([tmp_path / "d"], recursive=False) == [a]
+    with caplog.at_level("WARNING", logger="mask_keras.predictor"):
+        got = find_images([b, tmp_path / "d", tmp_path / "d" / "sub" / ".." / "a.jpg"])
+    assert got == [b, a]  # first occurrence kept, by the resolved path
+    assert "2 file(s) given more than once" in caplog.text
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        find_images([tmp_path / "missing.jpg"])
+    (tmp_path / "e" / "deeper").mkdir(parents=True)
+    (tmp_path / "e" / "deeper" / "c.jpg").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="no images.*not searched recursively"):
+        find_images([tmp_path / "e"], recursive=False)
+
+
 def test_kfold_and_ensemble_directories(arts, photos, tmp_path):
     from mask_keras.predict import combine_predictions, load_artifact, predict_artifact
     from mask_keras.predictor import Predictor
