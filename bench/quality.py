@@ -254,7 +254,7 @@ def render(results: list[dict], info: dict, scale: dict, suite: str, torch_note:
         rows.append(["pytorch", torch_note] + ["-"] * 9)
     h, w = scale["image_size"]
     seeds = sorted({r["seed"] for r in results})
-    schedule = "".join(f", {k}={v}" for k, v in scale.get("overrides", {}).items())
+    overrides = "".join(f", {k}={v}" for k, v in scale.get("overrides", {}).items())
     headers = ["config", "what", "macro F1", "accuracy", "F1 mask", "F1 gender", "F1 age", "x PyTorch",
                "x plain", "age F1 - plain", "minutes"]
     goals = []
@@ -264,7 +264,7 @@ def render(results: list[dict], info: dict, scale: dict, suite: str, torch_note:
     return "\n".join([
         f"## Quality, suite {suite}: {scale.get('backbone', 'efficientnet_b0')} from scratch, {h}x{w}, "
         f"{scale['epochs']} epochs, batch "
-        f"{scale['batch_size']}, Adam 1e-3{schedule}; {scale['people']} train / {scale['eval_people']} eval people "
+        f"{scale['batch_size']}, Adam 1e-3{overrides}; {scale['people']} train / {scale['eval_people']} eval people "
         f"per set, data seeds {seeds}", "",
         common.machine_line(info), "",
         "Mean over seeds (range in brackets). Scored on the evaluation images (18-class macro F1, the "

@@ -102,6 +102,9 @@ from .models.serving import build_serving_model
 log = logging.getLogger(__name__)
 
 
+#: the formats the TensorFlow-backend process writes (jax2tf is written from this JAX process)
+TF_PROCESS_FORMATS = ("tf_saved_model", "onnx", "litert")
+
 _TF_EXPORT = r"""
 import sys
 import keras
@@ -178,15 +181,16 @@ def export_artifacts(run_dir, out_dirs: dict, *, verify: bool = False, timeout: 
             tmps[format].mkdir()
         if "jax2tf" in outs:
             load_keras(run).export(str(tmps["jax2tf"] / FILES["jax2tf"]), format="tf_saved_model", verbose=False)
-        pairs = [str(a) for f in outs if f != "jax2tf" for a in (tmps[f] / FILES[f], f)]
+        in_tf = [f for f in outs if f in TF_PROCESS_FORMATS]
+        pairs = [str(a) for f in in_tf for a in (tmps[f] / FILES[f], f)]
         if pairs:  # every other format: one TensorFlow-backend process writes them all
             env = {**os.environ, "KERAS_BACKEND": "tensorflow", "CUDA_VISIBLE_DEVICES": "",
                    "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
             proc = subprocess.run([sys.executable, "-c", _TF_EXPORT, str(run), *pairs],
                                   env=env, capture_output=True, text=True, timeout=timeout)
-            missing = [f for f in outs if f != "jax2tf" and not (tmps[f] / FILES[f]).exists()]
+            missing = [f for f in in_tf if not (tmps[f] / FILES[f]).exists()]
             if proc.returncode != 0 or missing:
-                raise ExportError(f"export of {run / 'model.keras'} to {', '.join(missing) or ', '.join(outs)} "
+                raise ExportError(f"export of {run / 'model.keras'} to {', '.join(missing or in_tf)} "
                                   f"with the TensorFlow backend failed (exit {proc.returncode}):\n"
                                   f"{proc.stderr[-3000:]}")
         seconds = round(time.perf_counter() - t0, 2)
@@ -239,7 +243,7 @@ def export_in_this_process(run_dir, target, format: str, *more) -> None:
     model = load_keras(run)
     pairs = [(target, format), *zip(more[0::2], more[1::2])]
     for t, f in pairs:  # every format checked before the first is written
-        if f not in ("tf_saved_model", "onnx", "litert"):
+        if f not in TF_PROCESS_FORMATS:
             raise ExportError(f"format={f!r} is not exported by a TensorFlow-backend process")
     for t, f in pairs:
         _export_model(model, cfg, t, f)

@@ -84,8 +84,12 @@ def find_images(paths, recursive: bool = True) -> list[str]:
             out.append(str(p))
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    seen: set = set()
-    unique = [f for f in out if not (Path(f).resolve() in seen or seen.add(Path(f).resolve()))]
+    unique, seen = [], set()
+    for f in out:  # the same file by another spelling (dir/../a.jpg) counts as the same
+        key = Path(f).resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
     if len(unique) < len(out):
         log.warning("%d file(s) given more than once (a file and its folder, or twice): each answered once",
                     len(out) - len(unique))

@@ -1,7 +1,6 @@
 """The search loop every worker runs: trials train the run's config with sampled parameters."""
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import keras
 
 from ..config import Config, ConfigError
+from ..environ import environ
 from .results import finish
 from .space import MONITOR, Param, parse_space, space_json
 from .storage import (
@@ -98,20 +98,6 @@ def train_objective(cfg: Config, trial) -> float:
     return res.metrics["macro_f1"]
 
 
-@contextlib.contextmanager
-def _environ(values: dict):
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def is_surplus(study, number: int, n_trials: int) -> bool:
     """True when ``n_trials`` lower-numbered trials are already finished or running.
 
@@ -188,7 +174,7 @@ def make_objective(study_name: str, base_cfg: Config, params: list[Param], root:
         trial.set_user_attr("pid", os.getpid())
         cfg.save(out_dir / "config.json")
         env = {"WANDB_RUN_GROUP": study_name, "WANDB_JOB_TYPE": "tune-trial"} if cfg.train.wandb else {}
-        with _environ(env):
+        with environ(env):
             value = float(objective_fn(cfg, trial))
         if not math.isfinite(value):
             raise ValueError(f"trial {trial.number}: the objective returned {value}")

@@ -1,7 +1,6 @@
 """``generate``: plan, draw (in a worker pool) and write a synthetic set in the competition layout, atomically."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -16,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ... import LIGHT_IMPORT_ENV
+from ...environ import environ
 from .plan import (
     FORMAT_VERSION,
     GENERATOR,
@@ -95,21 +95,6 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
-@contextlib.contextmanager
-def _light_workers():
-    """Workers started inside import ``mask_keras`` without Keras and JAX (they render with numpy
-    and PIL): a spawned worker inherits the environment at its start."""
-    old = os.environ.get(LIGHT_IMPORT_ENV)
-    os.environ[LIGHT_IMPORT_ENV] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(LIGHT_IMPORT_ENV, None)
-        else:
-            os.environ[LIGHT_IMPORT_ENV] = old
-
-
 def _write_csv(path: Path, header: str, rows) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -177,7 +162,8 @@ def generate(out_dir, people: int = REAL_TRAIN_PEOPLE, eval_people: int = 1800, 
             for t in tasks:
                 bar.update(render_task(t))
         else:
-            with _light_workers(), _mp_context().Pool(min(workers, len(tasks))) as pool:
+            # workers started in the block import mask_keras without Keras and JAX (numpy and PIL draw)
+            with environ({LIGHT_IMPORT_ENV: "1"}), _mp_context().Pool(min(workers, len(tasks))) as pool:
                 for k in pool.imap_unordered(render_task, tasks, chunksize=2):
                     bar.update(k)
         bar.close()
