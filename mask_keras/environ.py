@@ -14,6 +14,9 @@ def environ(values: dict):
     Args:
         values: variable name -> string value.
 
+    Yields:
+        None; the variables are set until the block ends.
+
     Example:
         >>> with environ({"MASK_KERAS_EXAMPLE": "1"}):
         ...     os.environ["MASK_KERAS_EXAMPLE"]

@@ -33,6 +33,7 @@ MODULES = [
     "mask_keras.tune.results",
     "mask_keras.serve",
     "mask_keras.models.backbones",
+    "mask_keras.environ",
     "mask_keras.errors",
     "mask_keras.registry",
     "mask_keras.config",
