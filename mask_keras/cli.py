@@ -168,20 +168,25 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _cmd_predict_images(a):
-    from .predictor import Predictor, write_answers
+    from .inference import Predictor, write_answers
 
     paths = list(a.artifacts) + list(a.model) + list(a.kfold_dir) + [d for t in ROLE_TASKS for d in getattr(a, t)]
-    pred = Predictor.load(*paths, vote=a.vote, level=a.level, tta=a.tta or None, crops=a.tta_crops or None,
-                          batch_size=a.batch_size)
-    table = pred.predict_files(a.images)
+    with Predictor.load(*paths, vote=a.vote, level=a.level, weights=a.weights, tie=a.tie, combine=a.combine,
+                        tta=a.tta or None, crops=a.tta_crops or None, no_face=a.no_face, faces=a.faces,
+                        batch_size=a.batch_size) as pred:
+        table = pred.predict_files(a.images, progress=not a.json)
     out = write_answers(table, a.out or "predictions.csv")
     bad = int((table["error"] != "").sum())
+    found = table["face_found"].dropna()
+    faces = {"face_found": int(found.astype(bool).sum()), "no_face": int((~found.astype(bool)).sum())} if len(found) else {}
     if a.json:
-        print(json.dumps({"predictions": str(out), "rows": len(table), "skipped": bad, "tasks": list(pred.tasks),
-                          "models": len(pred.artifacts)}))
+        print(json.dumps({"predictions": str(out), "rows": len(table), "images": int(table["path"].nunique()),
+                          "skipped": bad, **faces, "tasks": list(pred.tasks), "models": len(pred.members)}))
         return
-    print(f"wrote {out} ({len(table)} images, answers for {', '.join(pred.tasks)} from {len(pred.artifacts)} "
-          f"model(s))" + (f"; {bad} file(s) skipped, see its error column" if bad else ""))
+    print(f"wrote {out} ({len(table)} rows for {table['path'].nunique()} images, answers for "
+          f"{', '.join(pred.tasks)} from {len(pred.members)} model(s))"
+          + (f"; faces found in {faces['face_found']}, none in {faces['no_face']} (see face_found)" if faces else "")
+          + (f"; {bad} row(s) without an answer, see its error column" if bad else ""))
 
 
 ROLE_TASKS = L.TASKS
@@ -189,7 +194,7 @@ ROLE_TASKS = L.TASKS
 
 def _cmd_predict(a):
     from .evaluate import cli_json, format_report
-    from .predict import format_table, predict_submission
+    from .inference.submission import format_table, predict_submission
 
     if a.images:
         return _cmd_predict_images(a)
@@ -199,6 +204,7 @@ def _cmd_predict(a):
     roles = {t: getattr(a, t) for t in ROLE_TASKS if getattr(a, t)}
     a.out = a.out or "submission.csv"
     a.vote, a.level = a.vote or "soft", a.level or "auto"
+    a.tie, a.combine = a.tie or "mean_prob", a.combine or "product"
     res = predict_submission(a.model, a.data_dir, a.out, kfold_dirs=a.kfold_dir, roles=roles, tta=a.tta,
                              crops=a.tta_crops, vote=a.vote, level=a.level, weights=a.weights, tie=a.tie,
                              combine=a.combine, batch_size=a.batch_size, probs_csv=a.probs, gt=a.gt,
@@ -215,31 +221,48 @@ def _cmd_predict(a):
 
 
 def _cmd_serve(a):
-    from .serve import Limits, serve
+    from .serving import Limits, serve
 
     serve(a.artifacts, a.host, a.port, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
-          limits=Limits(max_body_mb=a.max_body_mb, max_images=a.max_images, max_pixels=a.max_pixels),
-          vote=a.vote, level=a.level, tta=a.tta or None)
+          limits=Limits(max_body_mb=a.max_body_mb, max_images=a.max_images, max_pixels=a.max_pixels,
+                        body_timeout_s=a.body_timeout_s, max_in_flight=a.max_in_flight),
+          vote=a.vote, level=a.level, tta=a.tta or None, no_face=a.no_face, faces=a.faces)
+
+
+def _add_face_args(s) -> None:
+    s.add_argument("--no-face", choices=["center", "skip", "error"], default="center",
+                   help="a photo without a usable face (face-crop models): answer its centre crop, flagged "
+                        "face_found=false (default); skip it (no answer, the reason in error); or refuse")
+    s.add_argument("--faces", choices=["largest", "all"], default="largest",
+                   help="answer the largest face (default) or every face, one row each (face = 0, 1, ...)")
 
 
 def _add_serve_parser(sub) -> None:
-    s = sub.add_parser("serve", help="an HTTP service: POST /predict, GET /health, /metadata, and a page at /",
-                       description="Serve run, K-fold or ensemble directories over HTTP (Starlette on uvicorn). "
-                                   "The models are loaded before the server listens.",
+    s = sub.add_parser("serve", help="an HTTP service: POST /predict, /health, /metadata, /metrics, /docs, a page at /",
+                       description="Serve run, K-fold, ensemble or export folders over HTTP (FastAPI on uvicorn). "
+                                   "The models are loaded and compiled before the server listens; SIGTERM lets the "
+                                   "requests in progress finish.",
                        epilog="example:\n  mask-keras serve runs/efficientnet_gender --port 8000\n"
                               "  curl -F image=@photo.jpg http://127.0.0.1:8000/predict",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="run, K-fold or ensemble directories")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="run, K-fold, ensemble or export folders")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                                                        "0.0.0.0 in a container)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-batch", type=int, default=16, help="images per model call (concurrent requests batched)")
-    s.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    s.add_argument("--max-wait-ms", type=float, default=0.0,
+                   help="how long a batch waits to fill (default 0: an idle service answers at once; under load "
+                        "the requests that arrive during a batch form the next)")
     s.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (413 above)")
     s.add_argument("--max-images", type=int, default=16, help="most images in one request (413 above)")
     s.add_argument("--max-pixels", type=int, default=40_000_000, help="largest image, width x height (413 above)")
+    s.add_argument("--body-timeout-s", type=float, default=30.0, help="a body must arrive within this (408 after)")
+    s.add_argument("--max-in-flight", type=int, default=64,
+                   help="requests in progress at once; more get 503 with Retry-After")
     s.add_argument("--vote", choices=["soft", "hard"], default=None)
     s.add_argument("--level", choices=["auto", "task", "class"], default=None)
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
+    _add_face_args(s)
     s.set_defaults(func=_cmd_serve)
 
 
@@ -248,14 +271,14 @@ def _add_predict_parser(sub) -> None:
                                        "(ensembles, K-fold, TTA)",
                        description="Run artifacts over DATA_DIR/eval and write ImageID,ans in info.csv order, or, "
                                    "with --images, over any image files and folders and write one row per file "
-                                   "(class, mask/gender/age names, probabilities). Per-task models are combined "
+                                   "(per face: face_found, face box, crop box, the answers of the tasks the models cover, probabilities). Per-task models are combined "
                                    "into the 18 classes (mask*6 + gender*3 + age).",
                        epilog="examples:\n  mask-keras predict runs/efficientnet_gender --images photos/ "
                               "--out answers.jsonl\n  mask-keras predict --data-dir data/default --mask runs/mask "
                               "--gender runs/gender --age runs/age --tta",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("artifacts", nargs="*", metavar="ARTIFACT",
-                   help="with --images: run, K-fold or ensemble (recipe output) directories")
+                   help="with --images: run, K-fold, ensemble (recipe output) or export folders")
     s.add_argument("--images", nargs="+", metavar="PATH",
                    help="image files (JPEG, PNG, WebP, ...) and folders (searched recursively) to predict")
     s.add_argument("--data-dir", default="data/default", help="directory holding eval/ (info.csv, images/)")
@@ -276,14 +299,15 @@ def _add_predict_parser(sub) -> None:
     s.add_argument("--vote", choices=["soft", "hard"], default=None, help="default soft (or an ensemble's own)")
     s.add_argument("--level", choices=["auto", "task", "class"], default=None,
                    help="vote per task then combine, or on the 18 classes (auto: class if no per-task model)")
-    s.add_argument("--combine", choices=["product", "argmax"], default="product",
+    s.add_argument("--combine", choices=["product", "argmax"], default=None,
                    help="per-task probabilities -> 18 classes (same labels; product also gives probabilities)")
-    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default="mean_prob",
-                   help="hard-vote tie rule")
+    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default=None,
+                   help="hard-vote tie rule (default mean_prob)")
     s.add_argument("--weights", type=_floats, default=None, metavar="W1,W2,...",
                    help="one weight per model (order: --model, --kfold-dir folds, then --mask/--gender/...)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--gt", help="truth CSV ImageID,ans: print the score and the ensemble against each model")
+    _add_face_args(s)
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=_cmd_predict)
 
@@ -309,7 +333,7 @@ def _cmd_export(a):
             print(f"verified on {v['images']}: max abs difference from model.keras {v['max_abs_difference']:.3g} "
                   f"(limit 1e-4)")
             if v.get("vs_package_files") is not None:
-                print(f"  against the package's own file path (predict_probs; JPEGs decoded scaled in the DCT "
+                print(f"  against the package's own file path (the inference engine; JPEGs decoded scaled in the DCT "
                       f"there): {v['vs_package_files']:.3g}")
         print(f"how to call it: {out / 'README.md'}")
 

@@ -79,7 +79,8 @@ from . import pipeline
 from ._tf import tf
 from .config import Config
 from .errors import unknown_choice
-from .exported import (  # noqa: F401  (the loader's names, importable from here as before)
+from .inference.artifacts import write_manifest
+from .inference.exported import (  # noqa: F401  (the loader's names, importable from here as before)
     FILES,
     FORMATS,
     META,
@@ -200,6 +201,7 @@ def export_artifacts(run_dir, out_dirs: dict, *, verify: bool = False, timeout: 
             meta.update(source=str(run), seconds=seconds, versions=_versions(format))
             atomic_write_text(tmp / META, json.dumps(meta, indent=2) + "\n")
             atomic_write_text(tmp / "README.md", _readme(meta))
+            write_manifest(tmp, "export", task=cfg.train.task, format=format)
             if verify:
                 diffs = verify_export(run, tmp)
                 meta["verify"] = diffs

@@ -27,6 +27,7 @@ import pandas as pd
 from .config import Config, ConfigError
 from .evaluate import task_scores
 from .files import atomic_write_text
+from .inference.artifacts import write_manifest
 from . import train as training  # called as training.train: tests replace it
 from .jax_backend import distribute  # called as distribute.from_chief: tests replace it
 from .resume import RUN_ONLY, finished_marker
@@ -188,5 +189,6 @@ def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = Fals
         summary["note"] = f"only folds {fold_ids} of {k} trained: the OOF set covers their validation people only"
     if chief:
         atomic_write_text(out / "kfold_summary.json", json.dumps(summary, indent=2) + "\n")
+        write_manifest(out, "kfold", task=cfg.train.task, members=dirs)
     log.info("K-fold OOF macro F1 %.4f (folds: %s)", summary["oof_macro_f1"], per_fold)
     return KFoldResult(out, dirs, oof, summary)

@@ -72,7 +72,8 @@ from .data.synth import generate
 from .evaluate import evaluate, format_report
 from .files import atomic_write_text
 from .kfold import train_kfold
-from .predict import format_table, predict_submission
+from .inference.artifacts import write_manifest
+from .inference.submission import format_table, predict_submission
 
 log = logging.getLogger(__name__)
 
@@ -435,4 +436,5 @@ def _submit(res: EnsembleResult, data_dir, ens: EnsembleConfig):
               f"(answering {constant['class']!r} for every image: {constant['macro_f1']:.4f} / "
               f"{constant['accuracy']:.4f})")
     atomic_write_text(out / "ensemble.json", json.dumps(summary, indent=2) + "\n")
+    write_manifest(out, "ensemble", task="multi", members=[p.artifact.path for p in pred.predictions])
     return pred

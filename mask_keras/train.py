@@ -44,6 +44,7 @@ from .data import layout, splits
 from .ensemble import combine_tasks, from_multihead
 from .evaluate import task_scores
 from .files import atomic_write_text
+from .inference.artifacts import write_manifest
 from .jax_backend import distribute
 from .jax_backend.distribute import LocalPredictor
 from .metrics import confusion_matrix
@@ -260,6 +261,7 @@ def train(cfg: Config, callbacks=None) -> TrainResult:
             (out / "history.csv").unlink(missing_ok=True)
             shutil.rmtree(out / resume.BACKUP_DIR, ignore_errors=True)
         cfg.save(out / "config.json")
+        write_manifest(out, "run", task=cfg.train.task)
     prev_policy = keras.mixed_precision.global_policy().name
     closers = []  # callbacks holding resources (wandb run): closed however training ends
     if t.mixed_precision:

@@ -164,13 +164,14 @@ class Detector:
 
     # ---- work ----------------------------------------------------------------
     def detect(self, images) -> list[dict]:
-        """Detect faces in a batch: paths (str/Path) or encoded image bytes.
+        """Detect faces in a batch: paths (str/Path), encoded image bytes or decoded uint8 RGB arrays.
 
         Starts the worker on first use. An image that cannot be decoded gets an ``error``,
         not an exception.
 
         Args:
-            images: a list of paths (read here) or encoded image bytes (JPEG, PNG, ...).
+            images: a list of paths (read here), encoded image bytes (JPEG, PNG, ...) or uint8
+                ``(H, W, 3)`` RGB arrays (sent as they are: no encode and decode in between).
 
         Returns:
             One dict per image, in order: ``{"width", "height", "faces": float32 (k, 15),
@@ -180,7 +181,9 @@ class Detector:
             OSError: a path cannot be read.
             DetectorError: the worker died or answered out of protocol.
         """
-        blobs = [Path(x).read_bytes() if isinstance(x, (str, os.PathLike)) else bytes(x) for x in images]
+        blobs = [Path(x).read_bytes() if isinstance(x, (str, os.PathLike))
+                 else np.ascontiguousarray(x, dtype=np.uint8) if isinstance(x, np.ndarray) else bytes(x)
+                 for x in images]
         if not blobs:
             return []
         self.start()

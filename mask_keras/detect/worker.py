@@ -209,11 +209,11 @@ class MtcnnRunner:
             out.append(rows[:, _REORDER].astype(np.float32))
         return out
 
-    def detect_many(self, blobs: list[bytes]) -> list[dict]:
+    def detect_many(self, blobs: list) -> list[dict]:
         """Decode and detect a batch of encoded images, grouped by size, each failure kept to its image.
 
         Args:
-            blobs: encoded images.
+            blobs: encoded images (bytes), or decoded uint8 RGB arrays ``(H, W, 3)`` (used as they are).
 
         Returns:
             One ``{"width", "height", "faces": float32 (k, 15), "error": None | str}`` per blob,
@@ -225,7 +225,8 @@ class MtcnnRunner:
         arrays: dict[int, np.ndarray] = {}
         for i, data in enumerate(blobs):
             try:
-                arrays[i] = decode(data)
+                arrays[i] = (np.asarray(data, dtype=np.float32) if isinstance(data, np.ndarray)
+                             else decode(data))
             except Exception as e:  # PIL raises many types for broken files
                 out[i] = {"width": -1, "height": -1, "faces": np.zeros((0, 15), np.float32),
                           "error": decode_error(e)}

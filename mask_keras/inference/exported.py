@@ -1,36 +1,39 @@
 """Load and run an export folder (:mod:`mask_keras.export` writes them), and verify one.
 
 :func:`load_exported` opens any format with its runtime (TensorFlow, ONNX Runtime, the LiteRT
-interpreter) and does the caller's part the graph cannot hold (decoding, the face detector);
+interpreter). :meth:`ExportedModel.predict` runs the model on cropped, resized pixels: what
+the inference engine gives every model, so ``Predictor.load(export_dir)`` answers files,
+arrays and uploads with an export exactly as with its run (the decode, crop, face detector
+and TTA are the engine's). :meth:`ExportedModel.predict_photos` runs the graph's own photo
+signature (crop and resize inside the graph), what a deployment without this package calls.
 :func:`verify_export` compares an export with the Keras model of its run on real photos.
 
 Example:
     >>> m = load_exported("exports/mask_onnx")                     # doctest: +SKIP
-    >>> m.predict_images([photo_rgb_uint8])["probs"].shape          # doctest: +SKIP
+    >>> m.predict(pixels_uint8).shape                              # doctest: +SKIP
     (1, 3)
 """
 from __future__ import annotations
 
 import importlib.util
 import json
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import pandas as pd
-from PIL import Image
 
-from . import labels as L
-from . import pipeline
-from ._tf import tf
-from .artifact import ArtifactError, load_artifact, model_outputs, predict_views
-from .config import Config, ConfigError
-from .data.layout import CROP_COLUMNS
-from .detect import Detector, detected_crop_boxes
-from .detect.geometry import center_crop_boxes
-from .errors import ExportError  # defined there (the command line catches it without TF); importable here as before
-from .models.serving import build_serving_model
+from .. import labels as L
+from .. import pipeline
+from .._tf import tf
+from ..config import Config, ConfigError
+from ..detect.geometry import center_crop_boxes
+from ..errors import ExportError  # defined there (the command line catches it without TF); importable here as before
+from ..models.serving import build_serving_model
+from .artifacts import ArtifactError, load_artifact, model_outputs
+from .engine import Engine, Member
+from .images import ImageInput
+from .runners import keras_runner
 
 FORMATS = ("tf_saved_model", "onnx", "litert", "jax2tf")
 #: the file or folder each format writes in the export folder
@@ -113,7 +116,6 @@ class ExportedModel:
         except ConfigError as e:  # the export's copy of the run's config: its preprocessing and classes
             raise ExportError(f"{self.path}: the export's config.json is unusable ({e}); export the run again "
                               f"(it copies the run's config.json)") from e
-        self._detector = None
         if fmt in ("tf_saved_model", "jax2tf"):
             self._loaded = tf.saved_model.load(str(f))
         elif fmt == "onnx":
@@ -149,8 +151,20 @@ class ExportedModel:
     def _run_pixels(self, x):
         return model_outputs(self._loaded.serve(tf.cast(x, tf.float32)))
 
-    def _run_photos(self, x, boxes=None) -> dict:
-        """uint8 (N, H, W, 3) photos of one size (+ face boxes) -> the graph's outputs as numpy."""
+    def predict_photos(self, x, boxes=None) -> dict:
+        """The graph's own photo signature: uint8 ``(N, H, W, 3)`` photos of one size (and, for a
+        ``crop="face"`` run, ``(N, 4)`` ``[y0, x0, y1, x1]`` crop boxes) -> its outputs.
+
+        The crop and resize run inside the graph (what a deployment without this package
+        calls); every format but ``jax2tf``.
+
+        Args:
+            x: the photos.
+            boxes: the face crop boxes (``crop="face"`` runs only).
+
+        Returns:
+            A dict of numpy arrays: ``probs`` (or the heads) and ``crop_box``.
+        """
         feed = {"image": np.ascontiguousarray(x, dtype=np.uint8)}
         if self.config.preprocess.crop == "face":
             feed["box"] = np.asarray(boxes, dtype=np.int32).reshape(len(x), 4)
@@ -188,7 +202,7 @@ class ExportedModel:
             raise ValueError(f"predict takes pixels already resized to {h}x{w}, got {x.shape}; "
                              f"use predict_images for photos")
         whole = np.tile(np.array([[0, 0, h, w]], np.int32), (len(x), 1))  # the crop of an h x w image is itself
-        parts = [self._run_photos(np.clip(np.round(x[i:i + batch_size]), 0, 255).astype(np.uint8), whole[i:i + batch_size])
+        parts = [self.predict_photos(np.clip(np.round(x[i:i + batch_size]), 0, 255).astype(np.uint8), whole[i:i + batch_size])
                  for i in range(0, len(x), batch_size)]
         return self._probs(_concat(parts))
 
@@ -197,95 +211,8 @@ class ExportedModel:
             return {k: out[k].astype(np.float32) for k in TASK_ORDER}
         return out["probs"].astype(np.float32)
 
-    def predict_images(self, images, boxes=None, batch_size: int = 64) -> dict:
-        """Full-size uint8 RGB photos ``(H, W, 3)`` of any sizes -> the graph's outputs.
-
-        Args:
-            images: a list (or batch) of uint8 (H, W, 3) arrays.
-            boxes: for a ``crop="face"`` run, (N, 4) ``[y0, x0, y1, x1]`` face crops; None
-                runs the face detector with the run's margins and fallback.
-            batch_size: photos per runtime call (photos of one size share a call).
-
-        Returns:
-            A dict of numpy arrays in input order: ``probs`` (or the heads) and ``crop_box``.
-        """
-        if not self.takes_photos:
-            raise ExportError(f"{self.path}: a jax2tf export takes cropped pixels only (predict), not photos")
-        imgs = [np.asarray(im) for im in images]
-        for i, a in enumerate(imgs):
-            if a.ndim != 3 or a.shape[-1] != 3 or a.dtype != np.uint8 or min(a.shape[:2]) < 1:
-                raise ValueError(f"images[{i}]: expected a uint8 RGB array (H, W, 3), got {a.dtype} {a.shape}")
-        if self.config.preprocess.crop == "face" and boxes is None:
-            boxes = self._face_boxes_of_arrays(imgs)
-        groups: dict = {}
-        for i, a in enumerate(imgs):
-            groups.setdefault(a.shape, []).append(i)
-        results: list = [None] * len(imgs)
-        for idx in groups.values():
-            for s in range(0, len(idx), batch_size):
-                part = idx[s:s + batch_size]
-                out = self._run_photos(np.stack([imgs[i] for i in part]),
-                                       None if boxes is None else np.asarray(boxes)[part])
-                for j, i in enumerate(part):
-                    results[i] = {k: v[j] for k, v in out.items()}
-        return {k: np.stack([r[k] for r in results]) for k in results[0]} if results else {}
-
-    def predict_files(self, paths, batch_size: int = 64, tta: bool = False, check: str = "fast",
-                      progress: bool = False):
-        """Image files (or a table with ``path``) -> probabilities, with the run's preprocessing.
-
-        Same contract as :func:`mask_keras.predict.predict_probs`: (N, C), or a dict of heads
-        for a multihead model. A SavedModel goes through the package's pipeline (so JPEGs are
-        decoded scaled in the DCT, as in training) and supports ``tta`` (the flipped view);
-        ONNX and LiteRT get the decoded photos and crop and resize in their graph.
-
-        Args:
-            paths: image files, or a table with ``path`` (and ``crop_*`` face boxes for a
-                ``crop="face"`` run; without them the face detector runs).
-            batch_size: images per runtime call.
-            tta: also average the flipped view (SavedModel formats only; ExportError otherwise).
-            check: the file check before any work: ``"fast"``, ``"full"`` or ``"none"``.
-            progress: show a progress bar (SavedModel formats).
-
-        Returns:
-            float32 (N, C) in input order, or ``{head: (N, C)}`` for a multi-head model.
-        """
-        table = paths if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
-        if self.format in ("onnx", "litert"):
-            if tta:
-                raise ExportError(f"tta with a {self.format} export: not in the graph; use a tf_saved_model "
-                                  f"export or mask_keras.predictor.Predictor on the run directory")
-            bad = pipeline.check_images(table["path"].tolist(), check, progress=False) if check != "none" else []
-            if bad:
-                raise pipeline.ImageError(bad, total=len(table))
-            boxes = None
-            if self.config.preprocess.crop == "face":
-                boxes = (table[list(CROP_COLUMNS)].to_numpy(np.int64) if set(CROP_COLUMNS) <= set(table.columns)
-                         else self._face_boxes(table["path"].tolist()))
-            imgs = [pipeline.decode_image(tf.io.read_file(f)).numpy() for f in table["path"]]
-            return self._probs(self.predict_images(imgs, boxes, batch_size=batch_size))
-        return predict_views(lambda ds: _concat([self._run_pixels(x) for x in ds]), table, self.config.preprocess,
-                             batch_size=batch_size, tta=tta, check=check, progress=progress)
-
-    def _face_boxes(self, files: list[str]) -> np.ndarray:
-        if self._detector is None:
-            self._detector = Detector()
-        found = detected_crop_boxes(self._detector.detect(files), self.config.preprocess)
-        return found[list(CROP_COLUMNS)].to_numpy(np.int64)
-
-    def _face_boxes_of_arrays(self, imgs) -> np.ndarray:
-        with tempfile.TemporaryDirectory(prefix="mask_keras_faces_") as tmp:
-            files = []
-            for i, a in enumerate(imgs):
-                files.append(str(Path(tmp) / f"{i:06d}.png"))
-                Image.fromarray(a).save(files[-1])
-            return self._face_boxes(files)
-
     def close(self) -> None:
-        """Stop the face detector, if one was started."""
-        if self._detector is not None:
-            self._detector.close()
-            self._detector = None
+        """Release the runtime (nothing to stop: the face detector is the engine's)."""
 
     def __repr__(self) -> str:
         return f"ExportedModel({str(self.path)!r}, task={self.task!r}, format={self.format!r})"
@@ -350,9 +277,8 @@ def verify_export(run_dir, export_dir, n: int = 6, seed: int = 0) -> dict:
     photos (a SavedModel also through ``serve_bytes`` against the package's file path, the
     same TF decode and crop ops); what ``verify=True`` holds to 1e-4.
     ``vs_package_files``: the export on the photos against the package's path on the files
-    (:func:`mask_keras.artifact.predict_views`, what :func:`mask_keras.predict.predict_probs`
-    runs; JPEGs decoded scaled in the DCT there); reported, not held to 1e-4 for formats that
-    take decoded photos.
+    (the inference engine: :func:`package_probs`; JPEGs decoded scaled in the DCT there);
+    reported, not held to 1e-4 for formats that take decoded photos.
 
     Args:
         run_dir: the run directory the export was made from.
@@ -384,12 +310,12 @@ def verify_export(run_dir, export_dir, n: int = 6, seed: int = 0) -> dict:
     for i, im in enumerate(imgs):  # one photo a call: the photos may differ in size
         feed = {"image": im[None], **({"box": boxes[i:i + 1]} if boxes is not None else {})}
         ref = {k: np.asarray(v) for k, v in serving(feed).items()}
-        answers.append(exp.predict_images([im], None if boxes is None else boxes[i:i + 1]))
+        answers.append(exp.predict_photos(im[None], None if boxes is None else boxes[i:i + 1]))
         diff = max(diff, _max_diff(ref, answers[-1]))
     files = [f for f, _ in pairs if f is not None]
     vs_files = None
     if files and p.crop != "face":  # the files are the photos above, in order
-        want = _as_heads(predict_views(lambda ds: model.predict(ds, verbose=0), files, p, batch_size=8))
+        want = _as_heads(package_probs(run, files))
         if exp.format == "tf_saved_model":
             got = exp._loaded.serve_bytes(tf.constant([Path(f).read_bytes() for f in files]))
             got = {k: np.asarray(v) for k, v in got.items()}
@@ -398,6 +324,27 @@ def verify_export(run_dir, export_dir, n: int = 6, seed: int = 0) -> dict:
             got = {k: np.concatenate([a[k] for a in answers]) for k in answers[0]}
         vs_files = _max_diff(want, got)
     return {"max_abs_difference": float(diff), "vs_package_files": vs_files, "images": what}
+
+
+def package_probs(run_dir, files):
+    """The run's Keras model on image files through the inference engine (no TTA): its raw outputs.
+
+    Args:
+        run_dir: the run directory.
+        files: image files.
+
+    Returns:
+        float32 (N, C), or ``{head: (N, C)}`` for a multi-head model.
+    """
+    art = load_artifact(run_dir)
+    member = Member(art.name, art.task, art.path, "keras", art.config, keras_runner(art.model, 8))
+    engine = Engine([member])
+    try:
+        prepared = engine.prepare([ImageInput.from_bytes(str(f), Path(f).read_bytes()) for f in files], "raise")
+    finally:
+        engine.close()
+    px = prepared.pixels[0][:, 0]
+    return model_outputs(member.runner(px))
 
 
 def _as_heads(out) -> dict:
