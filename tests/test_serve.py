@@ -1,16 +1,25 @@
 """`mask-keras serve`: the real uvicorn server on 127.0.0.1 (a free port), real HTTP requests
-(the standard library's client): answers equal Predictor's on the same files, concurrent
-requests batched, every kind of bad input a 4xx JSON error while the service keeps serving.
+(the standard library's client, raw sockets for misbehaving clients): answers equal
+Predictor's on the same files, concurrent requests batched, every kind of bad input a 4xx JSON
+error while the service keeps serving, request ids, Prometheus metrics, the OpenAPI schema,
+slow bodies (408), the in-flight bound (503 + Retry-After), gone clients, SIGTERM.
 
 The artifact is an untrained tiny model saved with its config (as in test_predictor.py).
 """
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -67,8 +76,8 @@ def _json(resp):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, synth_root):
-    from mask_keras.predictor import Predictor
-    from mask_keras.serve import BackgroundServer, Limits, create_app
+    from mask_keras.inference import Predictor
+    from mask_keras.serving import BackgroundServer, Limits, create_app
 
     d = tmp_path_factory.mktemp("serve")
     run = _artifact(d / "multi")
@@ -91,10 +100,19 @@ def test_health_metadata_and_page(served):
     assert status == 200 and meta["artifact_sha256"] == digest
     assert meta["tasks"] == ["mask", "gender", "age"] and meta["models"][0]["backbone"] == "tiny_cnn"
     assert meta["models"][0]["image_size"] == list(SIZE) and meta["models"][0]["metrics"]["macro_f1"] == 0.5
-    assert meta["limits"] == {"max_body_mb": 1.0, "max_images": 3, "max_pixels": 5_000_000}
+    assert meta["limits"] == {"max_body_mb": 1.0, "max_images": 3, "max_pixels": 5_000_000,
+                              "body_timeout_s": 30.0, "max_in_flight": 64}
     status, ctype, body = _request(server, "/")
     assert status == 200 and ctype.startswith("text/html")
     assert b'fetch("/predict"' in body and b'type="file"' in body and b"crop_box" in body
+    # the OpenAPI schema documents /predict's three body types and its refusals; /docs renders it
+    status, schema = _json(_request(server, "/openapi.json"))
+    post = schema["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "image/jpeg", "application/json"} <= set(post["requestBody"]["content"])
+    assert {"400", "413", "415", "503"} <= set(post["responses"])
+    assert {"/health", "/metadata", "/metrics"} <= set(schema["paths"])
+    status, ctype, body = _request(server, "/docs")
+    assert status == 200 and b"openapi.json" in body
 
 
 def test_answers_equal_the_predictor_on_the_same_files(served):
@@ -112,6 +130,20 @@ def test_answers_equal_the_predictor_on_the_same_files(served):
     # the raw body: one image
     status, out = _json(_request(server, "/predict", photos[2].read_bytes(), {"Content-Type": "image/jpeg"}))
     assert status == 200 and out["predictions"][0]["class"] == int(predictor.predict_files([photos[2]])["class"][0])
+    # JSON with base64 images: the same answers
+    doc = {"images": [{"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()} for p in photos[:2]]}
+    status, js = _json(_request(server, "/predict", json.dumps(doc).encode(), {"Content-Type": "application/json"}))
+    assert status == 200 and [r["class"] for r in js["predictions"]] == [int(c) for c in ref["class"]]
+    one = {"image": base64.b64encode(photos[0].read_bytes()).decode()}
+    status, js = _json(_request(server, "/predict", json.dumps(one).encode(), {"Content-Type": "application/json"}))
+    assert status == 200 and js["predictions"][0]["class"] == int(ref["class"][0])
+    # every answer carries its request id: the client's own, or a new one
+    req = urllib.request.Request(server.url("/predict"), data=photos[0].read_bytes(),
+                                 headers={"Content-Type": "image/jpeg", "X-Request-ID": "door-7"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.headers["x-request-id"] == "door-7" and json.loads(r.read())["request_id"] == "door-7"
+    status, ctype, body = _request(server, "/predict", b"junk", {"Content-Type": "image/jpeg"})
+    assert status == 400 and len(json.loads(body)["request_id"]) == 32
 
 
 def test_concurrent_requests_are_batched_and_answered_right(served):
@@ -150,6 +182,9 @@ def test_bad_requests_get_4xx_json_and_the_service_goes_on(served):
         "too many": (413, *_multipart([("a.jpg", jpeg)] * 4), "at most 3"),
         "no file": (400, *_multipart([]), "multipart"),
         "content type": (415, jpeg, {"Content-Type": "text/plain"}, "Content-Type"),
+        "bad json": (400, b"{nope", {"Content-Type": "application/json"}, "JSON body"),
+        "json without images": (400, b'{"photo": 1}', {"Content-Type": "application/json"}, '"images"'),
+        "bad base64": (400, b'{"images": [{"data": "@@@"}]}', {"Content-Type": "application/json"}, "not base64"),
     }
     for what, (code, body, headers, words) in cases.items():
         status, out = _json(_request(server, "/predict", body, headers))
@@ -158,11 +193,159 @@ def test_bad_requests_get_4xx_json_and_the_service_goes_on(served):
     assert _json(_request(server, "/predict"))[0] == 405  # GET
     status, out = _json(_request(server, "/predict", jpeg, {"Content-Type": "image/jpeg"}))
     assert status == 200 and len(out["predictions"]) == 1
+    # every refusal is counted in /metrics, by status
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, ctype, text = _request(server, "/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    fams = {f.name: f for f in text_string_to_metric_families(text.decode())}
+    errors = {s.labels["status"]: s.value for s in fams["mask_keras_errors"].samples if s.name.endswith("_total")}
+    assert errors["400"] >= 6 and errors["413"] >= 3 and errors["415"] >= 1 and errors["404"] >= 1
+    requests = {(s.labels["route"], s.labels["status"]): s.value for s in fams["mask_keras_requests"].samples
+                if s.name.endswith("_total")}
+    assert requests[("/predict", "200")] >= 1 and requests[("other", "404")] >= 1
+    batches = [s for s in fams["mask_keras_batch_images"].samples if s.name.endswith("_count")]
+    assert batches[0].value >= 1
+    assert any(s.name == "mask_keras_request_seconds_bucket" for s in fams["mask_keras_request_seconds"].samples)
+
+
+def _raw(server, head: bytes, body: bytes = b""):
+    """A socket that sent ``head`` (and ``body``) and may send more later."""
+    s = socket.create_connection((server.host, server.port), timeout=60)
+    s.sendall(head + body)
+    return s
+
+
+def _read_status(sock) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+def test_slow_bodies_time_out_alone_and_the_bound_answers_503(tmp_path, synth_root):
+    from mask_keras.inference import Predictor
+    from mask_keras.serving import BackgroundServer, Limits, create_app
+
+    run = _artifact(tmp_path / "m")
+    photo = sorted((synth_root / "eval" / "images").iterdir())[0].read_bytes()
+    app = create_app(Predictor.load(run), limits=Limits(body_timeout_s=3.0, max_in_flight=2), warm_up=False)
+    with BackgroundServer(app, limit_s=120) as server:
+        head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                f"Content-Length: {len(photo)}\r\n\r\n").encode()
+        slow = [_raw(server, head, photo[:100]) for _ in range(2)]  # two clients that stall mid-body
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        status, ctype, body = _request(server, "/predict", photo, {"Content-Type": "image/jpeg"})
+        assert status == 503 and b"max-in-flight" in body  # at once, not after the slow ones
+        assert time.perf_counter() - t0 < 2.5
+        req = urllib.request.Request(server.url("/predict"), data=photo, headers={"Content-Type": "image/jpeg"})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and e.headers["Retry-After"] == "1"
+        codes = [_read_status(s)[0] for s in slow]  # the slow ones: 408 once their time is up
+        assert codes == [408, 408] and time.perf_counter() - t0 < 10
+        for s in slow:
+            s.close()
+        # a client that sends a request and leaves at once does not break the queue
+        for _ in range(3):
+            _raw(server, head, photo).close()
+        time.sleep(1.0)  # their requests finish into the void (each is milliseconds of work)
+        status, ctype, body = _request(server, "/predict", photo, {"Content-Type": "image/jpeg"})
+        assert status == 200 and len(json.loads(body)["predictions"]) == 1
+        assert _json(_request(server, "/metadata"))[1]["stats"]["requests"] >= 3  # the gone ones were answered too
+        text = _request(server, "/metrics")[2].decode()
+        errors = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("mask_keras_errors_total")}
+        assert errors["408"] == 2 and errors["503"] >= 2  # (a third gone client may have met the bound too)
+
+
+@pytest.mark.slow
+def test_sigterm_lets_requests_in_progress_finish(tmp_path, synth_root):
+    from mask_keras.serving import free_port
+
+    run = _artifact(tmp_path / "m")
+    photo = sorted((synth_root / "eval" / "images").iterdir())[0].read_bytes()
+    port = free_port()
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.Popen([sys.executable, "-m", "mask_keras", "serve", str(run), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.5)
+        head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nX-Request-ID: last-one\r\n"
+                f"Content-Length: {len(photo)}\r\n\r\n").encode()
+        sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        sock.sendall(head + photo[:500])  # a request in progress when SIGTERM comes
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(photo[500:])
+        status, _ = _read_status(sock)
+        sock.close()
+        assert status == 200  # it was answered before the server went
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # uvicorn re-raises SIGTERM once it has shut down cleanly: the exit status says "ended by SIGTERM"
+    assert proc.returncode in (0, -signal.SIGTERM), (proc.returncode, out[-2000:])
+    assert "[last-one]" in out and "POST /predict 200" in out  # the request id in its log line
+    assert "Waiting for connections to close" in out and "Finished server process" in out, out[-2000:]
+
+
+def _docker_ok() -> bool:
+    from shutil import which
+
+    if not which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _docker_ok(), reason="no Docker daemon here: the image is built and run where one is")
+def test_the_docker_image_serves_a_model(tmp_path, synth_root):
+    from pathlib import Path
+
+    from mask_keras.serving import free_port
+
+    root = Path(__file__).resolve().parents[1]
+    run = _artifact(tmp_path / "model")
+    tag = f"mask-keras-test:{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "build", "-t", tag, str(root)], check=True, timeout=1800)
+    port = free_port()
+    cid = subprocess.run(["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8000", "-v", f"{run}:/model:ro",
+                          tag], check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        photo = sorted((synth_root / "eval" / "images").iterdir())[0].read_bytes()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=photo,
+                                     headers={"Content-Type": "image/jpeg"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 1
+    finally:
+        subprocess.run(["docker", "stop", cid], capture_output=True, timeout=60)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120)
 
 
 def test_serve_stops_at_start_when_a_model_cannot_be_loaded(tmp_path, capsys):
     from mask_keras.cli import main
-    from mask_keras.serve import free_port
+    from mask_keras.serving import free_port
 
     broken = tmp_path / "broken"
     broken.mkdir()

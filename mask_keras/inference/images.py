@@ -103,7 +103,8 @@ class ImageInput:
             with Image.open(io.BytesIO(data)) as im:  # the header only
                 w, h = im.size
         except Image.DecompressionBombError as e:  # PIL refuses > 2x its own pixel limit at open
-            raise BadImage(f"{name}: too many pixels ({e})", 413) from None
+            limit = f"{max_pixels:,}" if max_pixels is not None else "PIL's own"
+            raise BadImage(f"{name}: too many pixels, over the limit of {limit} ({e})", 413) from None
         except Exception as e:  # PIL raises many types for a broken header
             raise BadImage(f"{name}: cannot read this {fmt}'s header ({type(e).__name__}: {e})") from None
         if max_pixels is not None and w * h > max_pixels:
