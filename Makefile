@@ -57,8 +57,18 @@ serve: $(STAMP)
 	$(BIN)/mask-keras serve $(ARTIFACT) --port $(PORT)
 
 # the benchmarks' PyTorch reference (torch + torchvision): the `bench` extra
+# ... and the HTTP load tools bench/serve.py drives the service with: Debian's wrk and apache2-utils (ab)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	@if command -v wrk >/dev/null && command -v ab >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); PKGS="wrk apache2-utils"; \
+	  echo "installing $$PKGS (Debian) for bench/serve.py ..."; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null || \
+	  ( $$SUDO apt-get update -q >/dev/null && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null ) || \
+	  echo "WARNING: could not install $$PKGS: bench/serve.py skips their rows"; \
+	else echo "WARNING: no apt-get: install wrk and apache2-utils for bench/serve.py"; fi
 	touch $(BENCH_STAMP)
 
 # every benchmark, ratios against references measured in the same run (bench/README.md);

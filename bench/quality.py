@@ -10,9 +10,9 @@ Data: synthetic sets in the competition layout at the real 512x384 size, one per
 value (``mask_keras.data.synth.generate``; generated once under ``bench/.data/``). Each
 configuration trains from scratch (``model.weights`` None: no downloads here) on the
 ``train/`` people with the package's person-level hold-out for checkpoint selection, then
-predicts every ``eval/`` image (``mask_keras.predict.predict_submission``), scored against
-``eval/gt.csv``: macro F1 over the 18 classes (the competition's score), accuracy and the
-macro F1 of each task decoded from the 18 classes.
+predicts every ``eval/`` image (``mask_keras.inference.submission.predict_submission``),
+scored against ``eval/gt.csv``: macro F1 over the 18 classes (the competition's score),
+accuracy and the macro F1 of each task decoded from the 18 classes.
 
 The reference: PyTorch (torchvision's model of the same name, random init, ``bench/
 torch_reference.py``) trained with a plain cross-entropy loop on the same training images
@@ -127,7 +127,7 @@ def base_config(root: Path, scale: dict, seed: int, out: Path):
 def run_config(name: str, root: Path, scale: dict, seed: int, work: Path) -> dict:
     """Train ``name`` on ``root`` and score it on the evaluation images."""
     from mask_keras.kfold import train_kfold
-    from mask_keras.predict import predict_submission
+    from mask_keras.inference.submission import predict_submission
     from mask_keras.train import train
 
     spec = CONFIGS[name]

@@ -33,7 +33,7 @@ def main(argv=None):
     import serve
 
     if (common.ROOT / "runs" / "efficientnet_gender").exists():
-        serve.main(["--requests", "10"] if a.quick else [])
+        serve.main(["--quick"] if a.quick else [])
     else:
         print("serve: skipped (no runs/efficientnet_gender: run make demo first)")
     print(f"\ntables: {common.RESULTS}/*.md")

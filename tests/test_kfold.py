@@ -78,7 +78,7 @@ def test_resume_keeps_finished_folds(kfold_run, monkeypatch):
 
 @pytest.mark.slow
 def test_fold_models_feed_the_ensemble(kfold_run, synth_root, tmp_path):
-    from mask_keras.predict import predict_submission
+    from mask_keras.inference.submission import predict_submission
 
     res = predict_submission(kfold_dirs=[kfold_run], data_dir=synth_root, out_csv=tmp_path / "s.csv", vote="hard",
                              gt=synth_root / "eval" / "gt.csv", batch_size=32, progress=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -55,17 +56,27 @@ def eval_table(synth_root):
     return read_eval(synth_root)
 
 
-def _probs(run, table, **kw):
-    from mask_keras.predict import load_artifact, predict_probs
+def _inputs(paths):
+    from mask_keras.inference.images import ImageInput
 
-    return predict_probs(load_artifact(run), table["path"].tolist(), batch_size=32, **kw)
+    return [ImageInput.from_bytes(str(f), Path(f).read_bytes()) for f in paths]
+
+
+def _probs(run, table, tta=False, crops=()):
+    """One run's probabilities through the inference engine: (N, C), or {head: (N, C)} for a multi-head model."""
+    from mask_keras.inference import Predictor
+
+    with Predictor.load(run, tta=tta, crops=crops, batch_size=32) as pred:
+        eng = pred.engine
+        (p,) = eng.predictions([eng.prepare(_inputs(table["path"].tolist()), "raise")])
+    return p.probs if p.task == "multihead" else p.probs[p.task]
 
 
 # ---- submission from per-task models ----------------------------------------------
 @pytest.mark.slow
 def test_three_task_submission_is_the_product_in_info_order(arts, synth_root, eval_table, tmp_path):
     from mask_keras.evaluate import evaluate
-    from mask_keras.predict import predict_submission
+    from mask_keras.inference.submission import predict_submission
 
     out = tmp_path / "sub.csv"
     res = predict_submission(data_dir=synth_root, out_csv=out, roles={t: arts[t] for t in ("mask", "gender", "age")},
@@ -99,7 +110,7 @@ def test_three_task_submission_is_the_product_in_info_order(arts, synth_root, ev
 def test_two_model_ensemble_scored_against_each_model(arts, synth_root, eval_table, tmp_path):
     from sklearn.metrics import accuracy_score, f1_score
 
-    from mask_keras.predict import predict_submission
+    from mask_keras.inference.submission import predict_submission
 
     gt = pd.read_csv(synth_root / "eval" / "gt.csv").set_index("ImageID")["ans"]
     y = gt.reindex(eval_table["ImageID"]).to_numpy()
@@ -119,7 +130,7 @@ def test_two_model_ensemble_scored_against_each_model(arts, synth_root, eval_tab
 
 @pytest.mark.slow
 def test_mixed_models_vote_per_task_or_on_18_classes(arts, synth_root, eval_table, tmp_path):
-    from mask_keras.predict import predict_submission
+    from mask_keras.inference.submission import predict_submission
 
     pm = _probs(arts["mask"], eval_table)
     p18 = _probs(arts["multi"], eval_table)
@@ -142,18 +153,21 @@ def test_mixed_models_vote_per_task_or_on_18_classes(arts, synth_root, eval_tabl
 @pytest.mark.slow
 def test_kfold_dir_expands_to_its_folds_and_hard_votes(arts, synth_root, eval_table, tmp_path):
     from mask_keras.cli import main
-    from mask_keras.predict import expand_models
+    from mask_keras.inference.artifacts import expand_models
 
     folds = expand_models(kfold_dirs=[arts["kfold"]])
     assert [p.name for p in folds] == ["fold_0", "fold_1"]
     out = tmp_path / "kf.csv"
     assert main(["predict", "--data-dir", str(synth_root), "--kfold-dir", str(arts["kfold"]), "--model",
                  str(arts["multi"]), "--vote", "hard", "--out", str(out), "--batch-size", "32",
-                 "--weights", "1,1,2", "--json"]) == 0
+                 "--weights", "1,1,2", "--probs", str(tmp_path / "kf.probs.csv"), "--json"]) == 0
     # model order: --model first, then the folds; ties -> highest weighted mean probability
     p = [_probs(arts["multi"], eval_table)] + [_probs(f, eval_table) for f in folds]
     want = E.hard_vote(p, weights=[1, 1, 2])
     np.testing.assert_array_equal(pd.read_csv(out)["ans"], want)
+    # --probs holds the soft 18-class probabilities (the weighted mean), for a hard vote too
+    probs = pd.read_csv(tmp_path / "kf.probs.csv")
+    np.testing.assert_allclose(probs[[f"p{c}" for c in range(18)]].to_numpy(), E.soft_vote(p, [1, 1, 2]), atol=1e-6)
 
 
 # ---- TTA on the predict side ---------------------------------------------------------
@@ -162,27 +176,33 @@ def test_tta_is_the_mean_of_the_views(arts, eval_table):
     import dataclasses
 
     from mask_keras import pipeline
-    from mask_keras.predict import load_artifact
+    from mask_keras.inference import Predictor
+    from mask_keras.inference.artifacts import load_artifact, model_outputs
+    from mask_keras.inference.images import crop_windows
 
     art = load_artifact(arts["multihead"])
     paths = eval_table["path"].tolist()[:20]
-
-    def view(pcfg, flip):
-        ds, n = pipeline.make_predict_dataset(paths, pcfg, 8, flip=flip, progress=False)
-        x = np.concatenate(list(ds.as_numpy_iterator()))[:n]
-        if flip:  # the flipped view is the mirror image of the plain one
-            x0 = np.concatenate(list(pipeline.make_predict_dataset(paths, pcfg, 8, progress=False)[0]
-                                     .as_numpy_iterator()))[:n]
-            np.testing.assert_array_equal(x, x0[:, :, ::-1])
-        return art.model.predict(x, verbose=0)
-
     pcfg = art.config.preprocess
-    plain, flipped = view(pcfg, False), view(pcfg, True)
+
+    def view(pcfg, flip=False):  # the reference: the pipeline's pixels, mirrored on the host for the flip
+        x = pipeline.load_images(paths, pcfg)
+        return model_outputs(art.model.predict_on_batch(x[:, :, ::-1] if flip else x))
+
+    # the flipped view the engine feeds is the mirror image of the plain one, the plain one the pipeline's
+    with Predictor.load(arts["multihead"], tta=True, batch_size=32) as pred:
+        px = pred.engine.prepare(_inputs(paths), "raise").pixels[0]
+    x0 = pipeline.load_images(paths, pcfg)
+    assert px.shape == (20, 2, *x0.shape[1:])
+    np.testing.assert_array_equal(px[:, 0], x0)
+    np.testing.assert_array_equal(px[:, 1], x0[:, :, ::-1])
+
+    plain, flipped = view(pcfg), view(pcfg, flip=True)
     got = _probs(arts["multihead"], eval_table.iloc[:20], tta=True)
     for k in ("mask", "gender", "age"):
         np.testing.assert_allclose(got[k], (plain[k] + flipped[k]) / 2, atol=1e-5)
     # a crop view: scale 0.5 of the whole 128x96 image = a centre crop of 64x48
-    zoom = view(dataclasses.replace(pcfg, crop="center", crop_size=(64, 48)), False)
+    np.testing.assert_array_equal(crop_windows(128, 96, pcfg, crops=(0.5,)), [[0, 0, 128, 96], [32, 24, 96, 72]])
+    zoom = view(dataclasses.replace(pcfg, crop="center", crop_size=(64, 48)))
     got = _probs(arts["multihead"], eval_table.iloc[:20], crops=(0.5,))
     for k in ("mask", "gender", "age"):
         np.testing.assert_allclose(got[k], (plain[k] + zoom[k]) / 2, atol=1e-5)
@@ -193,14 +213,15 @@ def test_tta_is_the_mean_of_the_views(arts, eval_table):
 
 # ---- combining hand-made predictions --------------------------------------------------
 def _pred(task, **probs):
-    from mask_keras.predict import Artifact, Prediction
+    from mask_keras.inference.artifacts import Artifact
+    from mask_keras.inference.combine import Prediction
 
     cfg = Config().override(**{"train.task": task})
-    return Prediction(Artifact(__import__("pathlib").Path(task), cfg), {k: np.asarray(v, float) for k, v in probs.items()})
+    return Prediction(Artifact(Path(task), cfg), {k: np.asarray(v, float) for k, v in probs.items()})
 
 
 def test_combine_predictions_by_hand():
-    from mask_keras.predict import ArtifactError, combine_predictions
+    from mask_keras.inference.combine import CombineError, combine_predictions
 
     mask = _pred("mask", mask=[[0.1, 0.7, 0.2]])
     gender = _pred("gender", gender=[[0.4, 0.6]])
@@ -208,27 +229,71 @@ def test_combine_predictions_by_hand():
     age_b = _pred("age", age=[[0.1, 0.45, 0.45]])
     c = combine_predictions([mask, gender, age_a, age_b])
     # age soft vote: mean (0.3, 0.375, 0.325) -> 1; class = 1*6 + 1*3 + 1 = 10
-    assert c.level == "task" and c.labels.tolist() == [10]
+    assert c.level == "task" and c.tasks == ("mask", "gender", "age") and c.labels.tolist() == [10]
     np.testing.assert_allclose(c.p18[0, 10], 0.7 * 0.6 * 0.375)
+    np.testing.assert_allclose(c.task_probs["age"], [[0.3, 0.375, 0.325]])
+    assert {t: v.tolist() for t, v in c.task_labels.items()} == {"mask": [1], "gender": [1], "age": [1]}
     # age hard vote: one vote each for 0 and 1 (b: 0.45 tie -> argmax picks 1); tie -> highest mean prob = 1
-    assert combine_predictions([mask, gender, age_a, age_b], vote="hard").labels.tolist() == [10]
+    h = combine_predictions([mask, gender, age_a, age_b], vote="hard")
+    assert h.labels.tolist() == [10]
+    # a hard vote shows the vote shares: the age tie is 0.5 / 0.5, broken by the tie rule
+    np.testing.assert_allclose(h.task_probs["mask"], [[0, 1, 0]])
+    np.testing.assert_allclose(h.task_probs["gender"], [[0, 1]])
+    np.testing.assert_allclose(h.task_probs["age"], [[0.5, 0.5, 0]])
+    assert h.task_labels["age"].tolist() == [1] and h.task_probs["age"][0, 1] == h.task_probs["age"].max()
+    np.testing.assert_allclose(h.p18[0, 10], 1 * 1 * 0.5)  # the product of the task shares
     assert combine_predictions([mask, gender, age_a, age_b], vote="hard", tie="lowest").labels.tolist() == [9]
     assert combine_predictions([mask, gender, age_a, age_b], vote="hard", tie="first_model").labels.tolist() == [9]
     # weights: age_a counts three times -> age 0
     assert combine_predictions([mask, gender, age_a, age_b], weights=[1, 1, 3, 1]).labels.tolist() == [9]
+    # ... in a hard vote too: shares 0.75 / 0.25, no tie: every task's answer is the argmax of its shares
+    h = combine_predictions([mask, gender, age_a, age_b], vote="hard", weights=[1, 1, 3, 1])
+    np.testing.assert_allclose(h.task_probs["age"], [[0.75, 0.25, 0]])
+    assert h.labels.tolist() == [9]
+    for t in ("mask", "gender", "age"):
+        np.testing.assert_allclose(h.task_probs[t].sum(axis=1), 1)
+        np.testing.assert_array_equal(h.task_probs[t].argmax(axis=1), h.task_labels[t])
     # an 18-way model joins at the class level; the per-task models form one member
     p18 = np.zeros((1, 18))
     p18[0, 17] = 1.0
     c = combine_predictions([_pred("multi", multi=p18), mask, gender, age_a], level="class")
     system = E.combine_tasks([[0.1, 0.7, 0.2]], [[0.4, 0.6]], [[0.5, 0.3, 0.2]])
     np.testing.assert_allclose(c.p18, (p18 + system) / 2)
-    assert c.labels.tolist() == [17]
-    with pytest.raises(ArtifactError, match=r"no model covers task\(s\) \['age'\]"):
-        combine_predictions([mask, gender])
-    with pytest.raises(ValueError, match="one weight per model"):
+    assert c.level == "class" and c.labels.tolist() == [17]
+    # at the class level the task answers are the joint class decoded: 17 = mask 2, gender 1, age 2
+    assert {t: v.tolist() for t, v in c.task_labels.items()} == {"mask": [2], "gender": [1], "age": [2]}
+    for t, v in zip(("mask", "gender", "age"), E.split_multi(c.p18)):
+        np.testing.assert_allclose(c.task_probs[t], v)
+    # per-task models that do not cover the three tasks cannot be joined into one 18-class member
+    with pytest.raises(CombineError, match="do not cover gender, age"):
+        combine_predictions([_pred("multi", multi=p18), mask], level="class")
+    # a subset of the tasks is combined per covered task, without an 18-class answer
+    c = combine_predictions([mask, gender])
+    assert c.tasks == ("mask", "gender") and c.level == "task" and c.labels is None and c.p18 is None
+    assert {t: v.tolist() for t, v in c.task_labels.items()} == {"mask": [1], "gender": [1]}
+    np.testing.assert_allclose(c.task_probs["mask"], [[0.1, 0.7, 0.2]])
+    np.testing.assert_allclose(c.task_probs["gender"], [[0.4, 0.6]])
+    gender_b = _pred("gender", gender=[[0.8, 0.2]])
+    c = combine_predictions([gender, gender_b])  # two gender models: mean (0.6, 0.4) -> 0
+    assert c.tasks == ("gender",) and c.labels is None and c.task_labels["gender"].tolist() == [0]
+    np.testing.assert_allclose(c.task_probs["gender"], [[0.6, 0.4]])
+    c = combine_predictions([gender, gender_b], weights=[3, 1])  # (3*(0.4, 0.6) + (0.8, 0.2)) / 4
+    np.testing.assert_allclose(c.task_probs["gender"], [[0.5, 0.5]])
+    h = combine_predictions([gender, gender_b, _pred("gender", gender=[[0.3, 0.7]])], vote="hard")
+    np.testing.assert_allclose(h.task_probs["gender"], [[1 / 3, 2 / 3]])
+    assert h.task_labels["gender"].tolist() == [1] == h.task_probs["gender"].argmax(axis=1).tolist()
+    # ... but the 18-class settings need all three tasks
+    with pytest.raises(CombineError, match=r"level='class' .* cover only mask, gender"):
+        combine_predictions([mask, gender], level="class")
+    with pytest.raises(CombineError, match=r"combine='argmax' .* needs mask, gender and age"):
+        combine_predictions([mask, gender], combine="argmax")
+    with pytest.raises(CombineError, match="no models given"):
+        combine_predictions([])
+    with pytest.raises(CombineError, match="one weight per model"):
         combine_predictions([mask, gender, age_a], weights=[1, 2])
-    with pytest.raises(ValueError, match="vote must be one of"):
+    with pytest.raises(CombineError, match="vote must be one of"):
         combine_predictions([mask, gender, age_a], vote="majority")
+    assert issubclass(CombineError, ValueError)
 
 
 # ---- bad inputs: a clear error naming the culprit, and no submission written ----------
@@ -240,7 +305,7 @@ def eval_copy(synth_root, tmp_path):
 
 
 def _fails(match, *args, **kw):
-    from mask_keras.predict import predict_submission
+    from mask_keras.inference.submission import predict_submission
 
     out = kw.pop("out")
     with pytest.raises(ValueError, match=match):
@@ -258,7 +323,8 @@ def test_missing_artifact(arts, eval_copy, tmp_path):
 def test_artifact_for_the_wrong_task(arts, eval_copy, tmp_path):
     _fails(r"gender: is a 'gender' model, but was given as the 'mask' model", data_dir=eval_copy,
            roles={"mask": arts["gender"], "gender": arts["gender"], "age": arts["age"]}, out=tmp_path / "s.csv")
-    _fails(r"no model covers task\(s\) \['age'\]", [arts["mask"], arts["gender"]], eval_copy, out=tmp_path / "s.csv")
+    _fails(r"a submission needs the 18 classes: .* these cover only mask, gender", [arts["mask"], arts["gender"]],
+           eval_copy, out=tmp_path / "s.csv")
     # config.json and model.keras that do not belong together
     bad = tmp_path / "swapped"
     shutil.copytree(arts["mask"], bad)

@@ -107,18 +107,20 @@ def test_python_api_predictor_and_export_examples_run(synth_root, tmp_path, monk
     for p in photos:
         (tmp_path / "photos" / p.name).write_bytes(p.read_bytes())
     frame = np.asarray(Image.open(photos[0]).convert("RGB"))
-    ns = {"frame_rgb_uint8": frame}
+    ns = {"frame_rgb_uint8": frame, "upload_bytes": photos[0].read_bytes()}
     exec(compile(_edit(blocks["In Python: `Predictor`"], ('"runs/efficientnet_gender"', '"runs/api_demo"')),
                  str(README), "exec"), ns)
     assert len(ns["table"]) == 1 and ns["p"].predict_files(["photos/"]).shape[0] == 3
+    assert ns["rows"][0]["mask"] == ns["table"]["mask"][0]  # the same photo, as bytes and as an array
 
     # the export example: ONNX, verified against the Keras model, loaded and run
     ns = {"photo_rgb_uint8": frame, "paths": [str(p) for p in photos]}
     exec(compile(_edit(blocks["As one file: `mask-keras export`"],
                        ('"runs/efficientnet_gender"', '"runs/api_demo"')), str(README), "exec"), ns)
     assert ns["out"]["probs"].shape == (1, 3) and ns["out"]["crop_box"].shape == (1, 4)
-    assert ns["probs"].shape == (3, 3)
-    np.testing.assert_allclose(ns["probs"].sum(axis=1), 1.0, atol=1e-5)
+    probs = ns["table"][[c for c in ns["table"].columns if c.startswith("p_mask_")]].to_numpy(float)
+    assert probs.shape == (3, 3)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert (tmp_path / "exports" / "gender_onnx" / "README.md").is_file()
 
 

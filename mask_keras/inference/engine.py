@@ -66,7 +66,14 @@ class Member:
 
 @dataclass
 class Row:
-    """One answer row of a prepared batch: an image, or one face of it."""
+    """One answer row of a prepared batch: an image, or one face of it.
+
+    Attributes:
+        image: the input's index in the batch.
+        face: its :class:`~mask_keras.inference.faces.Face` (None: no face model).
+        crop_box: the first model's crop window, once decoded.
+        error: why the row has no answer, or ``""``.
+    """
 
     image: int
     face: Face | None

@@ -31,7 +31,11 @@ FACES = ("largest", "all")
 
 
 class NoFaceError(BadImage):
-    """A photo without a usable face, with ``no_face="error"`` (HTTP 422 in the service)."""
+    """A photo without a usable face, with ``no_face="error"`` (HTTP 422 in the service).
+
+    Args:
+        message: which photo, and what to do.
+    """
 
     def __init__(self, message: str):
         super().__init__(message, 422)

@@ -133,7 +133,11 @@ class ImageInput:
         return cls(name, None, a, int(a.shape[0]), int(a.shape[1]))
 
     def detector_input(self):
-        """What the face detector takes: the bytes, or the array."""
+        """What the face detector takes.
+
+        Returns:
+            The encoded bytes, or the uint8 array.
+        """
         return self.data if self.data is not None else self.array
 
 
@@ -207,7 +211,14 @@ def _traced(key: tuple, kind: str):
 
 
 def face_config(preprocess_cfg):
-    """``preprocess_cfg`` cropping at a given box (``crop="face"``): how every window is decoded."""
+    """``preprocess_cfg`` cropping at a given box (``crop="face"``): how every window is decoded.
+
+    Args:
+        preprocess_cfg: the run's ``PreprocessConfig``.
+
+    Returns:
+        A copy with ``crop="face"``.
+    """
     return dataclasses.replace(preprocess_cfg, crop="face")
 
 

@@ -231,8 +231,9 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
         y_true = _gt_labels(gt, sub["ImageID"])
         metrics = evaluate(gt, sub)
         cmp = compare_table(preds, comb, y_true)
-    if probs_csv:
-        cols = {f"p{c}": comb.p18[:, c] for c in range(L.NUM_CLASSES)}
+    if probs_csv:  # the soft combination, for a hard vote too (its p18 are vote shares)
+        soft = comb if vote == "soft" else combine_predictions(preds, level=comb.level, weights=weights)
+        cols = {f"p{c}": soft.p18[:, c] for c in range(L.NUM_CLASSES)}
         atomic_write_text(probs_csv, pd.DataFrame({"ImageID": sub["ImageID"], **cols}).to_csv(index=False))
     atomic_write_text(out_csv, sub.to_csv(index=False))
     log.info("wrote %s (%d rows) from %d model(s), %s vote at the %s level", out_csv, len(sub), len(arts),

@@ -64,6 +64,14 @@ class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` to every log record (``-`` outside a request), for ``%(request_id)s``."""
 
     def filter(self, record):
+        """Set ``record.request_id``.
+
+        Args:
+            record: the ``logging.LogRecord``.
+
+        Returns:
+            True (every record is kept).
+        """
         record.request_id = REQUEST_ID.get()
         return True
 
