@@ -205,6 +205,7 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
     engine = Engine(members, vote=vote, level=level, weights=weights, tie=tie, combine=combine, tta=tta,
                     crops=crops)  # the settings checked against the models' tasks here
     if len(engine.tasks) < 3:
+        engine.close()
         raise CombineError(f"a submission needs the 18 classes: give models for mask, gender and age (or a multi "
                            f"/ multihead model); these cover only {', '.join(engine.tasks)} "
                            f"({', '.join(f'{a.name}: {a.task}' for a in arts)})")
