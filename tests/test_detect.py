@@ -454,3 +454,44 @@ def test_synthetic_set_detects_and_the_face_crop_pipeline_falls_back(detector, t
     ds, ds_info = pipeline.make_dataset(table, cfg, training=False)
     n = sum(int(w.sum()) for _, _, w in ds.as_numpy_iterator())
     assert n == 21
+
+
+def test_the_predictor_answers_every_real_face_and_flags_a_photo_without_one(detector, photos, tmp_path):
+    """The real MTCNN worker behind the inference engine: bytes and arrays (sent to the worker as
+    they are) give the same faces; the astronaut's face is answered, the coffee cup flagged, and
+    with faces='all' each of the two astronauts gets its row, the larger first."""
+    import keras
+
+    from mask_keras.inference import Predictor
+    from mask_keras.models.build import build_model
+
+    run = tmp_path / "face_run"
+    cfg = Config().override(**{"train.task": "gender", "model.backbone": "tiny_cnn", "model.weights": None,
+                               "preprocess.image_size": (32, 24), "preprocess.crop": "face"})
+    keras.utils.set_random_seed(0)
+    run.mkdir()
+    build_model(cfg.model, "gender", (32, 24)).save(run / "model.keras")
+    cfg.save(run / "config.json")
+    arrays = {k: np.asarray(Image.open(io.BytesIO(v)).convert("RGB")) for k, v in photos.items()}
+    assert [r["faces"].shape[0] for r in detector.detect(list(arrays.values()))] == \
+        [r["faces"].shape[0] for r in detector.detect(list(photos.values()))]
+    for faces, want in (("largest", [True, False, True]), ("all", [True, False, True, True])):
+        p = Predictor.load(run, faces=faces)
+        p.engine.finder.detector = detector  # the module's worker, already started
+        rows = p.predict_bytes(list(photos.items()))
+        assert [r["face_found"] for r in rows] == want, rows
+        assert [r["image"] for r in rows] == ([0, 1, 2] if faces == "largest" else [0, 1, 2, 2])
+        astro = rows[0]
+        assert box_iou(np.array(astro["face_box"], float)[[1, 0, 3, 2]], ASTRONAUT_BOX) > 0.85
+        assert astro["face_confidence"] > 0.99 and astro["gender"] in ("male", "female")
+        assert rows[1]["face_box"] is None and rows[1]["crop_box"] == [30, 172, 370, 428]  # coffee: the fallback
+        if faces == "all":
+            big, small = rows[2], rows[3]
+            assert (big["face"], small["face"]) == (0, 1)
+            area = [(b[2] - b[0]) * (b[3] - b[1]) for b in (big["face_box"], small["face_box"])]
+            assert area[0] > 2 * area[1]
+        same = p.predict_images(list(arrays.values()))
+        np.testing.assert_allclose(same["p_gender_male"].to_numpy(float), [r["p_gender_male"] for r in rows],
+                                   atol=0.05)  # JPEG bytes decode in the DCT; the arrays are the full decode
+        p.engine.finder.detector = None  # the fixture closes it
+        p.close()
