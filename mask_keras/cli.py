@@ -198,6 +198,9 @@ def _cmd_predict(a):
 
     if a.images:
         return _cmd_predict_images(a)
+    if a.no_face != "center" or a.faces != "largest":
+        raise SystemExit("predict: --no-face and --faces go with --images; DATA_DIR/eval is predicted with the data "
+                         "set's cached face boxes (mask-keras detect), one answer per image")
     if a.artifacts:
         raise SystemExit("predict: ARTIFACT arguments go with --images PATH ...; to predict DATA_DIR/eval pass "
                          "--model / --kfold-dir / --mask ... DIR")
@@ -226,7 +229,8 @@ def _cmd_serve(a):
     serve(a.artifacts, a.host, a.port, max_batch=a.max_batch, max_wait_ms=a.max_wait_ms,
           limits=Limits(max_body_mb=a.max_body_mb, max_images=a.max_images, max_pixels=a.max_pixels,
                         body_timeout_s=a.body_timeout_s, max_in_flight=a.max_in_flight),
-          vote=a.vote, level=a.level, tta=a.tta or None, no_face=a.no_face, faces=a.faces)
+          vote=a.vote, level=a.level, weights=a.weights, tie=a.tie, combine=a.combine, tta=a.tta or None,
+          crops=a.tta_crops or None, no_face=a.no_face, faces=a.faces)
 
 
 def _add_face_args(s) -> None:
@@ -261,7 +265,11 @@ def _add_serve_parser(sub) -> None:
                    help="requests in progress at once; more get 503 with Retry-After")
     s.add_argument("--vote", choices=["soft", "hard"], default=None)
     s.add_argument("--level", choices=["auto", "task", "class"], default=None)
+    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default=None)
+    s.add_argument("--combine", choices=["product", "argmax"], default=None)
+    s.add_argument("--weights", type=_floats, default=None, metavar="W1,W2,...", help="one weight per model")
     s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
+    s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2", help="add crop views (e.g. 0.9,1.1)")
     _add_face_args(s)
     s.set_defaults(func=_cmd_serve)
 
