@@ -1,5 +1,6 @@
 """Exports: the SavedModel, ONNX and LiteRT files predict what the Keras (JAX) model predicts,
-from photos (their graph crops and resizes as the pipeline does) and, for the SavedModel, bytes."""
+from photos (their graph crops and resizes as the pipeline does) and, for the SavedModel, bytes;
+an export folder answers files through ``Predictor.load`` as its run does."""
 from __future__ import annotations
 
 import json
@@ -39,6 +40,33 @@ def _photo(rng, h, w):
     return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
+class _BoxDetector:
+    """Stands in for the MTCNN worker (tests/test_detect.py runs the real one): for each photo
+    (by its bytes) one face at a given ``[y0, x0, y1, x1]`` box, confidence 0.99."""
+
+    def __init__(self, files, boxes):
+        from pathlib import Path
+
+        self.faces = {Path(f).read_bytes(): b for f, b in zip(files, boxes)}
+
+    def detect(self, images):
+        import io
+
+        from PIL import Image
+
+        out = []
+        for data in images:
+            y0, x0, y1, x1 = (float(v) for v in self.faces[bytes(data)])
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+            out.append({"width": w, "height": h, "error": None,
+                        "faces": np.array([[x0, y0, x1, y1, 0.99] + [np.nan] * 10], np.float32)})
+        return out
+
+    def close(self):
+        pass
+
+
 @pytest.mark.parametrize("crop", ["center", "none", "face"])
 def test_crop_resize_layer_matches_the_pipeline(crop):
     """The graph's crop + antialiased resize (matrix products) against pipeline.preprocess_image
@@ -70,12 +98,12 @@ def test_crop_resize_layer_matches_the_pipeline(crop):
 
 @pytest.mark.slow
 def test_tf_saved_model_takes_bytes_photos_and_pixels(synth_root, tmp_path):
-    from mask_keras import pipeline, predict
+    from mask_keras import pipeline
     from mask_keras._tf import tf
     from mask_keras.data import read_eval
     from mask_keras.export import export_artifact, load_exported
+    from mask_keras.inference import Predictor
     from mask_keras.models.serving import build_serving_model
-    from mask_keras.predictor import Predictor
 
     paths = read_eval(synth_root)["path"].tolist()[:11]
     run, model, cfg = _run_dir(tmp_path / "run", "multihead", synth_root, crop="center", val_files=paths[:4])
@@ -97,25 +125,33 @@ def test_tf_saved_model_takes_bytes_photos_and_pixels(synth_root, tmp_path):
         np.testing.assert_allclose(got[k], np.asarray(ref[k]), atol=1e-4)
 
     # encoded bytes in: the answers and crop boxes Predictor gives on the same files
-    answers = Predictor.load(run).predict_files(paths)
+    with Predictor.load(run) as pred:
+        answers = pred.predict_files(paths)
     b = exp._loaded.serve_bytes(tf.constant([open(f, "rb").read() for f in paths]))
     assert [list(map(int, r)) for r in b["crop_box"].numpy()] == answers["crop_box"].tolist()
     np.testing.assert_allclose(b["gender"].numpy()[:, 1], answers["p_gender_female"], atol=2e-6)
-    # full-size photos in (the serve_image endpoint): the Keras serving model's answers
+    # full-size photos in (the serve_image endpoint, the graph's own crop): the Keras serving model's answers
     photos = [pipeline.decode_image(tf.io.read_file(f)).numpy() for f in paths[:3]]
     serving = build_serving_model(model, cfg.preprocess, "multihead")
     want = serving({"image": np.stack(photos)})
-    have = exp.predict_images(photos, batch_size=2)
+    have = exp.predict_photos(np.stack(photos))
     for k in ("mask", "gender", "age", "crop_box"):
         np.testing.assert_allclose(have[k], np.asarray(want[k]), atol=1e-4)
 
-    # end to end from files with TTA: the same as the package's JAX inference (predict.predict_probs)
-    want = predict.predict_probs(predict.load_artifact(run), paths, batch_size=8, tta=True)
-    have = exp.predict_files(paths, batch_size=8, tta=True)
-    for k in want:
-        assert have[k].shape == (11, {"mask": 3, "gender": 2, "age": 3}[k])
-        np.testing.assert_allclose(have[k], want[k], atol=1e-4)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "export.json", "saved_model"]
+    # end to end from files with TTA, in batches of 8 (a ragged last one): the export folder
+    # through Predictor answers as its run does (the engine's decode, crop and flip; the export's runtime)
+    with Predictor.load(run, tta=True, batch_size=8) as pred:
+        want = pred.predict_files(paths)
+    with Predictor.load(out, tta=True, batch_size=8) as pred:
+        assert [m.kind for m in pred.members] == ["export"]
+        have = pred.predict_files(paths)
+    probs = [c for c in want.columns if c.startswith("p_") or (c[0] == "p" and c[1:].isdigit())]
+    assert len(have) == 11 and len(probs) == 3 + 2 + 3 + 18
+    np.testing.assert_allclose(have[probs].to_numpy(float), want[probs].to_numpy(float), atol=1e-4)
+    assert have["crop_box"].tolist() == want["crop_box"].tolist()
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "artifact.json", "config.json", "export.json",
+                                                     "saved_model"]
+    assert json.loads((out / "artifact.json").read_text())["kind"] == "export"
     assert "serve_bytes" in (out / "README.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
 
@@ -123,7 +159,8 @@ def test_tf_saved_model_takes_bytes_photos_and_pixels(synth_root, tmp_path):
 @pytest.mark.slow
 def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path, capsys):
     """A face-crop 18-way run to ONNX and LiteRT: photo + box in, checked with onnxruntime and
-    the LiteRT interpreter against the Keras serving model on real files."""
+    the LiteRT interpreter against the Keras serving model on real files; from files through
+    Predictor (the engine's face crop, the export's runtime) as the run answers them."""
     import onnx
     import onnxruntime
     from ai_edge_litert.interpreter import Interpreter
@@ -131,7 +168,8 @@ def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path, capsys
     from mask_keras._tf import tf
     from mask_keras.cli import main
     from mask_keras.data import read_eval
-    from mask_keras.export import ExportError, load_exported
+    from mask_keras.export import load_exported
+    from mask_keras.inference import Predictor
     from mask_keras.models.serving import build_serving_model
 
     paths = read_eval(synth_root)["path"].tolist()[:5]
@@ -143,6 +181,16 @@ def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path, capsys
                      np.int32)
     serving = build_serving_model(model, cfg.preprocess, "multi")
     want = serving({"image": np.stack(photos), "box": boxes})
+    # the run's answers on the files, its crops from the detector's faces (the boxes above, widened
+    # by the run's margins and clipped to the photo), plain and with TTA
+    run_answers = {}
+    for tta in (False, True):
+        with Predictor.load(run, tta=tta) as pred:
+            pred.engine.finder.detector = _BoxDetector(paths, boxes)
+            run_answers[tta] = pred.predict_files(paths)
+    crops = {tuple(b) for b in run_answers[False]["crop_box"]}
+    assert run_answers[False]["face_found"].all() and len(crops) == 4  # two clip to the whole photo
+    probs = [f"p{c}" for c in range(18)]
     # both from one TensorFlow process, through the command line: one subfolder a format
     assert main(["export", str(run), str(tmp_path / "exp"), "--format", "onnx,litert", "--verify"]) == 0
     printed = capsys.readouterr().out
@@ -152,22 +200,25 @@ def test_onnx_and_litert_take_photos_and_face_boxes(synth_root, tmp_path, capsys
         meta = json.loads((out / "export.json").read_text())
         assert meta["verify"]["max_abs_difference"] <= 1e-4, meta["verify"]
         assert meta["verify"]["images"] == "3 validation image(s) of the run"
-        assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "export.json", file]
+        assert sorted(p.name for p in out.iterdir()) == ["README.md", "artifact.json", "config.json",
+                                                         "export.json", file]
         readme = (out / "README.md").read_text()
         assert "`box`" in readme and "decodes the photo" in readme and "[90, 70]" in readme
         exp = load_exported(out)
-        have = exp.predict_images(photos, boxes)
+        have = exp.predict_photos(np.stack(photos), boxes)  # the graph's own crop at the given boxes
         np.testing.assert_allclose(have["probs"], np.asarray(want["probs"]), atol=1e-4)
         np.testing.assert_array_equal(have["crop_box"], np.asarray(want["crop_box"]))
         assert have["probs"].shape == (5, 18)
-        # a face run's boxes may come with the table, as predict_probs takes them
-        import pandas as pd
-
-        table = pd.DataFrame({"path": paths, "crop_y0": boxes[:, 0], "crop_x0": boxes[:, 1],
-                              "crop_y1": boxes[:, 2], "crop_x1": boxes[:, 3]})
-        np.testing.assert_allclose(exp.predict_files(table), np.asarray(want["probs"]), atol=1e-4)
-        with pytest.raises(ExportError, match="tta with a"):
-            exp.predict_files(table, tta=True)
+        # from files, the face crops from the detector, plain and with TTA (the engine flips):
+        # the same answers as the run's
+        for tta in (False, True):
+            with Predictor.load(out, tta=tta) as pred:
+                pred.engine.finder.detector = _BoxDetector(paths, boxes)
+                got = pred.predict_files(paths)
+            ref = run_answers[tta]
+            np.testing.assert_allclose(got[probs].to_numpy(float), ref[probs].to_numpy(float), atol=1e-4)
+            assert got["crop_box"].tolist() == ref["crop_box"].tolist()
+            assert got["face_box"].tolist() == ref["face_box"].tolist()
     # the files run with the runtimes alone, as the README says (no package code)
     graph = onnx.load(str(tmp_path / "exp" / "onnx" / "model.onnx"))
     assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"}  # standard ops only
@@ -191,6 +242,41 @@ def test_jax2tf_export_matches(synth_root, tmp_path):
     out = export_artifact(run, tmp_path / "export", format="jax2tf", verify=True)
     x = np.random.default_rng(2).uniform(0, 255, size=(5, 32, 24, 3)).astype("float32")
     np.testing.assert_allclose(load_exported(out).predict(x), model.predict(x, verbose=0), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_predictor_loads_an_export_folder_as_its_run(synth_root, tmp_path):
+    """``Predictor.load(export_dir)``: the export folder resolved as kind 'export' (its
+    artifact.json), the same answers on files as the run; a manifest that disagrees with the
+    folder's files is refused at load, naming both."""
+    from mask_keras.data import read_eval
+    from mask_keras.export import export_artifact
+    from mask_keras.inference import ArtifactError, Predictor
+    from mask_keras.inference.artifacts import resolve
+
+    paths = read_eval(synth_root)["path"].tolist()[:6]
+    run, _, _ = _run_dir(tmp_path / "run", "multi", synth_root, crop="center")
+    out = export_artifact(run, tmp_path / "export")
+    manifest = json.loads((out / "artifact.json").read_text())
+    assert manifest["kind"] == "export" and manifest["task"] == "multi"
+    assert resolve(out).kind == "export" and resolve(out).members == [out]
+    with Predictor.load(run) as pred:
+        want = pred.predict_files(paths)
+    with Predictor.load(out) as pred:
+        assert [(m.kind, m.task) for m in pred.members] == [("export", "multi")]
+        assert pred.metadata()["models"][0]["kind"] == "export"
+        have = pred.predict_files(paths)
+    assert list(have.columns) == list(want.columns)
+    probs = ["class_prob"] + [c for c in want.columns if c.startswith("p_") or (c[0] == "p" and c[1:].isdigit())]
+    np.testing.assert_allclose(have[probs].to_numpy(float), want[probs].to_numpy(float), atol=1e-4)
+    for col in ("path", "crop_box", "class", "mask", "gender", "age", "level", "face_found", "error"):
+        assert have[col].tolist() == want[col].tolist(), col
+
+    # the manifest edited to say 'run': refused before any model loads, naming both kinds
+    (out / "artifact.json").write_text(json.dumps({**manifest, "kind": "run"}))
+    with pytest.raises(ArtifactError, match=r"artifact.json says kind 'run' \(needs model.keras\) "
+                                            r"but its files say 'export' \(export.json\)"):
+        Predictor.load(out)
 
 
 def test_bad_inputs_are_clear_errors(tmp_path, capsys):
@@ -236,8 +322,8 @@ def test_export_command_line(synth_root, tmp_path, capsys):
     assert "max abs difference from model.keras" in out.out and "README.md" in out.out
     x = np.random.default_rng(3).uniform(0, 255, size=(4, 32, 24, 3)).astype("float32")
     np.testing.assert_allclose(load_exported(tmp_path / "exp").predict(x), model.predict(x, verbose=0), atol=1e-4)
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["README.md", "config.json", "export.json",
-                                                                     "saved_model"]
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["README.md", "artifact.json", "config.json",
+                                                                     "export.json", "saved_model"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".exp")]  # no temp or old folder left
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x")]) == 2
     assert "artifact not found" in capsys.readouterr().err
