@@ -135,11 +135,14 @@ def test_pixels_exact_on_solid_colour(tmp_path, cache):
     for training in (True, False):
         x = next(iter(P.make_dataset(t, cfg, training=training, task="multi")[0]))[0].numpy()
         np.testing.assert_array_equal(x, np.broadcast_to(colour, x.shape))
+    xp = next(iter(P.make_predict_dataset([p], cfg.preprocess, 2)[0])).numpy()
+    np.testing.assert_array_equal(xp[0], np.broadcast_to(colour, xp[0].shape))
+    np.testing.assert_array_equal(xp[1], 0)  # the pad
     from mask_keras.inference.images import ImageInput, crop_windows, model_pixels
 
-    item = ImageInput.from_bytes(str(p), open(p, "rb").read())  # the inference engine's pixels
-    xp = model_pixels(item, cfg.preprocess, crop_windows(item.height, item.width, cfg.preprocess), flip=True)
-    np.testing.assert_array_equal(xp, np.broadcast_to(colour, xp.shape))
+    item = ImageInput.from_bytes(str(p), open(p, "rb").read())  # the inference engine's pixels: the same
+    xe = model_pixels(item, cfg.preprocess, crop_windows(item.height, item.width, cfg.preprocess), flip=True)
+    np.testing.assert_array_equal(xe, np.broadcast_to(colour, xe.shape))
 
 
 def test_mixing_ships_float_pixels(tmp_path):

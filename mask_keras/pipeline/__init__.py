@@ -16,7 +16,7 @@ accelerator, inside the model's jitted step. One concern per file:
   (:func:`decode_stream`); the table's per-row arrays (:class:`Rows`).
 - ``dataset.py``: the datasets: :func:`create_dataset` (flat arguments; returns the dataset
   and a :class:`DatasetInfo`), :func:`make_dataset` (the same from a run's ``Config``),
-  :func:`load_images`, :func:`epoch_size`,
+  :func:`make_predict_dataset`, :func:`load_images`, :func:`epoch_size`,
   :func:`skip_first_batches`.
 - ``tfdata.py``: the ``tf.data`` settings every dataset shares (:func:`graph_fn`,
   :func:`finish`, :func:`parallel_calls`, :data:`PREFETCH`).
@@ -34,6 +34,7 @@ from .dataset import (  # noqa: F401
     epoch_size,
     load_images,
     make_dataset,
+    make_predict_dataset,
     one_hot_targets,
     skip_first_batches,
 )

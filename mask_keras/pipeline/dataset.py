@@ -45,7 +45,7 @@ from ..errors import unknown_choice
 from ..data.layout import CROP_COLUMNS
 from ..detect import face_crop_boxes
 from ..mixup import BatchMixer
-from .files import ImageError, checked_table, drop_bad_files
+from .files import ImageError, check_images, checked_table, drop_bad_files
 from .store import ImageStore, Rows, decode_all
 from .tfdata import PREFETCH, finish, graph_fn, parallel_calls
 
@@ -340,6 +340,45 @@ def make_dataset(table: pd.DataFrame, cfg, training: bool, task: str | None = No
         mixer=BatchMixer.from_config(cfg.augment, seed=seed + 7) if training else None,
         on_error=getattr(cfg.data, "on_error", "raise"), check=check, deterministic=deterministic,
         verbose=cfg.train.verbose if verbose is None else verbose)
+
+
+def make_predict_dataset(paths, preprocess_cfg, batch_size: int, flip: bool = False, check: str = "fast",
+                         progress: bool = True):
+    """Batches for inference: uint8 pixels with the evaluation preprocessing, padded to full
+    batches (drop the predictions past ``n``). For your own ``model.predict`` over many files
+    in ``tf.data`` (and the multi-host ``LocalPredictor``); the package's own inference
+    (``Predictor``, ``predict``, the service) decodes in memory through
+    :mod:`mask_keras.inference.images`, to the same pixels.
+
+    Args:
+        paths: a list of files, or a table with ``path`` (and ``crop_*`` for ``crop="face"``).
+        preprocess_cfg: the run's ``PreprocessConfig``.
+        batch_size: rows per batch.
+        flip: the horizontally flipped view (test-time augmentation).
+        check: file check before building (see :func:`~mask_keras.pipeline.files.check_images`);
+            undecodable files raise :class:`~mask_keras.pipeline.files.ImageError`.
+        progress: show the check's progress bar.
+
+    Returns:
+        ``(dataset of x batches, n)``.
+    """
+    table = paths.copy() if isinstance(paths, pd.DataFrame) else pd.DataFrame({"path": [str(p) for p in paths]})
+    n = len(table)
+    if n == 0:
+        raise ValueError("make_predict_dataset: no images")
+    bad = check_images(table["path"].unique(), check, progress=progress)
+    if bad:
+        raise ImageError(bad, total=table["path"].nunique())
+    if preprocess_cfg.crop == "face":
+        table = ensure_crop_boxes(table, preprocess_cfg)
+    store = ImageStore(Rows(table, preprocess_cfg, None), preprocess_cfg, "none")
+    idx, _ = _with_pads(n, batch_size)
+    ds = store.batches(tf.data.Dataset.from_tensor_slices(idx), batch_size)
+    ds = ds.map(graph_fn(lambda r: tf.reverse(r["image"], axis=[2]) if flip else r["image"]))
+    # the streamed decode hides the length from tf.data; Keras needs it for a progress bar
+    # and warns that the input "ran out of data" without it
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(idx) // int(batch_size)))
+    return finish(ds.prefetch(PREFETCH)), n
 
 
 def load_images(paths, preprocess_cfg) -> np.ndarray:
