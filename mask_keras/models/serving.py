@@ -19,8 +19,8 @@ within ~1e-4 of a half level may round the other way (measured in the tests).
 A model trained with ``crop="face"`` needs the detector's box, which no exported graph can
 hold: its serving model takes a second input, ``box`` (N, 4) int32 ``[y0, x0, y1, x1]`` in
 the photo's pixels (the detector's box widened by the run's margins, or the centre
-fallback: :func:`mask_keras.detect.detected_crop_boxes`); :class:`mask_keras.predictor.
-Predictor` and the exported model's loader compute it.
+fallback: :func:`mask_keras.detect.detected_crop_boxes`); :class:`mask_keras.inference.
+Predictor` computes it for every model, exports included.
 """
 from __future__ import annotations
 
