@@ -168,7 +168,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _cmd_predict_images(a):
-    from .inference import Predictor, write_answers
+    from .inference import Predictor, answer_summary, write_answers
 
     paths = list(a.artifacts) + list(a.model) + list(a.kfold_dir) + [d for t in ROLE_TASKS for d in getattr(a, t)]
     with Predictor.load(*paths, vote=a.vote, level=a.level, weights=a.weights, tie=a.tie, combine=a.combine,
@@ -176,17 +176,14 @@ def _cmd_predict_images(a):
                         batch_size=a.batch_size) as pred:
         table = pred.predict_files(a.images, progress=not a.json)
     out = write_answers(table, a.out or "predictions.csv")
-    bad = int((table["error"] != "").sum())
-    found = table["face_found"].dropna()
-    faces = {"face_found": int(found.astype(bool).sum()), "no_face": int((~found.astype(bool)).sum())} if len(found) else {}
+    n = answer_summary(table)
     if a.json:
-        print(json.dumps({"predictions": str(out), "rows": len(table), "images": int(table["path"].nunique()),
-                          "skipped": bad, **faces, "tasks": list(pred.tasks), "models": len(pred.members)}))
+        print(json.dumps({"predictions": str(out), **n, "tasks": list(pred.tasks), "models": len(pred.members)}))
         return
-    print(f"wrote {out} ({len(table)} rows for {table['path'].nunique()} images, answers for "
-          f"{', '.join(pred.tasks)} from {len(pred.members)} model(s))"
-          + (f"; faces found in {faces['face_found']}, none in {faces['no_face']} (see face_found)" if faces else "")
-          + (f"; {bad} row(s) without an answer, see its error column" if bad else ""))
+    print(f"wrote {out} ({n['rows']} rows for {n['images']} images, answers for {', '.join(pred.tasks)} from "
+          f"{len(pred.members)} model(s))" + (f"; faces found in {n['face_found']}, none in {n['no_face']} (see "
+                                               f"face_found)" if "face_found" in n else "")
+          + (f"; {n['skipped']} row(s) without an answer, see its error column" if n["skipped"] else ""))
 
 
 ROLE_TASKS = L.TASKS
@@ -233,6 +230,21 @@ def _cmd_serve(a):
           crops=a.tta_crops or None, no_face=a.no_face, faces=a.faces)
 
 
+def _add_vote_args(s) -> None:
+    s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
+    s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2",
+                   help="add crop views: the crop region scaled by each factor (e.g. 0.9,1.1)")
+    s.add_argument("--vote", choices=["soft", "hard"], default=None, help="default soft (or an ensemble's own)")
+    s.add_argument("--level", choices=["auto", "task", "class"], default=None,
+                   help="vote per task then combine, or on the 18 classes (auto: class if no per-task model)")
+    s.add_argument("--combine", choices=["product", "argmax"], default=None,
+                   help="per-task probabilities -> 18 classes (same labels; product also gives probabilities)")
+    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default=None,
+                   help="hard-vote tie rule (default mean_prob)")
+    s.add_argument("--weights", type=_floats, default=None, metavar="W1,W2,...",
+                   help="one weight per model (order: --model, --kfold-dir folds, then --mask/--gender/...)")
+
+
 def _add_face_args(s) -> None:
     s.add_argument("--no-face", choices=["center", "skip", "error"], default="center",
                    help="a photo without a usable face (face-crop models): answer its centre crop, flagged "
@@ -263,13 +275,7 @@ def _add_serve_parser(sub) -> None:
     s.add_argument("--body-timeout-s", type=float, default=30.0, help="a body must arrive within this (408 after)")
     s.add_argument("--max-in-flight", type=int, default=64,
                    help="requests in progress at once; more get 503 with Retry-After")
-    s.add_argument("--vote", choices=["soft", "hard"], default=None)
-    s.add_argument("--level", choices=["auto", "task", "class"], default=None)
-    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default=None)
-    s.add_argument("--combine", choices=["product", "argmax"], default=None)
-    s.add_argument("--weights", type=_floats, default=None, metavar="W1,W2,...", help="one weight per model")
-    s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
-    s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2", help="add crop views (e.g. 0.9,1.1)")
+    _add_vote_args(s)
     _add_face_args(s)
     s.set_defaults(func=_cmd_serve)
 
@@ -301,18 +307,7 @@ def _add_predict_parser(sub) -> None:
                                  "JSON lines for .jsonl, one JSON array for .json (default predictions.csv); "
                                  "written atomically, at the end")
     s.add_argument("--probs", help="also write ImageID,p0..p17 (soft 18-class probabilities) here")
-    s.add_argument("--tta", action="store_true", help="average with the horizontally flipped view")
-    s.add_argument("--tta-crops", type=_floats, default=(), metavar="S1,S2",
-                   help="add crop views: the crop region scaled by each factor (e.g. 0.9,1.1)")
-    s.add_argument("--vote", choices=["soft", "hard"], default=None, help="default soft (or an ensemble's own)")
-    s.add_argument("--level", choices=["auto", "task", "class"], default=None,
-                   help="vote per task then combine, or on the 18 classes (auto: class if no per-task model)")
-    s.add_argument("--combine", choices=["product", "argmax"], default=None,
-                   help="per-task probabilities -> 18 classes (same labels; product also gives probabilities)")
-    s.add_argument("--tie", choices=["mean_prob", "lowest", "first_model"], default=None,
-                   help="hard-vote tie rule (default mean_prob)")
-    s.add_argument("--weights", type=_floats, default=None, metavar="W1,W2,...",
-                   help="one weight per model (order: --model, --kfold-dir folds, then --mask/--gender/...)")
+    _add_vote_args(s)
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--gt", help="truth CSV ImageID,ans: print the score and the ensemble against each model")
     _add_face_args(s)
@@ -459,11 +454,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     from .data.layout import LayoutError
-    from .errors import ConfigError, ExportError  # light: a bad option is reported before TF/JAX work
+    from .errors import ConfigError, ExportError, WeightsUnavailableError  # light: reported before TF/JAX work
 
     try:
         args.func(args)
-    except (ConfigError, LayoutError, FileNotFoundError, FileExistsError, ValueError, ExportError) as e:
+    except (ConfigError, LayoutError, FileNotFoundError, FileExistsError, ValueError, ExportError, WeightsUnavailableError) as e:
         if args.verbose:
             raise
         print(f"mask-keras {args.cmd}: error: {e}", file=sys.stderr)

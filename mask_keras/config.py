@@ -29,7 +29,7 @@ from .sampling import BALANCES  # the one list
 EARLY_STOPPING_MONITORS = {"val_macro_f1": "max", "val_loss": "min"}
 #: how an ensemble's models vote (soft: mean probabilities; hard: each model's answer) and where
 #: (per task, on the 18 classes, or "auto": the classes when every model is 18-way or multi-head,
-#: else per task); mask_keras.predict checks its arguments against these
+#: else per task); mask_keras.inference.combine checks its arguments against these
 VOTES = ("soft", "hard")
 LEVELS = ("auto", "task", "class")
 #: the scales a TTA crop view may take (the model's crop region scaled around its centre)

@@ -24,10 +24,13 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from . import labels as L
 from . import plots
 from .files import atomic_write_text
+from .groups import bootstrap_ci, group_scores, slice_scores
 
 COLUMNS = ("ImageID", "ans")
 #: the keys ``mask-keras evaluate --json`` prints, in this order
 CLI_KEYS = ("macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age")
+#: ... followed by these, where the metrics have them
+GROUP_KEYS = ("ci", "groups", "worst_group", "group_gap")
 TASK_NAMES = L.HEADS
 #: files written by ``evaluate(..., out_dir=...)``
 OUTPUT_FILES = ("metrics.json", "report.txt", "confusion_matrix.png",
@@ -207,12 +210,13 @@ def task_scores(y_true, y_pred, task: str) -> dict:
     return d
 
 
-def metrics_from_labels(y_true, y_pred) -> dict:
+def metrics_from_labels(y_true, y_pred, units=None) -> dict:
     """All metrics of two (N,) arrays of classes 0..17 (already aligned), JSON-ready.
 
     Args:
         y_true: (N,) true classes 0..17.
         y_pred: (N,) predicted classes 0..17, aligned with ``y_true``.
+        units: (N,) person ids for the bootstrap intervals (people resampled); None: images.
 
     Returns:
         The dict of :func:`evaluate` without ``gt`` and ``pred``.
@@ -246,6 +250,9 @@ def metrics_from_labels(y_true, y_pred) -> dict:
     d["n"] = int(yt.size)
     d["confusion_matrix"] = confusion_matrix(yt, yp, labels=all18).tolist()
     d["task_confusion_matrices"] = task_cm
+    d.update(group_scores(yt, yp))
+    d["slices"] = slice_scores(yt, yp)
+    d["ci"] = bootstrap_ci(yt, yp, units=units)
     return d
 
 
@@ -265,7 +272,10 @@ def evaluate(gt, pred, out_dir=None) -> dict:
         A JSON-ready dict: ``macro_f1``, ``accuracy``, ``f1_mask``, ``f1_gender``,
         ``f1_age``, ``per_class_f1`` (18), ``support`` (18 true counts), ``n``,
         ``confusion_matrix`` (18x18, rows = truth), ``task_confusion_matrices``
-        ({task: KxK}), ``gt`` and ``pred`` (where the tables came from).
+        ({task: KxK}), ``groups`` / ``worst_group`` / ``group_gap`` (the six gender x age
+        groups of the truth: :func:`mask_keras.groups.group_scores`), ``slices``
+        (:func:`mask_keras.groups.slice_scores`), ``ci`` (95% bootstrap intervals over the
+        images: :func:`mask_keras.groups.bootstrap_ci`), ``gt`` and ``pred``.
 
     Raises:
         EvaluationError: for missing columns, ``ans`` not an integer in 0..17 (naming file
@@ -330,7 +340,7 @@ def format_report(d: dict) -> str:
     Example:
         >>> d = metrics_from_labels([0, 4, 17], [0, 5, 17])
         >>> format_report(d).splitlines()[:3]
-        ['images:    3', 'macro F1:  0.5000', 'accuracy:  0.6667']
+        ['images:    3', 'macro F1:  0.5000  (95% interval 0.0000-1.0000, images resampled)', 'accuracy:  0.6667']
     """
     lines = [
         f"images:    {d.get('n', '?')}",
@@ -341,6 +351,16 @@ def format_report(d: dict) -> str:
         f"F1 age:    {d['f1_age']:.4f}",
         "",
     ]
+    ci = d.get("ci")
+    if ci:
+        lines[1] += f"  (95% interval {ci['macro_f1'][0]:.4f}-{ci['macro_f1'][1]:.4f}, {ci['resampled']} resampled)"
+    if d.get("groups"):
+        lines.append(f"{'group':<14}{'images':>7}{'accuracy':>10}{'F1 mask':>9}{'F1 gender':>11}{'F1 age':>8}")
+        fmt = (lambda v: f"{v:.4f}" if v is not None else "-")
+        for name, g in d["groups"].items():
+            lines.append(f"{name:<14}{g['n']:>7}{fmt(g['accuracy']):>10}{fmt(g.get('f1_mask')):>9}"
+                         f"{fmt(g.get('f1_gender')):>11}{fmt(g.get('f1_age')):>8}")
+        lines += [f"worst group: {d['worst_group']} (accuracy gap between groups {fmt(d['group_gap'])})", ""]
     per = d.get("per_class_f1")
     if per is not None:
         cm = np.asarray(d["confusion_matrix"]) if "confusion_matrix" in d else None
@@ -355,16 +375,17 @@ def format_report(d: dict) -> str:
 
 
 def cli_json(d: dict) -> str:
-    """The one-line JSON object ``mask-keras evaluate --json`` prints (keys :data:`CLI_KEYS`).
+    """The one-line JSON object ``mask-keras evaluate --json`` prints: :data:`CLI_KEYS`, then the
+    intervals, the groups, the worst group and the gap (:data:`GROUP_KEYS`) where ``d`` has them.
 
     Args:
         d: a metrics dict from :func:`evaluate` (holding every key of :data:`CLI_KEYS`).
 
     Returns:
-        A JSON string of those keys, as floats, in :data:`CLI_KEYS` order.
+        A JSON string: those keys as floats, in :data:`CLI_KEYS` order, then :data:`GROUP_KEYS`.
 
     Example:
-        >>> cli_json(metrics_from_labels([0, 4, 17], [0, 4, 17]))
-        '{"macro_f1": 1.0, "accuracy": 1.0, "f1_mask": 1.0, "f1_gender": 1.0, "f1_age": 1.0}'
+        >>> cli_json(metrics_from_labels([0, 4, 17], [0, 4, 17]))  # doctest: +ELLIPSIS
+        '{"macro_f1": 1.0, "accuracy": 1.0, "f1_mask": 1.0, "f1_gender": 1.0, "f1_age": 1.0, "ci": {"macro_f1": [...'
     """
-    return json.dumps({k: float(d[k]) for k in CLI_KEYS})
+    return json.dumps({**{k: float(d[k]) for k in CLI_KEYS}, **{k: d[k] for k in GROUP_KEYS if k in d}})

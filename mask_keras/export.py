@@ -39,10 +39,11 @@ snippet, beside ``config.json`` (the run's) and ``export.json`` (the same facts 
 ``verify=True`` (``mask-keras export --verify``) runs the export's runtime (TensorFlow,
 ONNX Runtime, the LiteRT interpreter) and the Keras model in this process on the same real
 photos (the run's validation images, else generated ones) and fails above 1e-4; it also
-reports the difference from the package's own file path (:func:`mask_keras.predict.
-predict_probs`), which decodes JPEGs scaled in the DCT where the caller's decoder does not.
+reports the difference from the package's own file path (the inference engine:
+:func:`mask_keras.inference.exported.package_probs`), which decodes JPEGs scaled in the DCT
+where the caller's decoder does not.
 
-The loader and the check live in :mod:`mask_keras.exported` (re-exported here). Use it::
+The loader and the check live in :mod:`mask_keras.inference.exported` (re-exported here). Use it::
 
     from mask_keras.export import export_artifact, load_exported
     export_artifact("runs/mask", "exports/mask_onnx", format="onnx", verify=True)   # once

@@ -11,7 +11,7 @@ p0.., fold``) and reports the out-of-fold macro F1 in ``kfold_summary.json``::
     runs/x/oof_predictions.csv    out-of-fold predictions (validation targets use age 60)
     runs/x/kfold_summary.json     per-fold and OOF macro F1 / accuracy (+ per-task F1 for 18 classes)
 
-The fold artifacts feed :mod:`mask_keras.predict` for hard or soft voting
+The fold artifacts feed :mod:`mask_keras.inference` for hard or soft voting
 (``mask-keras predict --kfold-dir runs/x`` or ``predict_submission(kfold_dirs=["runs/x"])``).
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ import pandas as pd
 from .config import Config, ConfigError
 from .evaluate import task_scores
 from .files import atomic_write_text
+from .groups import bootstrap_ci, group_scores
 from .inference.artifacts import write_manifest
 from . import train as training  # called as training.train: tests replace it
 from .jax_backend import distribute  # called as distribute.from_chief: tests replace it
@@ -114,10 +115,16 @@ def oof_summary(oof: pd.DataFrame, task: str) -> dict:
         {'oof_macro_f1': 0.733..., 'oof_accuracy': 0.75, 'oof_images': 4}
     """
 
-    s = task_scores(oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64), task)
+    yt, yp = oof["y_true"].to_numpy(np.int64), oof["y_pred"].to_numpy(np.int64)
+    s = task_scores(yt, yp, task)
     s.pop("per_class_f1")
-    return {"oof_macro_f1": s.pop("macro_f1"), "oof_accuracy": s.pop("accuracy"), "oof_images": int(len(oof)),
-            **{f"oof_{k}": v for k, v in s.items()}}
+    out = {"oof_macro_f1": s.pop("macro_f1"), "oof_accuracy": s.pop("accuracy"), "oof_images": int(len(oof)),
+           **{f"oof_{k}": v for k, v in s.items()}}
+    if "profile" in oof.columns:  # people known: they are resampled, each with all their photos
+        out["oof_ci"] = bootstrap_ci(yt, yp, task, units=oof["profile"])
+    if task in ("multi", "multihead"):  # the labels say each image's gender and age group
+        out.update({f"oof_{k}": v for k, v in group_scores(yt, yp, task).items()})
+    return out
 
 
 def train_kfold(cfg: Config, folds: list[int] | None = None, resume: bool = False) -> KFoldResult:

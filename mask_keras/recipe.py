@@ -204,7 +204,8 @@ def summary_line(metrics: dict) -> str:
 
     Args:
         metrics: a run's metrics (``task``, ``macro_f1``, ``accuracy``; ``constant_class``,
-            ``constant_macro_f1`` and ``constant_accuracy`` add the constant answer's score).
+            ``constant_macro_f1`` and ``constant_accuracy`` add the constant answer's score; ``ci``
+            its interval; ``groups``, ``worst_group`` and ``group_gap`` a line on the worst group).
 
     Returns:
         The line, after a ``"\\n"``; the constant answer's score in brackets when given.
@@ -215,10 +216,17 @@ def summary_line(metrics: dict) -> str:
         gender: validation macro F1 = 0.8123, accuracy = 0.8310 (answering 'female' for every face: 0.3750 / 0.6000)
     """
     m = metrics
-    line = f"\n{m['task']}: validation macro F1 = {m['macro_f1']:.4f}, accuracy = {m['accuracy']:.4f}"
+    line = f"\n{m['task']}: validation macro F1 = {m['macro_f1']:.4f}"
+    if m.get("ci"):
+        line += f" (95% interval {m['ci']['macro_f1'][0]:.2f}-{m['ci']['macro_f1'][1]:.2f})"
+    line += f", accuracy = {m['accuracy']:.4f}"
     if "constant_macro_f1" in m:
         line += (f" (answering {m['constant_class']!r} for every face: {m['constant_macro_f1']:.4f} / "
                  f"{m['constant_accuracy']:.4f})")
+    if m.get("worst_group"):
+        w = m["groups"][m["worst_group"]]
+        line += (f"\nworst group: {m['worst_group']} (accuracy {w['accuracy']:.4f} on {w['n']} images; "
+                 f"largest gap between groups {m['group_gap']:.4f})")
     return line
 
 
@@ -297,7 +305,7 @@ class EnsembleResult:
         out_dir: the ensemble directory.
         configs: member name -> resolved Config.
         runs: member name -> TrainResult | KFoldResult | loaded Path.
-        prediction: the :class:`mask_keras.predict.PredictResult` (None with ``--no-submit``).
+        prediction: the :class:`mask_keras.inference.submission.PredictResult` (None with ``--no-submit``).
         ensemble: how the members were combined (the recipe's, after flags).
     """
 
@@ -317,7 +325,7 @@ def run_ensemble(get_config, argv=None, description: str = "") -> EnsembleResult
     """Train (or load) every member, predict ``eval/``, combine, write and score the submission.
 
     ``get_config(demo=False)``: the recipe's config. Its ``ensemble`` section says how the
-    models are combined (vote, level, tta, crops: see :mod:`mask_keras.predict`; the flags
+    models are combined (vote, level, tta, crops: see :mod:`mask_keras.inference.combine`; the flags
     ``--vote``/``--level``/``--tta`` override it) and which they are
     (:func:`member_configs`); a member with ``data.folds >= 2`` is K fold models, all of
     which vote. The ensemble directory is the recipe's ``train.out_dir`` (``--out-dir``);

@@ -44,6 +44,7 @@ from .data import layout, splits
 from .ensemble import combine_tasks, from_multihead
 from .evaluate import task_scores
 from .files import atomic_write_text
+from .groups import bootstrap_ci, group_scores
 from .inference.artifacts import write_manifest
 from .jax_backend import distribute
 from .jax_backend.distribute import LocalPredictor
@@ -491,6 +492,10 @@ def _final_report(model, val_ds, val_t: pd.DataFrame, cfg: Config, out: Path | N
     constant = _majority_class(train_t, eval_task)
     base = task_scores(y_true, np.full_like(y_true, constant), eval_task)
     res.update(constant_class=names[constant], constant_macro_f1=base["macro_f1"], constant_accuracy=base["accuracy"])
+    # whom it fails (the six gender x age groups of the truth) and how sure the score is
+    # (people resampled: a person's photos move together)
+    res.update(group_scores(y_true, y_pred, eval_task, gender=val_t["gender"], age=val_t["age_group"]))
+    res["ci"] = bootstrap_ci(y_true, y_pred, eval_task, units=val_t["profile"])
     pred_cols = {f"p{c}": probs[:, c] for c in range(k)}
     preds = pd.DataFrame({"path": val_t["path"], "profile": val_t["profile"], "y_true": y_true, "y_pred": y_pred,
                           **pred_cols})

@@ -116,8 +116,10 @@ def test_cli_json():
     line = V.cli_json(d)
     assert "\n" not in line
     obj = json.loads(line)
-    assert list(obj) == ["macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age"]
-    assert obj["macro_f1"] == d["macro_f1"]
+    assert list(obj) == ["macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age", "ci", "groups", "worst_group",
+                         "group_gap"]
+    assert obj["macro_f1"] == d["macro_f1"] and obj["groups"] == d["groups"]
+    assert obj["ci"]["macro_f1"][0] <= d["macro_f1"] <= obj["ci"]["macro_f1"][1]
 
 
 def test_task_scores_match_sklearn_per_task():

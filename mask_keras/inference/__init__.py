@@ -12,7 +12,7 @@
 * :mod:`~mask_keras.inference.submission`: the eval/ set -> a submission and its scores;
 * :mod:`~mask_keras.inference.exported`: export folders run with their runtimes.
 """
-from .answers import answer_records, find_images, write_answers  # noqa: F401
+from .answers import answer_records, answer_summary, find_images, write_answers  # noqa: F401
 from .artifacts import ArtifactError, resolve  # noqa: F401
 from .combine import CombineError  # noqa: F401
 from .faces import NoFaceError  # noqa: F401

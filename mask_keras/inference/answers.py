@@ -141,6 +141,28 @@ def answer_table(rows: list[dict], names=None, key: str = "path") -> pd.DataFram
     return table
 
 
+def answer_summary(table: pd.DataFrame) -> dict:
+    """Counts of an answer table: rows, images, rows without an answer, faces found or not.
+
+    Args:
+        table: an answer table with ``path`` (:meth:`~mask_keras.inference.Predictor.predict_files`).
+
+    Returns:
+        ``{"rows", "images", "skipped"}``, and ``face_found`` / ``no_face`` (rows) when a
+        face-crop model looked for faces.
+
+    Example:
+        >>> t = pd.DataFrame({"path": ["a", "a", "b"], "face_found": [True, True, False], "error": ["", "", ""]})
+        >>> answer_summary(t)
+        {'rows': 3, 'images': 2, 'skipped': 0, 'face_found': 2, 'no_face': 1}
+    """
+    out = {"rows": len(table), "images": int(table["path"].nunique()), "skipped": int((table["error"] != "").sum())}
+    found = table["face_found"].dropna().astype(bool)
+    if len(found):
+        out.update(face_found=int(found.sum()), no_face=int((~found).sum()))
+    return out
+
+
 def answer_records(table: pd.DataFrame, drop=()) -> list[dict]:
     """The rows of an answer table as JSON-ready dicts (numpy scalars as Python numbers, NA as None).
 

@@ -48,7 +48,7 @@ TOLERANCE = 1e-4
 
 def check_run_dir(run_dir) -> tuple[Path, Config]:
     """The run directory of ``run_dir`` (or of its ``model.keras``) and its config, checked as
-    :func:`mask_keras.artifact.load_artifact` checks it; :class:`ExportError` if not one.
+    :func:`mask_keras.inference.artifacts.load_artifact` checks it; :class:`ExportError` if not one.
 
     Args:
         run_dir: a run directory written by ``mask-keras train``, or its ``model.keras``.

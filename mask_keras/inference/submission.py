@@ -137,7 +137,7 @@ def open_models(models=(), kfold_dirs=(), roles: dict | None = None) -> list[Art
         roles: ``{task: dir or [dirs]}`` (run or K-fold directories) whose task is checked.
 
     Returns:
-        The :class:`~mask_keras.artifact.Artifact` s, in the order models, folds, roles.
+        The :class:`~mask_keras.inference.artifacts.Artifact` s, in the order models, folds, roles.
 
     Raises:
         ArtifactError: none given, one given twice, an unknown role, a missing or wrong artifact.
