@@ -90,5 +90,10 @@ def test_evaluate_json(tmp_path, capsys):
                               str(tmp_path / "pred.csv"), "--json")
     assert code == 0, err
     d = json.loads(out)
-    assert set(d) == {"macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age"}
+    assert set(d) == {"macro_f1", "accuracy", "f1_mask", "f1_gender", "f1_age", "ci", "groups", "worst_group",
+                      "group_gap"}
     assert d["accuracy"] == pytest.approx(2 / 3)
+    # b.jpg (class 7: incorrect/male/30-59) answered 6 (incorrect/male/<30): its group is the worst
+    assert d["worst_group"] == "male/30-59" and d["groups"]["male/30-59"] == {
+        "n": 1, "accuracy": 0.0, "f1_mask": 1.0, "f1_gender": 1.0, "f1_age": 0.0}
+    assert d["ci"]["resampled"] == "images" and d["ci"]["macro_f1"][0] <= d["macro_f1"]

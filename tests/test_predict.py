@@ -260,10 +260,17 @@ def test_combine_predictions_by_hand():
     system = E.combine_tasks([[0.1, 0.7, 0.2]], [[0.4, 0.6]], [[0.5, 0.3, 0.2]])
     np.testing.assert_allclose(c.p18, (p18 + system) / 2)
     assert c.level == "class" and c.labels.tolist() == [17]
-    # at the class level the task answers are the joint class decoded: 17 = mask 2, gender 1, age 2
+    # at the class level the task answers are the argmax of the joint's marginals (here 17's too)
     assert {t: v.tolist() for t, v in c.task_labels.items()} == {"mask": [2], "gender": [1], "age": [2]}
     for t, v in zip(("mask", "gender", "age"), E.split_multi(c.p18)):
         np.testing.assert_allclose(c.task_probs[t], v)
+    # ... which can differ from the joint class: 0.4 on class 0 (wear/male/<30), 0.3 each on 10 and 11
+    # (incorrect/female/30-59, >=60): the joint answer is class 0, the mask answer 'incorrect' (0.6)
+    split = np.zeros((1, 18))
+    split[0, [0, 10, 11]] = 0.4, 0.3, 0.3
+    c = combine_predictions([_pred("multi", multi=split)], level="class")
+    assert c.labels.tolist() == [0] and c.task_labels["mask"].tolist() == [1] and c.task_labels["gender"].tolist() == [1]
+    np.testing.assert_allclose(c.task_probs["mask"], [[0.4, 0.6, 0.0]])
     # per-task models that do not cover the three tasks cannot be joined into one 18-class member
     with pytest.raises(CombineError, match="do not cover gender, age"):
         combine_predictions([_pred("multi", multi=p18), mask], level="class")

@@ -174,6 +174,7 @@ def test_find_images_answers_each_file_once(tmp_path, caplog):
 
 
 def test_kfold_and_ensemble_directories(arts, photos, tmp_path):
+    from mask_keras.ensemble import split_multi
     from mask_keras.inference import Predictor
     from mask_keras.inference.artifacts import resolve, write_manifest
 
@@ -203,8 +204,14 @@ def test_kfold_and_ensemble_directories(arts, photos, tmp_path):
         counts = np.bincount(votes[:, j], minlength=18)
         assert counts[y[j]] == counts.max()  # the answer has the most votes
         np.testing.assert_allclose(shares[j], counts / 3, atol=1e-6)  # the shares shown are the votes
-    m, g, a = L.decode(y)  # at the class level the task answers are the joint class decoded
-    assert good["mask"].tolist() == [L.CLASS_NAMES["mask"][i] for i in m] and set(good["level"]) == {"class"}
+    # at the class level the class is the joint answer, and each task's answer the argmax of the
+    # marginals shown beside it (the row is self-consistent)
+    assert set(good["level"]) == {"class"}
+    for task in ("mask", "gender", "age"):
+        shown = good[[f"p_{task}_{n}" for n in L.CLASS_NAMES[task]]].to_numpy(float)
+        marg = dict(zip(("mask", "gender", "age"), split_multi(shares)))[task]
+        np.testing.assert_allclose(shown, marg, atol=2e-6)
+        assert good[task].tolist() == [L.CLASS_NAMES[task][i] for i in shown.argmax(1)]
     # a manifest that disagrees with the folder's files fails at load, naming both
     write_manifest(tmp_path / "ens", "run")
     with pytest.raises(ArtifactError_(), match="says kind 'run'.*ensemble.json"):

@@ -12,8 +12,9 @@ service (JSON), has the same fields (:func:`answer_row`):
   covers), ``<task>_prob`` its probability, ``p_<task>_<name>`` every class's (vote shares for
   a hard vote); the answer is the argmax of what is shown;
 * ``class`` (0-17), ``class_prob`` and ``p0`` ... ``p17`` when all three tasks are covered;
-  ``level``: ``task`` (the class is made of the task answers) or ``class`` (the task answers
-  are the joint class decoded, and their ``p_`` columns its marginals);
+  ``level``: ``task`` (the class is made of the task answers) or ``class`` (the class is the
+  joint 18-class answer; the task answers are the argmax of its marginals, the ``p_`` columns,
+  and may differ from the class decoded);
 * ``error``: why a row has no answer (an undecodable image, a skipped face), else empty.
 """
 from __future__ import annotations

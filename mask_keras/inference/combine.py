@@ -13,8 +13,10 @@ multi-head models. :func:`combine_predictions` votes them (primitives in
   product of the task probabilities (``combine="product"``) or the per-task argmaxes
   (``combine="argmax"``; the same labels, see :mod:`mask_keras.ensemble`).
 * ``level="class"``: vote over 18-class probabilities (an 18-way model's own, a multi-head
-  model's product of heads; per-task models first joined into one member); the task answers
-  are then the joint class decoded (:attr:`Combined.level` says so).
+  model's product of heads; per-task models first joined into one member); the 18-class
+  answer is the joint's argmax and each task's answer the argmax of the joint's marginals,
+  which can differ from the joint class decoded (:attr:`Combined.level` says the class is the
+  joint's).
 * ``level="auto"`` (default): ``class`` when every model is 18-way or multi-head, else ``task``.
 
 Models covering fewer than three tasks (a gender model alone, mask + gender) are combined at
@@ -266,5 +268,5 @@ def combine_predictions(preds, vote: str = "soft", level: str = "auto", weights=
         p18 = soft_vote(members, mw)
         y18 = p18.argmax(axis=1).astype(np.int64)
     probs = dict(zip(TASK_ORDER, split_multi(p18)))
-    labels = dict(zip(TASK_ORDER, (np.asarray(v, np.int64) for v in L.decode(y18))))
+    labels = {t: probs[t].argmax(axis=1).astype(np.int64) for t in TASK_ORDER}  # the argmax of what is shown
     return Combined(tasks, labels, probs, "class", y18, p18)
