@@ -60,7 +60,10 @@ def serve(artifacts, host: str = "127.0.0.1", port: int = 8000, *, max_batch: in
     app = create_app(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, limits=limits)
     log.info("serving %d model(s) (%s) on http://%s:%d (docs: /docs, metrics: /metrics)", len(predictor.members),
              ", ".join(predictor.tasks), host, port)
-    uvicorn.run(app, host=host, port=port, log_config=log_config(), timeout_graceful_shutdown=graceful_s)
+    # an idle keep-alive connection is closed after 5 s (uvicorn's own timeout, set here so it is not
+    # left to a default); a slow body is the app's 408 (Limits.body_timeout_s), in-flight the app's 503
+    uvicorn.run(app, host=host, port=port, log_config=log_config(), timeout_graceful_shutdown=graceful_s,
+                timeout_keep_alive=5)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
