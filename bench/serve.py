@@ -139,8 +139,8 @@ def own_client(url: str, photo: bytes, clients: int, seconds: float) -> dict:
 
 
 def _ms(text: str) -> float:
-    v, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
-    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+    v, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
 def wrk(url: str, photo_file: Path, clients: int, seconds: float) -> dict | None:
@@ -158,7 +158,9 @@ def wrk(url: str, photo_file: Path, clients: int, seconds: float) -> dict | None
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return {"requests": n, "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0),
             "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "p50_ms": _ms(re.search(r"50%\s+(\S+)", out).group(1)), "p99_ms": _ms(re.search(r"99%\s+(\S+)", out).group(1))}
+            # the latency distribution's own lines ("     50%    6.30ms"), not "85.50%" in Thread Stats
+            "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
+            "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))}
 
 
 def ab(url: str, photo_file: Path, clients: int, seconds: float) -> dict | None:
