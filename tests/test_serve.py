@@ -283,6 +283,15 @@ def test_sigterm_lets_requests_in_progress_finish(tmp_path, synth_root):
             except OSError:
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(0.5)
+        # uvicorn's keep-alive timeout (5 s, set by serve): a connection left idle after its answer is closed
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        idle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = idle.recv(65536)
+        t0 = time.perf_counter()
+        while data:
+            data = idle.recv(65536)
+        assert 3 < time.perf_counter() - t0 < 15
+        idle.close()
         head = (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nX-Request-ID: last-one\r\n"
                 f"Content-Length: {len(photo)}\r\n\r\n").encode()
         sock = socket.create_connection(("127.0.0.1", port), timeout=60)
