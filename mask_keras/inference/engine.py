@@ -34,6 +34,7 @@ from .answers import answer_row
 from .combine import COMBINES, Prediction, check_choice, combine_predictions, model_weights
 from .faces import FACES, NO_FACE, Face, FaceFinder, NoFaceError, face_rows
 from .images import BadImage, ImageInput, check_crops, crop_windows, model_pixels
+from .runners import keras_runner
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,19 @@ class Member:
     def preprocess(self):
         """The run's ``PreprocessConfig``."""
         return self.config.preprocess
+
+    @classmethod
+    def from_artifact(cls, art, max_batch: int = 64) -> "Member":
+        """A run's member: its Keras model (loaded and checked now) behind a compiled runner.
+
+        Args:
+            art: an :class:`~mask_keras.inference.artifacts.Artifact`.
+            max_batch: the largest batch one model call gets.
+
+        Returns:
+            The :class:`Member`.
+        """
+        return cls(art.name, art.task, art.path, "keras", art.config, keras_runner(art.model, max_batch, art.name))
 
 
 @dataclass

@@ -33,7 +33,7 @@ from ..models.serving import build_serving_model
 from .artifacts import ArtifactError, load_artifact, model_outputs
 from .engine import Engine, Member
 from .images import ImageInput
-from .runners import keras_runner
+from .runners import concat_outputs
 
 FORMATS = ("tf_saved_model", "onnx", "litert", "jax2tf")
 #: the file or folder each format writes in the export folder
@@ -196,7 +196,7 @@ class ExportedModel:
         x = np.asarray(x)
         if self.format in ("tf_saved_model", "jax2tf"):
             parts = [self._run_pixels(x[i:i + batch_size].astype(np.float32)) for i in range(0, len(x), batch_size)]
-            return _concat(parts)
+            return concat_outputs(parts)
         h, w = self.config.preprocess.image_size
         if x.shape[1:3] != (h, w):
             raise ValueError(f"predict takes pixels already resized to {h}x{w}, got {x.shape}; "
@@ -204,7 +204,7 @@ class ExportedModel:
         whole = np.tile(np.array([[0, 0, h, w]], np.int32), (len(x), 1))  # the crop of an h x w image is itself
         parts = [self.predict_photos(np.clip(np.round(x[i:i + batch_size]), 0, 255).astype(np.uint8), whole[i:i + batch_size])
                  for i in range(0, len(x), batch_size)]
-        return self._probs(_concat(parts))
+        return self._probs(concat_outputs(parts))
 
     def _probs(self, out: dict):
         if self.task == "multihead":
@@ -216,12 +216,6 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         return f"ExportedModel({str(self.path)!r}, task={self.task!r}, format={self.format!r})"
-
-
-def _concat(parts):
-    if isinstance(parts[0], dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    return np.concatenate(parts)
 
 
 def load_exported(path) -> ExportedModel:
@@ -337,7 +331,7 @@ def package_probs(run_dir, files):
         float32 (N, C), or ``{head: (N, C)}`` for a multi-head model.
     """
     art = load_artifact(run_dir)
-    member = Member(art.name, art.task, art.path, "keras", art.config, keras_runner(art.model, 8))
+    member = Member.from_artifact(art, 8)
     engine = Engine([member])
     try:
         prepared = engine.prepare([ImageInput.from_bytes(str(f), Path(f).read_bytes()) for f in files], "raise")

@@ -30,7 +30,7 @@ from .artifacts import ArtifactError, load_artifact, resolve
 from .engine import Engine, Member
 from .exported import ExportedModel
 from .images import BadImage, ImageInput
-from .runners import export_runner, keras_runner
+from .runners import export_runner
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def open_members(paths, batch_size: int = 64) -> tuple[list, dict]:
                 ex = ExportedModel(d)
                 members.append(Member(d.name, ex.task, d, "export", ex.config, export_runner(ex, batch_size)))
             else:
-                art = load_artifact(d)
-                members.append(Member(art.name, art.task, d, "keras", art.config,
-                                      keras_runner(art.model, batch_size, art.name)))
+                members.append(Member.from_artifact(load_artifact(d), batch_size))
     return members, settings
 
 

@@ -43,7 +43,15 @@ def bucket(n: int, max_batch: int) -> int:
     return max_batch
 
 
-def _concat(parts):
+def concat_outputs(parts):
+    """Outputs of consecutive batches joined: arrays, or dicts of heads joined per head.
+
+    Args:
+        parts: a non-empty list of (n, C) arrays or of dicts ``{head: (n, C)}``.
+
+    Returns:
+        The joined array, or dict of arrays.
+    """
     if isinstance(parts[0], dict):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return np.concatenate(parts)
@@ -88,7 +96,7 @@ class Runner:
                 self.calls += 1
                 self.shapes.add(chunk.shape)
             parts.append({k: v[:n] for k, v in out.items()} if isinstance(out, dict) else out[:n])
-        return _concat(parts)
+        return concat_outputs(parts)
 
     def warm_up(self, image_size, up_to: int | None = None) -> list[int]:
         """Compile the calls for every bucket up to ``up_to`` now (a service does this before it

@@ -40,7 +40,6 @@ from .artifacts import Artifact, ArtifactError, expand_models, fold_dirs, kind_o
 from .combine import Combined, CombineError, Prediction, combine_predictions
 from .engine import Engine, Member
 from .images import ImageInput
-from .runners import keras_runner
 
 log = logging.getLogger(__name__)
 TASK_ORDER = L.HEADS
@@ -200,8 +199,7 @@ def predict_submission(models=(), data_dir="data/default", out_csv="submission.c
     bad = pipeline.check_images(table["path"], "fast", progress=progress)
     if bad:
         raise pipeline.ImageError(bad, total=len(table))
-    members = [Member(a.name, a.task, a.path, "keras", a.config, keras_runner(a.model, batch_size, a.name))
-               for a in arts]  # every model loaded and checked before predicting anything
+    members = [Member.from_artifact(a, batch_size) for a in arts]  # every model loaded and checked before predicting anything
     engine = Engine(members, vote=vote, level=level, weights=weights, tie=tie, combine=combine, tta=tta,
                     crops=crops)  # the settings checked against the models' tasks here
     if len(engine.tasks) < 3:
