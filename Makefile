@@ -34,18 +34,25 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python recipes/efficientnet_gender.py
 
+# $(call debian_install,COMMANDS,PACKAGES,WHAT): install Debian PACKAGES with apt unless every one of
+# COMMANDS is found (apt-get update only if the first try fails); without apt, or if it fails, a warning
+# says that WHAT goes without them (their tests or rows are skipped, and say so)
+define debian_install
+if ( for c in $(1); do command -v $$c >/dev/null || exit 1; done ); then :; \
+elif command -v apt-get >/dev/null; then \
+  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); PKGS="$(2)"; \
+  echo "installing $$PKGS (Debian) for $(3) ..."; \
+  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null || \
+  ( $$SUDO apt-get update -q >/dev/null && \
+    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null ) || \
+  echo "WARNING: could not install $$PKGS: $(3) goes without them (skipped)"; \
+else echo "WARNING: no apt-get: install $(2) (Debian names) for $(3)"; fi
+endef
+
 # the service's page test (tests/test_serve.py) drives a real browser: Debian's chromium and
 # chromedriver (no browser download from elsewhere); without them that one test is skipped
 $(BROWSER_STAMP): $(STAMP)
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
-	elif command -v apt-get >/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); PKGS="chromium chromium-driver"; \
-	  echo "installing $$PKGS (Debian) for the page test ..."; \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null || \
-	  ( $$SUDO apt-get update -q >/dev/null && \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null ) || \
-	  echo "WARNING: could not install $$PKGS: the browser test will be skipped"; \
-	else echo "WARNING: no apt-get: install chromium + chromedriver for the browser test"; fi
+	@$(call debian_install,chromium chromedriver,chromium chromium-driver,the page test)
 	touch $(BROWSER_STAMP)
 
 test: $(STAMP) $(BROWSER_STAMP)
@@ -60,15 +67,7 @@ serve: $(STAMP)
 # ... and the HTTP load tools bench/serve.py drives the service with: Debian's wrk and apache2-utils (ab)
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,pretrained,bench]'
-	@if command -v wrk >/dev/null && command -v ab >/dev/null; then :; \
-	elif command -v apt-get >/dev/null; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); PKGS="wrk apache2-utils"; \
-	  echo "installing $$PKGS (Debian) for bench/serve.py ..."; \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null || \
-	  ( $$SUDO apt-get update -q >/dev/null && \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$PKGS >/dev/null ) || \
-	  echo "WARNING: could not install $$PKGS: bench/serve.py skips their rows"; \
-	else echo "WARNING: no apt-get: install wrk and apache2-utils for bench/serve.py"; fi
+	@$(call debian_install,wrk ab,wrk apache2-utils,bench/serve.py)
 	touch $(BENCH_STAMP)
 
 # every benchmark, ratios against references measured in the same run (bench/README.md);
